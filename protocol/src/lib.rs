@@ -1,0 +1,18 @@
+//! Rookery's wire types: what clients send ([`ClientFrame`]), what the node sends back
+//! ([`ServerEvent`]), the objects both share ([`Message`], [`Conversation`], ...) and the error
+//! and close codes of the contract.
+//!
+//! This crate does no I/O. The node, the load generator and the tests all use it, so a change
+//! here is a change of the public protocol: document it in `docs/protocol.md`.
+
+mod codes;
+mod events;
+mod frames;
+mod objects;
+
+pub use codes::{close, ErrorCode};
+pub use events::{encode_event, Limits, ServerEvent};
+pub use frames::{decode_client_frame, ClientFrame, DecodeError, KNOWN_OPS};
+pub use objects::{
+    Conversation, ConversationKind, Member, Message, Role, Session, User, UserId, ConvId,
+};

@@ -1,0 +1,105 @@
+//! Objects shared by the HTTP API, WebSocket events and the store.
+
+use serde::{Deserialize, Serialize};
+
+/// A user id: an opaque string (today a UUIDv7 in simple form).
+pub type UserId = String;
+/// A conversation id: an opaque string (today a UUIDv7 in simple form).
+pub type ConvId = String;
+
+/// A user's public profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: UserId,
+    pub username: String,
+    pub display_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<String>,
+    pub created_at: i64,
+}
+
+/// What signup, login and refresh answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Session {
+    pub user: User,
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Seconds until `access_token` expires.
+    pub expires_in: u64,
+}
+
+/// Kind of conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationKind {
+    Direct,
+    Group,
+}
+
+/// A member's role in a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Member,
+    Admin,
+    Owner,
+}
+
+impl Role {
+    /// Owners and admins manage members and the title.
+    pub fn can_manage(self) -> bool {
+        matches!(self, Role::Owner | Role::Admin)
+    }
+}
+
+/// One member of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub user_id: UserId,
+    pub role: Role,
+    /// The member's read cursor, when the answer includes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_seq: Option<u64>,
+}
+
+/// A conversation as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub id: ConvId,
+    pub kind: ConversationKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    pub members: Vec<Member>,
+    pub created_at: i64,
+    pub last_seq: u64,
+}
+
+impl Conversation {
+    /// The role of `user`, or `None` when they are not a member.
+    pub fn role_of(&self, user: &str) -> Option<Role> {
+        self.members.iter().find(|m| m.user_id == user).map(|m| m.role)
+    }
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: String,
+    pub conv: ConvId,
+    pub seq: u64,
+    pub sender: UserId,
+    pub ts: i64,
+    pub body: String,
+    #[serde(default)]
+    pub attachments: Vec<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}

@@ -1,0 +1,500 @@
+//! The embedded backend: fjall (an LSM-tree engine) in the node's data directory.
+//!
+//! Keys are byte strings of parts joined by `0x00`; ids never contain `0x00` (the node checks
+//! ids at its edges) and a part that might (a client's `client_id`) always comes last. `seq` is
+//! encoded big-endian so that keys sort in `seq` order and a page of history is one range scan.
+//!
+//! | keyspace | key | value |
+//! | --- | --- | --- |
+//! | `users` | user id | [`UserRecord`] JSON |
+//! | `usernames` | username | user id |
+//! | `refresh` | token hash | [`RefreshRecord`] JSON |
+//! | `user_refresh` | user id, token hash | empty |
+//! | `convs` | conv id | [`ConvMeta`] JSON |
+//! | `members` | conv id, user id | role JSON |
+//! | `user_convs` | user id, conv id | empty |
+//! | `directs` | lower user id, higher user id | conv id |
+//! | `messages` | conv id, seq (u64 BE) | [`Message`] JSON |
+//! | `message_ids` | conv id, message id | seq (u64 BE) |
+//! | `dedupe` | conv id, sender, client id | seq (u64 BE) |
+//! | `cursors` | user id, conv id | [`Cursor`] JSON |
+
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use fjall::{Database, KeyspaceCreateOptions};
+use rookery_protocol::{Message, Role, User};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use writer::BatchObserver;
+use writer::{Keyspaces, Ks, Txn, Writer};
+
+use crate::{
+    ConvMeta, Cursor, CursorUpdate, HistoryQuery, RefreshRecord, RefreshUse, Store, StoreError, StoreResult,
+    UserRecord,
+};
+
+/// Options of the embedded store.
+#[derive(Clone, Default)]
+pub struct EmbeddedOptions {
+    /// Sync the journal to disk (fsync) after each group-committed batch. Default: `true`.
+    /// With `false` an acked message can be lost if the machine (not just the process) crashes.
+    pub no_sync: bool,
+    /// Called after each batch with its job count and commit time.
+    pub observer: Option<BatchObserver>,
+}
+
+/// The embedded store. Cheap to clone; all clones share one database and one writer thread.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    ks: Arc<Keyspaces>,
+    writer: Writer,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `dir`.
+    ///
+    /// # Errors
+    /// `Unavailable` when the directory cannot be created or the database cannot be opened (for
+    /// example another process holds it).
+    pub fn open(dir: &Path, options: EmbeddedOptions) -> StoreResult<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+        let db = Database::builder(dir)
+            .open()
+            .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", dir.display())))?;
+        let mut all = Vec::with_capacity(Ks::ALL.len());
+        for ks in Ks::ALL {
+            all.push(
+                db.keyspace(ks.name(), KeyspaceCreateOptions::default)
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+            );
+        }
+        let ks = Arc::new(Keyspaces { db, all });
+        let writer = Writer::start(ks.clone(), !options.no_sync, options.observer);
+        Ok(EmbeddedStore { ks, writer })
+    }
+
+    fn get_raw(&self, ks: Ks, key: &[u8]) -> StoreResult<Option<fjall::Slice>> {
+        self.ks.get(ks).get(key).map_err(unavailable)
+    }
+
+    fn get_json<T: DeserializeOwned>(&self, ks: Ks, key: &[u8]) -> StoreResult<Option<T>> {
+        match self.get_raw(ks, key)? {
+            Some(v) => Ok(Some(decode(ks, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every (key suffix after the prefix, value) under `prefix`.
+    fn scan(&self, ks: Ks, prefix: &[u8]) -> StoreResult<Vec<(Vec<u8>, fjall::Slice)>> {
+        let mut out = Vec::new();
+        for guard in self.ks.get(ks).prefix(prefix) {
+            let (k, v) = guard.into_inner().map_err(unavailable)?;
+            out.push((k[prefix.len()..].to_vec(), v));
+        }
+        Ok(out)
+    }
+}
+
+fn unavailable(e: fjall::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn key(parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+fn prefix(part: &str) -> Vec<u8> {
+    let mut k = part.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+fn msg_key(conv: &str, seq: u64) -> Vec<u8> {
+    key(&[conv.as_bytes(), &seq.to_be_bytes()])
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("store records always serialise")
+}
+
+fn decode<T: DeserializeOwned>(ks: Ks, bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { keyspace: ks.name(), detail: e.to_string() })
+}
+
+fn seq_of(ks: Ks, bytes: &[u8]) -> StoreResult<u64> {
+    let arr: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt { keyspace: ks.name(), detail: "seq is not 8 bytes".into() })?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+fn revoke_all_refresh(txn: &mut Txn<'_>, user_id: &str) -> StoreResult<()> {
+    let p = prefix(user_id);
+    for k in txn.scan_keys(Ks::UserRefresh, &p)? {
+        txn.delete(Ks::Refresh, k[p.len()..].to_vec());
+        txn.delete(Ks::UserRefresh, k);
+    }
+    Ok(())
+}
+
+fn add_member(txn: &mut Txn<'_>, conv: &str, user: &str, role: Role) {
+    txn.put(Ks::Members, key(&[conv.as_bytes(), user.as_bytes()]), encode(&role));
+    txn.put(Ks::UserConvs, key(&[user.as_bytes(), conv.as_bytes()]), Vec::new());
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn create_user(&self, record: UserRecord) -> StoreResult<()> {
+        self.writer
+            .submit(move |txn| {
+                let name = record.user.username.as_bytes().to_vec();
+                if txn.get(Ks::Usernames, &name)?.is_some() {
+                    return Err(StoreError::Conflict(format!("username {:?}", record.user.username)));
+                }
+                txn.put(Ks::Usernames, name, record.user.id.as_bytes().to_vec());
+                txn.put(Ks::Users, record.user.id.as_bytes().to_vec(), encode(&record));
+                Ok(())
+            })
+            .await
+    }
+
+    async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>> {
+        self.get_json(Ks::Users, id.as_bytes())
+    }
+
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        match self.get_raw(Ks::Usernames, username.as_bytes())? {
+            Some(id) => self.get_json(Ks::Users, &id),
+            None => Ok(None),
+        }
+    }
+
+    async fn update_user(&self, user: User) -> StoreResult<()> {
+        self.writer
+            .submit(move |txn| {
+                let k = user.id.as_bytes().to_vec();
+                let Some(raw) = txn.get(Ks::Users, &k)? else {
+                    return Err(StoreError::NotFound(format!("user {}", user.id)));
+                };
+                let mut record: UserRecord = decode(Ks::Users, &raw)?;
+                record.user.display_name = user.display_name;
+                record.user.avatar = user.avatar;
+                txn.put(Ks::Users, k, encode(&record));
+                Ok(())
+            })
+            .await
+    }
+
+    async fn put_refresh(&self, token_hash: &str, record: RefreshRecord) -> StoreResult<()> {
+        let hash = token_hash.to_string();
+        self.writer
+            .submit(move |txn| {
+                txn.put(Ks::UserRefresh, key(&[record.user_id.as_bytes(), hash.as_bytes()]), Vec::new());
+                txn.put(Ks::Refresh, hash.into_bytes(), encode(&record));
+                Ok(())
+            })
+            .await
+    }
+
+    async fn use_refresh(&self, token_hash: &str, now_ms: i64) -> StoreResult<RefreshUse> {
+        let hash = token_hash.as_bytes().to_vec();
+        self.writer
+            .submit(move |txn| {
+                let Some(raw) = txn.get(Ks::Refresh, &hash)? else {
+                    return Ok(RefreshUse::Invalid);
+                };
+                let mut record: RefreshRecord = decode(Ks::Refresh, &raw)?;
+                if record.used {
+                    revoke_all_refresh(txn, &record.user_id)?;
+                    return Ok(RefreshUse::Reused);
+                }
+                if record.expires_at_ms <= now_ms {
+                    return Ok(RefreshUse::Invalid);
+                }
+                record.used = true;
+                txn.put(Ks::Refresh, hash, encode(&record));
+                Ok(RefreshUse::Valid(record))
+            })
+            .await
+    }
+
+    async fn revoke_refresh(&self, token_hash: &str) -> StoreResult<()> {
+        let hash = token_hash.as_bytes().to_vec();
+        self.writer
+            .submit(move |txn| {
+                if let Some(raw) = txn.get(Ks::Refresh, &hash)? {
+                    let record: RefreshRecord = decode(Ks::Refresh, &raw)?;
+                    txn.delete(Ks::UserRefresh, key(&[record.user_id.as_bytes(), &hash]));
+                    txn.delete(Ks::Refresh, hash);
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn revoke_user_refresh(&self, user_id: &str) -> StoreResult<()> {
+        let user = user_id.to_string();
+        self.writer.submit(move |txn| revoke_all_refresh(txn, &user)).await
+    }
+
+    async fn create_conversation(&self, meta: ConvMeta, members: Vec<(String, Role)>) -> StoreResult<()> {
+        self.writer
+            .submit(move |txn| {
+                let k = meta.id.as_bytes().to_vec();
+                if txn.get(Ks::Convs, &k)?.is_some() {
+                    return Err(StoreError::Conflict(format!("conversation {}", meta.id)));
+                }
+                for (user, role) in &members {
+                    add_member(txn, &meta.id, user, *role);
+                }
+                txn.put(Ks::Convs, k, encode(&meta));
+                Ok(())
+            })
+            .await
+    }
+
+    async fn direct_conversation(&self, a: &str, b: &str, proposed: ConvMeta) -> StoreResult<(ConvMeta, bool)> {
+        let (lo, hi) = if a <= b { (a.to_string(), b.to_string()) } else { (b.to_string(), a.to_string()) };
+        self.writer
+            .submit(move |txn| {
+                let pair = key(&[lo.as_bytes(), hi.as_bytes()]);
+                if let Some(id) = txn.get(Ks::Directs, &pair)? {
+                    let raw = txn
+                        .get(Ks::Convs, &id)?
+                        .ok_or_else(|| StoreError::Corrupt { keyspace: "directs", detail: "dangling conversation".into() })?;
+                    return Ok((decode(Ks::Convs, &raw)?, false));
+                }
+                txn.put(Ks::Directs, pair, proposed.id.as_bytes().to_vec());
+                add_member(txn, &proposed.id, &lo, Role::Member);
+                add_member(txn, &proposed.id, &hi, Role::Member);
+                txn.put(Ks::Convs, proposed.id.as_bytes().to_vec(), encode(&proposed));
+                Ok((proposed, true))
+            })
+            .await
+    }
+
+    async fn conversation(&self, id: &str) -> StoreResult<Option<ConvMeta>> {
+        self.get_json(Ks::Convs, id.as_bytes())
+    }
+
+    async fn set_title(&self, id: &str, title: Option<String>) -> StoreResult<()> {
+        let id = id.to_string();
+        self.writer
+            .submit(move |txn| {
+                let k = id.as_bytes().to_vec();
+                let Some(raw) = txn.get(Ks::Convs, &k)? else {
+                    return Err(StoreError::NotFound(format!("conversation {id}")));
+                };
+                let mut meta: ConvMeta = decode(Ks::Convs, &raw)?;
+                meta.title = title;
+                txn.put(Ks::Convs, k, encode(&meta));
+                Ok(())
+            })
+            .await
+    }
+
+    async fn members(&self, conv: &str) -> StoreResult<Vec<(String, Role)>> {
+        self.scan(Ks::Members, &prefix(conv))?
+            .into_iter()
+            .map(|(user, role)| {
+                let user = String::from_utf8(user)
+                    .map_err(|e| StoreError::Corrupt { keyspace: "members", detail: e.to_string() })?;
+                Ok((user, decode(Ks::Members, &role)?))
+            })
+            .collect()
+    }
+
+    async fn put_member(&self, conv: &str, user: &str, role: Role) -> StoreResult<()> {
+        let (conv, user) = (conv.to_string(), user.to_string());
+        self.writer
+            .submit(move |txn| {
+                if txn.get(Ks::Convs, conv.as_bytes())?.is_none() {
+                    return Err(StoreError::NotFound(format!("conversation {conv}")));
+                }
+                add_member(txn, &conv, &user, role);
+                Ok(())
+            })
+            .await
+    }
+
+    async fn remove_member(&self, conv: &str, user: &str) -> StoreResult<()> {
+        let (conv, user) = (conv.to_string(), user.to_string());
+        self.writer
+            .submit(move |txn| {
+                txn.delete(Ks::Members, key(&[conv.as_bytes(), user.as_bytes()]));
+                txn.delete(Ks::UserConvs, key(&[user.as_bytes(), conv.as_bytes()]));
+                Ok(())
+            })
+            .await
+    }
+
+    async fn user_conversations(&self, user: &str) -> StoreResult<Vec<String>> {
+        self.scan(Ks::UserConvs, &prefix(user))?
+            .into_iter()
+            .map(|(conv, _)| {
+                String::from_utf8(conv).map_err(|e| StoreError::Corrupt { keyspace: "user_convs", detail: e.to_string() })
+            })
+            .collect()
+    }
+
+    async fn append_messages(&self, messages: Vec<Message>) -> StoreResult<()> {
+        self.writer
+            .submit(move |txn| {
+                for m in &messages {
+                    let k = msg_key(&m.conv, m.seq);
+                    if txn.get(Ks::Messages, &k)?.is_some() {
+                        return Err(StoreError::Conflict(format!("seq {} in conversation {}", m.seq, m.conv)));
+                    }
+                    let seq = m.seq.to_be_bytes().to_vec();
+                    txn.put(Ks::MessageIds, key(&[m.conv.as_bytes(), m.id.as_bytes()]), seq.clone());
+                    if let Some(client_id) = &m.client_id {
+                        txn.put(
+                            Ks::Dedupe,
+                            key(&[m.conv.as_bytes(), m.sender.as_bytes(), client_id.as_bytes()]),
+                            seq,
+                        );
+                    }
+                    txn.put(Ks::Messages, k, encode(m));
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn update_message(&self, message: Message) -> StoreResult<()> {
+        self.writer
+            .submit(move |txn| {
+                let k = msg_key(&message.conv, message.seq);
+                if txn.get(Ks::Messages, &k)?.is_none() {
+                    return Err(StoreError::NotFound(format!("message {}", message.id)));
+                }
+                txn.put(Ks::Messages, k, encode(&message));
+                Ok(())
+            })
+            .await
+    }
+
+    async fn messages(&self, conv: &str, q: HistoryQuery) -> StoreResult<(Vec<Message>, bool)> {
+        let lo = msg_key(conv, q.after_seq.map_or(0, |s| s.saturating_add(1)));
+        let hi = match q.before_seq {
+            Some(0) => return Ok((Vec::new(), false)),
+            Some(s) => msg_key(conv, s - 1),
+            None => msg_key(conv, u64::MAX),
+        };
+        let range = self.ks.get(Ks::Messages).range(lo..=hi);
+        let mut out = Vec::with_capacity(q.limit.min(512));
+        let mut has_more = false;
+        let forward = q.after_seq.is_some();
+        let mut push = |guard: fjall::Guard| -> StoreResult<bool> {
+            if out.len() == q.limit {
+                has_more = true;
+                return Ok(false);
+            }
+            let (_, v) = guard.into_inner().map_err(unavailable)?;
+            out.push(decode::<Message>(Ks::Messages, &v)?);
+            Ok(true)
+        };
+        if forward {
+            for g in range {
+                if !push(g)? {
+                    break;
+                }
+            }
+        } else {
+            for g in range.rev() {
+                if !push(g)? {
+                    break;
+                }
+            }
+            out.reverse();
+        }
+        Ok((out, has_more))
+    }
+
+    async fn message(&self, conv: &str, id: &str) -> StoreResult<Option<Message>> {
+        match self.get_raw(Ks::MessageIds, &key(&[conv.as_bytes(), id.as_bytes()]))? {
+            Some(seq) => self.get_json(Ks::Messages, &msg_key(conv, seq_of(Ks::MessageIds, &seq)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn last_message(&self, conv: &str) -> StoreResult<Option<Message>> {
+        Ok(self.messages(conv, HistoryQuery::latest(1)).await?.0.pop())
+    }
+
+    async fn message_by_client_id(&self, conv: &str, sender: &str, client_id: &str) -> StoreResult<Option<Message>> {
+        let k = key(&[conv.as_bytes(), sender.as_bytes(), client_id.as_bytes()]);
+        match self.get_raw(Ks::Dedupe, &k)? {
+            Some(seq) => self.get_json(Ks::Messages, &msg_key(conv, seq_of(Ks::Dedupe, &seq)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn count_unread(&self, conv: &str, user: &str, after_seq: u64, cap: usize) -> StoreResult<usize> {
+        let lo = msg_key(conv, after_seq.saturating_add(1));
+        let hi = msg_key(conv, u64::MAX);
+        let mut n = 0;
+        for guard in self.ks.get(Ks::Messages).range(lo..=hi) {
+            if n >= cap {
+                break;
+            }
+            let (_, v) = guard.into_inner().map_err(unavailable)?;
+            let m: Message = decode(Ks::Messages, &v)?;
+            if m.sender != user && !m.deleted {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn cursor(&self, user: &str, conv: &str) -> StoreResult<Cursor> {
+        Ok(self.get_json(Ks::Cursors, &key(&[user.as_bytes(), conv.as_bytes()]))?.unwrap_or_default())
+    }
+
+    async fn advance_cursors(&self, updates: Vec<CursorUpdate>) -> StoreResult<()> {
+        self.writer
+            .submit(move |txn| {
+                for u in &updates {
+                    let k = key(&[u.user.as_bytes(), u.conv.as_bytes()]);
+                    let mut c: Cursor = match txn.get(Ks::Cursors, &k)? {
+                        Some(raw) => decode(Ks::Cursors, &raw)?,
+                        None => Cursor::default(),
+                    };
+                    let before = c;
+                    if let Some(d) = u.delivered_seq {
+                        c.delivered_seq = c.delivered_seq.max(d);
+                    }
+                    if let Some(r) = u.read_seq {
+                        c.read_seq = c.read_seq.max(r);
+                        // Whatever was read was delivered.
+                        c.delivered_seq = c.delivered_seq.max(c.read_seq);
+                    }
+                    if c != before {
+                        txn.put(Ks::Cursors, k, encode(&c));
+                    }
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        self.writer.submit(|_| Ok(())).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.get_raw(Ks::Users, b"\0ping").map(|_| ())
+    }
+}

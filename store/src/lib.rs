@@ -1,0 +1,123 @@
+//! Rookery's storage: the [`Store`] trait every backend implements, the records it keeps, the
+//! embedded backend ([`embedded::EmbeddedStore`], on fjall) and the [`conformance`] suite that
+//! every backend must pass.
+//!
+//! Architecture Invariant: this crate knows nothing of actors, sockets or HTTP, and the trait
+//! carries no engine types (no fjall, no scylla), so a backend can be swapped without touching
+//! its callers.
+
+pub mod conformance;
+pub mod embedded;
+mod records;
+
+pub use records::{
+    ConvMeta, Cursor, CursorUpdate, HistoryQuery, RefreshRecord, RefreshUse, UserRecord,
+};
+
+use async_trait::async_trait;
+use rookery_protocol::{Message, Role, User};
+
+/// What can go wrong in a store call.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// A uniqueness rule was broken (username taken, seq already written, ...).
+    #[error("record already exists: {0}")]
+    Conflict(String),
+    /// The record the write depends on does not exist.
+    #[error("record not found: {0}")]
+    NotFound(String),
+    /// The engine refused or failed the operation (disk full, I/O error, shutting down). The
+    /// write did not happen; the caller may retry later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// A stored record could not be decoded. This is a bug or disk corruption.
+    #[error("corrupt record in {keyspace}: {detail}")]
+    Corrupt { keyspace: &'static str, detail: String },
+}
+
+/// Result of every store call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The storage contract of a Rookery node.
+///
+/// Every write is durable when its future resolves `Ok` (as durable as the backend's durability
+/// setting makes it). Writes submitted by one caller complete in submission order. Reads see every
+/// write whose future has resolved.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ---- users -------------------------------------------------------------------------------
+
+    /// Creates a user. `Conflict` when the username is taken.
+    async fn create_user(&self, record: UserRecord) -> StoreResult<()>;
+    /// A user by id.
+    async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>>;
+    /// A user by username (exact, lower case).
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<UserRecord>>;
+    /// Replaces the public profile of an existing user (the username never changes).
+    async fn update_user(&self, user: User) -> StoreResult<()>;
+
+    // ---- refresh tokens ----------------------------------------------------------------------
+
+    /// Stores a refresh token under the hash of its secret.
+    async fn put_refresh(&self, token_hash: &str, record: RefreshRecord) -> StoreResult<()>;
+    /// Consumes a refresh token: the first use returns `Valid` and marks it used; any later use
+    /// returns `Reused` and revokes every refresh token of that user (a stolen token was replayed).
+    async fn use_refresh(&self, token_hash: &str, now_ms: i64) -> StoreResult<RefreshUse>;
+    /// Revokes one refresh token. Unknown tokens are ignored.
+    async fn revoke_refresh(&self, token_hash: &str) -> StoreResult<()>;
+    /// Revokes every refresh token of a user.
+    async fn revoke_user_refresh(&self, user_id: &str) -> StoreResult<()>;
+
+    // ---- conversations -----------------------------------------------------------------------
+
+    /// Creates a conversation with its first members.
+    async fn create_conversation(&self, meta: ConvMeta, members: Vec<(String, Role)>) -> StoreResult<()>;
+    /// The one direct conversation of the pair `a`, `b`: returns the existing one with `false`,
+    /// or creates `proposed` (members `a` and `b`, both `Member`) and returns it with `true`.
+    async fn direct_conversation(&self, a: &str, b: &str, proposed: ConvMeta) -> StoreResult<(ConvMeta, bool)>;
+    /// A conversation's metadata.
+    async fn conversation(&self, id: &str) -> StoreResult<Option<ConvMeta>>;
+    /// Changes a conversation's title.
+    async fn set_title(&self, id: &str, title: Option<String>) -> StoreResult<()>;
+    /// The members of a conversation with their roles, ordered by user id.
+    async fn members(&self, conv: &str) -> StoreResult<Vec<(String, Role)>>;
+    /// Adds a member or changes their role.
+    async fn put_member(&self, conv: &str, user: &str, role: Role) -> StoreResult<()>;
+    /// Removes a member. Removing a non-member is not an error.
+    async fn remove_member(&self, conv: &str, user: &str) -> StoreResult<()>;
+    /// The conversations a user is a member of.
+    async fn user_conversations(&self, user: &str) -> StoreResult<Vec<String>>;
+
+    // ---- messages ----------------------------------------------------------------------------
+
+    /// Appends messages, each with its `seq` already assigned, atomically per message and
+    /// durably. Also indexes `(conv, sender, client_id)` for dedupe. `Conflict` when a `seq`
+    /// is already taken in its conversation (then nothing of that message is written).
+    async fn append_messages(&self, messages: Vec<Message>) -> StoreResult<()>;
+    /// Replaces a stored message (edit, delete). `NotFound` when it does not exist.
+    async fn update_message(&self, message: Message) -> StoreResult<()>;
+    /// A page of history, ascending by `seq`, and whether more exists in the direction read.
+    async fn messages(&self, conv: &str, query: HistoryQuery) -> StoreResult<(Vec<Message>, bool)>;
+    /// A message by id.
+    async fn message(&self, conv: &str, id: &str) -> StoreResult<Option<Message>>;
+    /// The newest message of a conversation.
+    async fn last_message(&self, conv: &str) -> StoreResult<Option<Message>>;
+    /// The message a sender stored earlier with this `client_id`, for dedupe.
+    async fn message_by_client_id(&self, conv: &str, sender: &str, client_id: &str) -> StoreResult<Option<Message>>;
+    /// How many messages after `after_seq` were sent by someone other than `user`, up to `cap`.
+    async fn count_unread(&self, conv: &str, user: &str, after_seq: u64, cap: usize) -> StoreResult<usize>;
+
+    // ---- cursors -----------------------------------------------------------------------------
+
+    /// A user's cursors in a conversation (zero when never set).
+    async fn cursor(&self, user: &str, conv: &str) -> StoreResult<Cursor>;
+    /// Raises cursors; a cursor never moves backwards.
+    async fn advance_cursors(&self, updates: Vec<CursorUpdate>) -> StoreResult<()>;
+
+    // ---- lifecycle ---------------------------------------------------------------------------
+
+    /// Resolves once every write submitted before this call is durable.
+    async fn flush(&self) -> StoreResult<()>;
+    /// Answers whether the store can serve requests (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+}

@@ -1,0 +1,88 @@
+//! Records the store keeps besides the protocol objects.
+
+use rookery_protocol::{ConversationKind, User};
+use serde::{Deserialize, Serialize};
+
+/// A user with their password hash (PHC string, argon2id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub user: User,
+    pub password_hash: String,
+}
+
+/// A refresh token, stored under the SHA-256 of its secret (never the secret itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshRecord {
+    pub user_id: String,
+    pub expires_at_ms: i64,
+    /// Set on first use; a used token is refused and its reuse revokes the user's tokens.
+    #[serde(default)]
+    pub used: bool,
+}
+
+/// Outcome of presenting a refresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshUse {
+    /// First use of a live token: it is now used up.
+    Valid(RefreshRecord),
+    /// The token was already used: every refresh token of that user was revoked.
+    Reused,
+    /// Unknown, revoked or expired.
+    Invalid,
+}
+
+/// A conversation's own fields; members are kept beside it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConvMeta {
+    pub id: String,
+    pub kind: ConversationKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    pub created_at: i64,
+}
+
+/// A user's position in a conversation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Highest `seq` delivered to any of the user's sessions.
+    pub delivered_seq: u64,
+    /// Highest `seq` the user has read.
+    pub read_seq: u64,
+}
+
+/// A request to raise a user's cursors in a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CursorUpdate {
+    pub user: String,
+    pub conv: String,
+    pub delivered_seq: Option<u64>,
+    pub read_seq: Option<u64>,
+}
+
+/// Which page of history to read. Pages are always returned ascending by `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Only messages with `seq > after_seq`; the page starts right after it (reading forwards).
+    pub after_seq: Option<u64>,
+    /// Only messages with `seq < before_seq`; the page ends right before it (reading backwards).
+    pub before_seq: Option<u64>,
+    /// At most this many messages.
+    pub limit: usize,
+}
+
+impl HistoryQuery {
+    /// The newest `limit` messages.
+    pub fn latest(limit: usize) -> Self {
+        HistoryQuery { after_seq: None, before_seq: None, limit }
+    }
+
+    /// The oldest `limit` messages after `seq`.
+    pub fn after(seq: u64, limit: usize) -> Self {
+        HistoryQuery { after_seq: Some(seq), before_seq: None, limit }
+    }
+
+    /// The newest `limit` messages before `seq`.
+    pub fn before(seq: u64, limit: usize) -> Self {
+        HistoryQuery { after_seq: None, before_seq: Some(seq), limit }
+    }
+}
