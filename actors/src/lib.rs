@@ -1,1 +1,162 @@
+//! Rookery's actors: a session actor per connection, a conversation actor per active
+//! conversation, their supervisors, the local session registry and the router that finds a
+//! conversation's actor.
+//!
+//! [`Hub`] ties them together; the node's gateway and HTTP API talk to the hub only.
+//!
+//! Architecture Invariant: this crate knows no socket, HTTP or JSON-over-the-wire details
+//! beyond the protocol crate's types; it reaches a client only through its outbound queue
+//! ([`SessionHandle`]).
 
+pub mod conversation;
+pub mod metrics;
+pub mod outbound;
+pub mod placement;
+pub mod registry;
+pub mod requester;
+pub mod session;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ractor::{Actor, ActorRef};
+use rookery_store::Store;
+
+pub use conversation::ConvMsg;
+pub use metrics::Metrics;
+pub use outbound::{OutboundReceiver, SessionAddr, SessionHandle};
+pub use placement::{ConversationRouter, RouteError};
+pub use registry::SessionRegistry;
+pub use requester::{Outcome, ReplyTo, Requester};
+pub use session::SessionMsg;
+
+use placement::ConversationSupervisor;
+use session::{SessionSupervisor, SessionSupervisorMsg};
+
+/// Settings of the actor layer. Every field is set from the node's configuration.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// This node's id.
+    pub node_id: String,
+    /// Largest message body, in bytes of UTF-8. Node default: 8192.
+    pub max_body: usize,
+    /// Most messages per conversation in one `sync` answer. Node default: 500.
+    pub sync_batch: usize,
+    /// Frames an outbound queue holds before the session is closed as a slow consumer.
+    /// Node default: 1024.
+    pub outbound_queue: usize,
+    /// Frames a session may have queued or in progress before the gateway stops reading its
+    /// socket. Node default: 64.
+    pub session_inflight: usize,
+    /// A conversation actor with no client traffic for this long stops. Node default: 60 s.
+    pub conv_idle_after: Duration,
+    /// Housekeeping period of conversation actors (cursor flush, idle check). Node default: 1 s.
+    pub conv_tick: Duration,
+    /// Read receipts are coalesced over this window. Node default: 100 ms.
+    pub receipt_coalesce: Duration,
+    /// Most users one `presence` query answers. Node default: 256.
+    pub max_presence_query: usize,
+}
+
+/// Everything the actors share: store, registry, router, metrics, settings.
+pub struct Hub {
+    pub node_id: Arc<str>,
+    pub config: HubConfig,
+    pub store: Arc<dyn Store>,
+    pub sessions: SessionRegistry,
+    pub router: ConversationRouter,
+    pub metrics: Arc<Metrics>,
+    session_supervisor: OnceLock<ActorRef<SessionSupervisorMsg>>,
+}
+
+/// The actor layer failed to start.
+#[derive(Debug, thiserror::Error)]
+#[error("starting the {what} supervisor failed: {detail}")]
+pub struct StartError {
+    what: &'static str,
+    detail: String,
+}
+
+impl Hub {
+    /// Starts the supervisors and returns the hub.
+    ///
+    /// # Errors
+    /// When a supervisor cannot be spawned.
+    pub async fn start(config: HubConfig, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Result<Arc<Hub>, StartError> {
+        let hub = Arc::new(Hub {
+            node_id: config.node_id.as_str().into(),
+            config,
+            store,
+            sessions: SessionRegistry::default(),
+            router: ConversationRouter::default(),
+            metrics,
+            session_supervisor: OnceLock::new(),
+        });
+        let (conv_sup, _) = Actor::spawn(None, ConversationSupervisor, Arc::downgrade(&hub))
+            .await
+            .map_err(|e| StartError { what: "conversation", detail: e.to_string() })?;
+        hub.router.set_supervisor(conv_sup);
+        let (session_sup, _) = Actor::spawn(None, SessionSupervisor, Arc::downgrade(&hub))
+            .await
+            .map_err(|e| StartError { what: "session", detail: e.to_string() })?;
+        let _ = hub.session_supervisor.set(session_sup);
+        Ok(hub)
+    }
+
+    /// Starts the session actor of a new connection and registers its handle.
+    ///
+    /// # Errors
+    /// When the node is shutting down or the actor cannot be spawned.
+    pub async fn open_session(&self, handle: Arc<SessionHandle>) -> Result<ActorRef<SessionMsg>, String> {
+        let sup = self.session_supervisor.get().ok_or("node is starting")?;
+        match sup.call(|reply| SessionSupervisorMsg::Start { handle, reply }, Some(Duration::from_secs(10))).await {
+            Ok(ractor::rpc::CallResult::Success(r)) => r,
+            Ok(_) => Err("the session supervisor did not answer".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Queues a frame to one session, wherever it lives. Returns whether it was queued.
+    pub fn push_to_session(&self, addr: &SessionAddr, frame: Bytes) -> bool {
+        match self.sessions.session(&addr.session_id) {
+            Some(h) => h.push(frame),
+            None => false,
+        }
+    }
+
+    /// Shutdown, in phases under `grace`: close every session with 1001, wait for conversation
+    /// actors to finish their in-flight writes, make the store durable, stop the supervisors.
+    pub async fn shutdown(&self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        for s in self.sessions.all() {
+            s.close_with(rookery_protocol::close::GOING_AWAY);
+        }
+        self.router.drain(grace / 2).await;
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(remaining, self.store.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "final store flush failed"),
+            Err(_) => tracing::error!("final store flush did not finish within the grace period"),
+        }
+        for (_, actor) in self.router.actors() {
+            actor.stop(Some("shutdown".into()));
+        }
+        if let Some(sup) = self.session_supervisor.get() {
+            sup.stop(Some("shutdown".into()));
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A new id: a UUIDv7 in simple form (32 hex digits, sorts by creation time).
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}

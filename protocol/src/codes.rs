@@ -82,6 +82,8 @@ pub mod close {
     pub const POLICY: u16 = 4008;
     /// Slow consumer: the outbound queue went over its bound.
     pub const SLOW_CONSUMER: u16 = 4009;
+    /// The node failed while handling this session (a bug); reconnect.
+    pub const INTERNAL_ERROR: u16 = 1011;
     /// The connection sent nothing (no frame, no pong) for two heartbeat intervals.
     pub const HEARTBEAT_TIMEOUT: u16 = 4000;
 }

@@ -14,5 +14,5 @@ pub use codes::{close, ErrorCode};
 pub use events::{encode_event, Limits, ServerEvent};
 pub use frames::{decode_client_frame, ClientFrame, DecodeError, KNOWN_OPS};
 pub use objects::{
-    Conversation, ConversationKind, Member, Message, Role, Session, User, UserId, ConvId,
+    is_valid_id, ConvId, Conversation, ConversationKind, Member, Message, Role, Session, User, UserId,
 };

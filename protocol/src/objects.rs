@@ -103,3 +103,9 @@ pub struct Message {
 fn is_false(b: &bool) -> bool {
     !*b
 }
+
+/// Whether `s` has the shape of an id the node issues (1–64 of `A-Za-z0-9_-`). Anything else
+/// is refused at the edge, before it reaches the store.
+pub fn is_valid_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}

@@ -1,0 +1,494 @@
+//! The conversation actor: the single writer of one conversation.
+//!
+//! It checks membership and dedupe, assigns `seq`, hands the message to the store (which group
+//! commits it), and once the write is durable acks the sender and fans the message out, encoded
+//! once, to every member's sessions. Writes complete out of order across tasks, so commits are
+//! applied in `seq` order through the `inflight` queue: nobody sees seq 5 before seq 4.
+//!
+//! Mailbox bound: every `Send` carries its session's in-flight permit, released when the send is
+//! answered, so the mailbox holds at most `sessions × session_inflight` sends. Other messages
+//! are bounded by the same session permits or by timers.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rookery_protocol::{encode_event, ErrorCode, Message, Role, ServerEvent};
+use rookery_store::{ConvMeta, CursorUpdate, StoreError};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::requester::{Outcome, Requester};
+use crate::{now_ms, Hub};
+
+/// How many recent `client_id`s each conversation remembers in memory; older ones are found in
+/// the store's dedupe index.
+const DEDUPE_MEMORY: usize = 4096;
+
+/// Messages of the conversation actor.
+pub enum ConvMsg {
+    /// A client's `send`.
+    Send {
+        from: Requester,
+        client_id: String,
+        body: String,
+        attachments: Vec<serde_json::Value>,
+        received: Instant,
+        permit: Option<OwnedSemaphorePermit>,
+    },
+    /// A client's `edit` of its own message.
+    Edit { from: Requester, id: String, body: String },
+    /// A client's `delete` of a message (own, or any as owner/admin).
+    Delete { from: Requester, id: String },
+    /// A client's `read`.
+    Read { from: Requester, seq: u64 },
+    /// A client's `typing`.
+    Typing { from: Requester, active: bool },
+    /// Membership or title changed in the store: reload them.
+    Reload,
+    /// The store finished writing `seq`.
+    Committed { seq: u64, result: Result<(), StoreError>, took: Duration },
+    /// Periodic housekeeping: flush delivery cursors, stop when idle.
+    Tick,
+    /// Send the coalesced read receipts.
+    FlushReceipts,
+    /// Last message of a retiring actor: flush and stop.
+    Retire,
+    /// Replies once no write is in flight (for shutdown).
+    Drain(RpcReplyPort<()>),
+    /// Test hook: panic inside the actor.
+    #[cfg(feature = "test-hooks")]
+    InjectPanic,
+}
+
+/// Start arguments.
+pub struct ConvArgs {
+    pub id: Arc<str>,
+    pub hub: Arc<Hub>,
+    /// Restarted after a crash: wait for the crashed actor's writes before loading state.
+    pub recovering: bool,
+}
+
+/// The actor.
+pub struct ConversationActor;
+
+enum Dedupe {
+    InFlight(u64),
+    Done { id: Arc<str>, seq: u64, ts: i64 },
+}
+
+struct Pending {
+    seq: u64,
+    id: Arc<str>,
+    ts: i64,
+    client_id: String,
+    from: Requester,
+    /// Duplicate sends that arrived while this one was in flight.
+    waiters: Vec<Requester>,
+    frame: Bytes,
+    received: Instant,
+    result: Option<Result<(), StoreError>>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// State of one conversation actor.
+pub struct ConvState {
+    id: Arc<str>,
+    hub: Arc<Hub>,
+    meta: ConvMeta,
+    members: HashMap<Arc<str>, Role>,
+    last_seq: u64,
+    last_ts: i64,
+    inflight: VecDeque<Pending>,
+    dedupe: HashMap<(Arc<str>, String), Dedupe>,
+    dedupe_order: VecDeque<(Arc<str>, String)>,
+    delivered: HashMap<Arc<str>, u64>,
+    reads: HashMap<Arc<str>, u64>,
+    receipts_armed: bool,
+    last_activity: Instant,
+    retiring: bool,
+    drain_waiters: Vec<RpcReplyPort<()>>,
+}
+
+impl Actor for ConversationActor {
+    type Msg = ConvMsg;
+    type State = ConvState;
+    type Arguments = ConvArgs;
+
+    async fn pre_start(&self, myself: ActorRef<ConvMsg>, args: ConvArgs) -> Result<ConvState, ActorProcessingErr> {
+        let store = &args.hub.store;
+        if args.recovering {
+            // Writes the crashed actor handed to the store may still be queued; seq must be
+            // read after them.
+            store.flush().await?;
+        }
+        let meta = store
+            .conversation(&args.id)
+            .await?
+            .ok_or_else(|| format!("conversation {} does not exist", args.id))?;
+        let members = load_members(&args.hub, &args.id).await?;
+        let last = store.last_message(&args.id).await?;
+        myself.send_interval(args.hub.config.conv_tick, || ConvMsg::Tick);
+        Ok(ConvState {
+            id: args.id,
+            hub: args.hub,
+            meta,
+            members,
+            last_seq: last.as_ref().map_or(0, |m| m.seq),
+            last_ts: last.as_ref().map_or(0, |m| m.ts),
+            inflight: VecDeque::new(),
+            dedupe: HashMap::new(),
+            dedupe_order: VecDeque::new(),
+            delivered: HashMap::new(),
+            reads: HashMap::new(),
+            receipts_armed: false,
+            last_activity: Instant::now(),
+            retiring: false,
+            drain_waiters: Vec::new(),
+        })
+    }
+
+    async fn handle(&self, myself: ActorRef<ConvMsg>, msg: ConvMsg, state: &mut ConvState) -> Result<(), ActorProcessingErr> {
+        if state.retiring {
+            return retiring(msg, state, &myself).await;
+        }
+        match msg {
+            ConvMsg::Send { from, client_id, body, attachments, received, permit } => {
+                state.last_activity = Instant::now();
+                state.send(&myself, from, client_id, body, attachments, received, permit).await;
+            }
+            ConvMsg::Committed { seq, result, took } => {
+                state.hub.metrics.store_write_seconds.observe(took.as_secs_f64());
+                if let Some(p) = state.inflight.iter_mut().find(|p| p.seq == seq) {
+                    p.result = Some(result);
+                }
+                state.apply_commits();
+            }
+            ConvMsg::Edit { from, id, body } => {
+                state.last_activity = Instant::now();
+                state.edit(from, id, Some(body)).await;
+            }
+            ConvMsg::Delete { from, id } => {
+                state.last_activity = Instant::now();
+                state.edit(from, id, None).await;
+            }
+            ConvMsg::Read { from, seq } => {
+                state.last_activity = Instant::now();
+                if !state.members.contains_key(&from.user_id) {
+                    state.reply_error(&from, ErrorCode::NotMember, "not a member of this conversation", None);
+                    return Ok(());
+                }
+                let seq = seq.min(state.last_seq);
+                let entry = state.reads.entry(from.user_id.clone()).or_insert(0);
+                *entry = (*entry).max(seq);
+                if !state.receipts_armed {
+                    state.receipts_armed = true;
+                    myself.send_after(state.hub.config.receipt_coalesce, || ConvMsg::FlushReceipts);
+                }
+            }
+            ConvMsg::Typing { from, active } => {
+                if !state.members.contains_key(&from.user_id) {
+                    state.reply_error(&from, ErrorCode::NotMember, "not a member of this conversation", None);
+                    return Ok(());
+                }
+                let frame = encode_event(&ServerEvent::Typing { conv: &state.id, user_id: &from.user_id, active });
+                for user in state.members.keys().filter(|u| **u != from.user_id) {
+                    state.hub.sessions.push_to_user(user, &frame);
+                }
+            }
+            ConvMsg::Reload => {
+                if let Some(meta) = state.hub.store.conversation(&state.id).await? {
+                    state.meta = meta;
+                }
+                state.members = load_members(&state.hub, &state.id).await?;
+            }
+            ConvMsg::FlushReceipts => {
+                state.receipts_armed = false;
+                state.flush_receipts();
+            }
+            ConvMsg::Tick => {
+                state.flush_delivered();
+                let idle = state.last_activity.elapsed() >= state.hub.config.conv_idle_after;
+                if idle && state.inflight.is_empty() && state.reads.is_empty() {
+                    state.retiring = true;
+                    // After this no new message can reach us through the router; messages
+                    // already queued are forwarded to the successor by `retiring`.
+                    state.hub.router.unregister(&state.id, myself.get_id());
+                    let _ = myself.cast(ConvMsg::Retire);
+                }
+            }
+            ConvMsg::Retire => {}
+            ConvMsg::Drain(reply) => {
+                if state.inflight.is_empty() {
+                    let _ = reply.send(());
+                } else {
+                    state.drain_waiters.push(reply);
+                }
+            }
+            #[cfg(feature = "test-hooks")]
+            ConvMsg::InjectPanic => panic!("injected panic in conversation {}", state.id),
+        }
+        Ok(())
+    }
+}
+
+/// While retiring, forwards what races in to a fresh actor and stops on `Retire`.
+async fn retiring(msg: ConvMsg, state: &mut ConvState, myself: &ActorRef<ConvMsg>) -> Result<(), ActorProcessingErr> {
+    match msg {
+        ConvMsg::Retire => {
+            state.flush_delivered();
+            myself.stop(Some("idle".into()));
+        }
+        ConvMsg::Drain(reply) => {
+            let _ = reply.send(());
+        }
+        ConvMsg::Tick | ConvMsg::FlushReceipts | ConvMsg::Committed { .. } => {}
+        other => {
+            let (hub, id) = (state.hub.clone(), state.id.clone());
+            tokio::spawn(async move {
+                if let Err(e) = hub.router.route(&id, other).await {
+                    tracing::warn!(conv = %id, error = %e, "could not forward a message from a retiring conversation");
+                }
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn load_members(hub: &Hub, id: &str) -> Result<HashMap<Arc<str>, Role>, StoreError> {
+    Ok(hub.store.members(id).await?.into_iter().map(|(u, r)| (Arc::from(u), r)).collect())
+}
+
+impl ConvState {
+    fn reply_error(&self, to: &Requester, code: ErrorCode, message: &str, client_id: Option<&str>) {
+        to.error(&self.hub, code, message, client_id);
+    }
+
+    fn ack(&self, to: &Requester, client_id: &str, id: &str, seq: u64, ts: i64) {
+        to.ack(&self.hub, &self.id, client_id, id, seq, ts);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
+        &mut self,
+        myself: &ActorRef<ConvMsg>,
+        from: Requester,
+        client_id: String,
+        body: String,
+        attachments: Vec<serde_json::Value>,
+        received: Instant,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
+        self.hub.metrics.messages_received.inc();
+        if !self.members.contains_key(&from.user_id) {
+            self.reply_error(&from, ErrorCode::NotMember, "not a member of this conversation", Some(&client_id));
+            return;
+        }
+        let key = (from.user_id.clone(), client_id);
+        match self.dedupe.get(&key) {
+            Some(Dedupe::Done { id, seq, ts }) => {
+                self.ack(&from, &key.1, id, *seq, *ts);
+                return;
+            }
+            Some(Dedupe::InFlight(seq)) => {
+                let seq = *seq;
+                if let Some(p) = self.inflight.iter_mut().find(|p| p.seq == seq) {
+                    p.waiters.push(from);
+                }
+                return;
+            }
+            None => {}
+        }
+        match self.hub.store.message_by_client_id(&self.id, &from.user_id, &key.1).await {
+            Ok(Some(m)) => {
+                self.ack(&from, &key.1, &m.id, m.seq, m.ts);
+                self.remember(key, Dedupe::Done { id: m.id.into(), seq: m.seq, ts: m.ts });
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.reply_error(&from, ErrorCode::Unavailable, &format!("storage unavailable: {e}"), Some(&key.1));
+                return;
+            }
+        }
+        let seq = self.last_seq + 1;
+        self.last_seq = seq;
+        let ts = now_ms().max(self.last_ts);
+        self.last_ts = ts;
+        let message = Message {
+            id: crate::new_id(),
+            conv: self.id.to_string(),
+            seq,
+            sender: from.user_id.to_string(),
+            ts,
+            body,
+            attachments,
+            client_id: Some(key.1.clone()),
+            edited_at: None,
+            deleted: false,
+        };
+        let frame = encode_event(&ServerEvent::Msg(&message));
+        self.inflight.push_back(Pending {
+            seq,
+            id: message.id.as_str().into(),
+            ts,
+            client_id: key.1.clone(),
+            from,
+            waiters: Vec::new(),
+            frame,
+            received,
+            result: None,
+            _permit: permit,
+        });
+        self.remember(key, Dedupe::InFlight(seq));
+        let (store, me) = (self.hub.store.clone(), myself.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let result = store.append_messages(vec![message]).await;
+            let _ = me.cast(ConvMsg::Committed { seq, result, took: started.elapsed() });
+        });
+    }
+
+    fn remember(&mut self, key: (Arc<str>, String), entry: Dedupe) {
+        if self.dedupe.insert(key.clone(), entry).is_none() {
+            self.dedupe_order.push_back(key);
+            while self.dedupe_order.len() > DEDUPE_MEMORY {
+                if let Some(old) = self.dedupe_order.pop_front() {
+                    // An in-flight entry is never evicted: its duplicates must wait for it.
+                    if matches!(self.dedupe.get(&old), Some(Dedupe::InFlight(_))) {
+                        self.dedupe_order.push_back(old);
+                        break;
+                    }
+                    self.dedupe.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Acks and fans out every committed write at the head of the queue, in `seq` order.
+    fn apply_commits(&mut self) {
+        while self.inflight.front().is_some_and(|p| p.result.is_some()) {
+            let p = self.inflight.pop_front().expect("front exists");
+            let key = (p.from.user_id.clone(), p.client_id.clone());
+            match p.result.expect("checked above") {
+                Ok(()) => {
+                    self.ack(&p.from, &p.client_id, &p.id, p.seq, p.ts);
+                    for w in &p.waiters {
+                        self.ack(w, &p.client_id, &p.id, p.seq, p.ts);
+                    }
+                    self.hub.metrics.message_ack_seconds.observe(p.received.elapsed().as_secs_f64());
+                    for user in self.members.keys() {
+                        let n = self.hub.sessions.push_to_user(user, &p.frame);
+                        if n > 0 {
+                            self.hub.metrics.messages_delivered.inc_by(n as u64);
+                            self.delivered.insert(user.clone(), p.seq);
+                        }
+                    }
+                    self.dedupe.insert(key, Dedupe::Done { id: p.id, seq: p.seq, ts: p.ts });
+                }
+                Err(e) => {
+                    tracing::warn!(conv = %self.id, seq = p.seq, error = %e, "message write failed; not acked");
+                    let msg = format!("storage unavailable: {e}");
+                    self.reply_error(&p.from, ErrorCode::Unavailable, &msg, Some(&p.client_id));
+                    for w in &p.waiters {
+                        self.reply_error(w, ErrorCode::Unavailable, &msg, Some(&p.client_id));
+                    }
+                    self.dedupe.remove(&key);
+                }
+            }
+        }
+        if self.inflight.is_empty() {
+            for w in self.drain_waiters.drain(..) {
+                let _ = w.send(());
+            }
+        }
+    }
+
+    /// Edit (`Some(body)`) or delete (`None`) a message.
+    async fn edit(&mut self, from: Requester, id: String, body: Option<String>) {
+        let Some(role) = self.members.get(&from.user_id).copied() else {
+            self.reply_error(&from, ErrorCode::NotMember, "not a member of this conversation", None);
+            return;
+        };
+        let mut m = match self.hub.store.message(&self.id, &id).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return self.reply_error(&from, ErrorCode::NotFound, "no such message", None),
+            Err(e) => return self.reply_error(&from, ErrorCode::Unavailable, &e.to_string(), None),
+        };
+        let own = *m.sender == *from.user_id;
+        if m.deleted {
+            return self.reply_error(&from, ErrorCode::NotFound, "the message was deleted", None);
+        }
+        let now = now_ms();
+        match &body {
+            Some(_) if !own => return self.reply_error(&from, ErrorCode::Forbidden, "only the sender can edit a message", None),
+            None if !own && !role.can_manage() => {
+                return self.reply_error(&from, ErrorCode::Forbidden, "only the sender or an owner/admin can delete", None)
+            }
+            _ => {}
+        }
+        match body {
+            Some(b) => {
+                m.body = b;
+                m.edited_at = Some(now);
+            }
+            None => {
+                m.body.clear();
+                m.attachments.clear();
+                m.deleted = true;
+            }
+        }
+        if let Err(e) = self.hub.store.update_message(m.clone()).await {
+            return self.reply_error(&from, ErrorCode::Unavailable, &e.to_string(), None);
+        }
+        let frame = if m.deleted {
+            encode_event(&ServerEvent::Deleted { conv: &self.id, id: &m.id, seq: m.seq })
+        } else {
+            encode_event(&ServerEvent::Edited { conv: &self.id, id: &m.id, seq: m.seq, body: &m.body, edited_at: now })
+        };
+        for user in self.members.keys() {
+            self.hub.sessions.push_to_user(user, &frame);
+        }
+        from.done(Outcome::Updated(Box::new(m)));
+    }
+
+    fn flush_receipts(&mut self) {
+        if self.reads.is_empty() {
+            return;
+        }
+        let reads: Vec<(Arc<str>, u64)> = self.reads.drain().collect();
+        for (user, seq) in &reads {
+            let frame = encode_event(&ServerEvent::Receipt { conv: &self.id, user_id: user, delivered_seq: None, read_seq: Some(*seq) });
+            for member in self.members.keys() {
+                self.hub.sessions.push_to_user(member, &frame);
+            }
+        }
+        let updates = reads
+            .into_iter()
+            .map(|(user, seq)| CursorUpdate { user: user.to_string(), conv: self.id.to_string(), delivered_seq: None, read_seq: Some(seq) })
+            .collect();
+        self.spawn_cursor_write(updates);
+    }
+
+    fn flush_delivered(&mut self) {
+        if self.delivered.is_empty() {
+            return;
+        }
+        let updates = self
+            .delivered
+            .drain()
+            .map(|(user, seq)| CursorUpdate { user: user.to_string(), conv: self.id.to_string(), delivered_seq: Some(seq), read_seq: None })
+            .collect();
+        self.spawn_cursor_write(updates);
+    }
+
+    fn spawn_cursor_write(&self, updates: Vec<CursorUpdate>) {
+        let (store, id) = (self.hub.store.clone(), self.id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = store.advance_cursors(updates).await {
+                tracing::warn!(conv = %id, error = %e, "cursor write failed");
+            }
+        });
+    }
+}

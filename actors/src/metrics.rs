@@ -1,0 +1,129 @@
+//! Every metric of the node, defined in one place.
+//!
+//! Names follow `rookery_<noun>_<unit>[_total]`; labels have bounded cardinality (never a user
+//! or conversation id). `docs/operations.md` lists the same names.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Latency buckets from 100 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The node's metrics and the registry that exports them.
+pub struct Metrics {
+    registry: Registry,
+    /// Open WebSocket connections.
+    pub ws_connections: IntGauge,
+    /// Live session actors.
+    pub sessions_active: IntGauge,
+    /// Live conversation actors.
+    pub groups_active: IntGauge,
+    /// Messages accepted from clients (`send`), before dedupe.
+    pub messages_received: IntCounter,
+    /// Message frames queued to sessions (one per recipient session).
+    pub messages_delivered: IntCounter,
+    /// Time from a `send` arriving at its conversation actor to its `ack` being queued.
+    pub message_ack_seconds: Histogram,
+    /// Time a store write (a group-committed append) took, seen by its caller.
+    pub store_write_seconds: Histogram,
+    /// Time a group-commit batch took to commit and sync, per batch.
+    pub store_batch_seconds: Histogram,
+    /// Actor restarts (or cleanups of crashed actors) by kind: `conversation`, `session`.
+    pub actor_restarts: IntCounterVec,
+    /// Sessions closed with 4009 because their outbound queue overflowed.
+    pub slow_consumer_disconnects: IntCounter,
+    /// Live nodes in the cluster view (1 when running alone).
+    pub cluster_nodes: IntGauge,
+    /// HTTP requests by matched route and status.
+    pub http_requests: IntCounterVec,
+    /// HTTP request latency by matched route.
+    pub http_request_seconds: HistogramVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric, including process metrics (RSS, CPU, fds).
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let latency = |name: &str, help: &str| {
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()))
+                .expect("valid histogram")
+        };
+        let m = Metrics {
+            ws_connections: IntGauge::new("rookery_ws_connections", "Open WebSocket connections").unwrap(),
+            sessions_active: IntGauge::new("rookery_sessions_active", "Live session actors").unwrap(),
+            groups_active: IntGauge::new("rookery_groups_active", "Live conversation actors").unwrap(),
+            messages_received: IntCounter::new("rookery_messages_received_total", "Messages received from clients")
+                .unwrap(),
+            messages_delivered: IntCounter::new(
+                "rookery_messages_delivered_total",
+                "Message events queued to recipient sessions",
+            )
+            .unwrap(),
+            message_ack_seconds: latency("rookery_message_ack_seconds", "Send to ack latency"),
+            store_write_seconds: latency("rookery_store_write_seconds", "Store write latency seen by the caller"),
+            store_batch_seconds: latency("rookery_store_batch_seconds", "Group-commit batch commit and sync time"),
+            actor_restarts: IntCounterVec::new(
+                Opts::new("rookery_actor_restarts_total", "Actors restarted or cleaned up after a crash"),
+                &["kind"],
+            )
+            .unwrap(),
+            slow_consumer_disconnects: IntCounter::new(
+                "rookery_slow_consumer_disconnects_total",
+                "Sessions closed because their outbound queue overflowed",
+            )
+            .unwrap(),
+            cluster_nodes: IntGauge::new("rookery_cluster_nodes", "Live nodes in the cluster view").unwrap(),
+            http_requests: IntCounterVec::new(
+                Opts::new("rookery_http_requests_total", "HTTP requests by matched route and status"),
+                &["route", "status"],
+            )
+            .unwrap(),
+            http_request_seconds: HistogramVec::new(
+                HistogramOpts::new("rookery_http_request_seconds", "HTTP request latency by matched route")
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                &["route"],
+            )
+            .unwrap(),
+            registry,
+        };
+        let r = &m.registry;
+        r.register(Box::new(m.ws_connections.clone())).unwrap();
+        r.register(Box::new(m.sessions_active.clone())).unwrap();
+        r.register(Box::new(m.groups_active.clone())).unwrap();
+        r.register(Box::new(m.messages_received.clone())).unwrap();
+        r.register(Box::new(m.messages_delivered.clone())).unwrap();
+        r.register(Box::new(m.message_ack_seconds.clone())).unwrap();
+        r.register(Box::new(m.store_write_seconds.clone())).unwrap();
+        r.register(Box::new(m.store_batch_seconds.clone())).unwrap();
+        r.register(Box::new(m.actor_restarts.clone())).unwrap();
+        r.register(Box::new(m.slow_consumer_disconnects.clone())).unwrap();
+        r.register(Box::new(m.cluster_nodes.clone())).unwrap();
+        r.register(Box::new(m.http_requests.clone())).unwrap();
+        r.register(Box::new(m.http_request_seconds.clone())).unwrap();
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).unwrap();
+        // Label values known in advance are created up front so they export as 0.
+        for kind in ["conversation", "session"] {
+            m.actor_restarts.with_label_values(&[kind]);
+        }
+        m.cluster_nodes.set(1);
+        m
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,207 @@
+//! Routing to conversation actors and the supervisor that owns them.
+//!
+//! [`ConversationRouter::route`] is the only way to reach a conversation actor: callers name a
+//! conversation, never an actor, so the actor may be on this node, be restarting, or (in a
+//! cluster) live on another node, and callers do not change.
+//!
+//! Race-freedom with idle stops: `route` casts while holding the registry entry (a shard read
+//! lock) and a retiring actor unregisters itself under the write lock before it queues its own
+//! `Retire`. A message is therefore either queued before `Retire` (and forwarded by the retiring
+//! actor to its successor) or finds no entry and asks the supervisor for a new actor.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent};
+
+use crate::conversation::{ConvArgs, ConvMsg, ConversationActor};
+use crate::Hub;
+
+/// Why a message could not be routed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum RouteError {
+    /// The conversation does not exist.
+    #[error("no such conversation")]
+    NotFound,
+    /// The conversation's actor could not be started or reached; retry later.
+    #[error("conversation unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Finds (or starts) the actor of a conversation and delivers messages to it.
+#[derive(Default)]
+pub struct ConversationRouter {
+    local: DashMap<Arc<str>, ActorRef<ConvMsg>>,
+    supervisor: OnceLock<ActorRef<SupervisorMsg>>,
+}
+
+impl ConversationRouter {
+    /// Delivers `msg` to the conversation's actor, starting it if needed.
+    pub async fn route(&self, conv: &str, mut msg: ConvMsg) -> Result<(), RouteError> {
+        for _ in 0..4 {
+            if let Some(actor) = self.local.get(conv) {
+                match actor.cast(msg) {
+                    Ok(()) => return Ok(()),
+                    Err(MessagingErr::SendErr(back)) => msg = back,
+                    Err(e) => return Err(RouteError::Unavailable(e.to_string())),
+                }
+                let stale = actor.get_id();
+                drop(actor);
+                self.unregister(conv, stale);
+            }
+            self.start(conv).await?;
+        }
+        Err(RouteError::Unavailable("the conversation actor kept stopping".into()))
+    }
+
+    /// Delivers `msg` only if the actor is running (membership changes need nothing else:
+    /// a starting actor reads the store anyway).
+    pub fn notify_if_running(&self, conv: &str, msg: ConvMsg) {
+        if let Some(actor) = self.local.get(conv) {
+            let _ = actor.cast(msg);
+        }
+    }
+
+    /// Removes the entry for `conv` if it still points at `actor`.
+    pub fn unregister(&self, conv: &str, actor: ActorId) {
+        self.local.remove_if(conv, |_, a| a.get_id() == actor);
+    }
+
+    /// Number of running conversation actors on this node.
+    pub fn running(&self) -> usize {
+        self.local.len()
+    }
+
+    /// Every running conversation actor.
+    pub fn actors(&self) -> Vec<(Arc<str>, ActorRef<ConvMsg>)> {
+        self.local.iter().map(|e| (e.key().clone(), e.value().clone())).collect()
+    }
+
+    /// Waits until no running conversation has a write in flight, or `deadline` passes.
+    pub async fn drain(&self, deadline: Duration) {
+        let calls = self.actors().into_iter().map(|(_, a)| async move {
+            let _ = a.call(ConvMsg::Drain, Some(deadline)).await;
+        });
+        let _ = tokio::time::timeout(deadline, futures_join_all(calls)).await;
+    }
+
+    async fn start(&self, conv: &str) -> Result<(), RouteError> {
+        let sup = self.supervisor.get().ok_or_else(|| RouteError::Unavailable("node is starting".into()))?;
+        let conv: Arc<str> = conv.into();
+        match sup.call(|reply| SupervisorMsg::Start { conv, reply }, Some(Duration::from_secs(10))).await {
+            Ok(ractor::rpc::CallResult::Success(r)) => r,
+            Ok(_) => Err(RouteError::Unavailable("the conversation supervisor did not answer".into())),
+            Err(e) => Err(RouteError::Unavailable(e.to_string())),
+        }
+    }
+
+    pub(crate) fn set_supervisor(&self, sup: ActorRef<SupervisorMsg>) {
+        let _ = self.supervisor.set(sup);
+    }
+}
+
+async fn futures_join_all<F: std::future::Future<Output = ()>>(futs: impl IntoIterator<Item = F>) {
+    let handles: Vec<_> = futs.into_iter().collect();
+    for f in handles {
+        f.await;
+    }
+}
+
+/// Messages of the conversation supervisor.
+pub enum SupervisorMsg {
+    /// Start the actor of `conv` unless it runs already.
+    Start { conv: Arc<str>, reply: RpcReplyPort<Result<(), RouteError>> },
+}
+
+/// Supervises every conversation actor of this node: starts them on demand and restarts one
+/// that crashed (the new actor reloads its state from the store).
+pub struct ConversationSupervisor;
+
+/// Supervisor state: which conversation each child serves.
+pub struct ConvSupervisorState {
+    hub: Weak<Hub>,
+    children: HashMap<ActorId, Arc<str>>,
+}
+
+impl ConversationSupervisor {
+    async fn spawn_child(
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut ConvSupervisorState,
+        hub: Arc<Hub>,
+        conv: Arc<str>,
+        recovering: bool,
+    ) -> Result<(), RouteError> {
+        if !recovering && hub.store.conversation(&conv).await.map_err(|e| RouteError::Unavailable(e.to_string()))?.is_none() {
+            return Err(RouteError::NotFound);
+        }
+        let args = ConvArgs { id: conv.clone(), hub: hub.clone(), recovering };
+        let (actor, _) = Actor::spawn_linked(None, ConversationActor, args, myself.get_cell())
+            .await
+            .map_err(|e| RouteError::Unavailable(e.to_string()))?;
+        state.children.insert(actor.get_id(), conv.clone());
+        hub.router.local.insert(conv, actor);
+        hub.metrics.groups_active.inc();
+        Ok(())
+    }
+
+    fn child_gone(state: &mut ConvSupervisorState, hub: &Hub, cell: &ActorCell) -> Option<Arc<str>> {
+        let conv = state.children.remove(&cell.get_id())?;
+        hub.router.unregister(&conv, cell.get_id());
+        hub.metrics.groups_active.dec();
+        Some(conv)
+    }
+}
+
+impl Actor for ConversationSupervisor {
+    type Msg = SupervisorMsg;
+    type State = ConvSupervisorState;
+    type Arguments = Weak<Hub>;
+
+    async fn pre_start(&self, _: ActorRef<SupervisorMsg>, hub: Weak<Hub>) -> Result<Self::State, ActorProcessingErr> {
+        Ok(ConvSupervisorState { hub, children: HashMap::new() })
+    }
+
+    async fn handle(&self, myself: ActorRef<SupervisorMsg>, msg: SupervisorMsg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        let Some(hub) = state.hub.upgrade() else { return Ok(()) };
+        match msg {
+            SupervisorMsg::Start { conv, reply } => {
+                let result = if hub.router.local.contains_key(&conv) {
+                    Ok(())
+                } else {
+                    Self::spawn_child(&myself, state, hub, conv, false).await
+                };
+                let _ = reply.send(result);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(hub) = state.hub.upgrade() else { return Ok(()) };
+        match event {
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                Self::child_gone(state, &hub, &cell);
+            }
+            SupervisionEvent::ActorFailed(cell, err) => {
+                if let Some(conv) = Self::child_gone(state, &hub, &cell) {
+                    hub.metrics.actor_restarts.with_label_values(&["conversation"]).inc();
+                    tracing::error!(conv = %conv, error = %err, "conversation actor crashed; restarting it");
+                    if !hub.router.local.contains_key(&conv) {
+                        if let Err(e) = Self::spawn_child(&myself, state, hub.clone(), conv.clone(), true).await {
+                            tracing::error!(conv = %conv, error = %e, "restarting the conversation actor failed; it starts on the next message");
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,81 @@
+//! Who asked a conversation actor for something, and how the answer reaches them: a WebSocket
+//! session gets encoded events in its outbound queue; an HTTP request gets a typed [`Outcome`].
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rookery_protocol::{encode_event, ErrorCode, Message, ServerEvent};
+use tokio::sync::oneshot;
+
+use crate::outbound::SessionAddr;
+use crate::Hub;
+
+/// The answer to an HTTP request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A send was stored (or was a duplicate of a stored one).
+    Acked { id: String, seq: u64, ts: i64 },
+    /// An edit or delete was stored; the message as it is now.
+    Updated(Box<Message>),
+    /// Refused or failed.
+    Error(ErrorCode, String),
+}
+
+/// Where the answer goes.
+#[derive(Clone)]
+pub enum ReplyTo {
+    Session(SessionAddr),
+    /// The first answer completes the request; later ones are dropped.
+    Http(Arc<Mutex<Option<oneshot::Sender<Outcome>>>>),
+}
+
+/// The user behind a request and where to answer.
+#[derive(Clone)]
+pub struct Requester {
+    pub user_id: Arc<str>,
+    pub reply: ReplyTo,
+}
+
+impl Requester {
+    /// A requester for a WebSocket session.
+    pub fn session(addr: SessionAddr) -> Self {
+        Requester { user_id: addr.user_id.clone(), reply: ReplyTo::Session(addr) }
+    }
+
+    /// A requester for an HTTP request, and the receiver of its outcome.
+    pub fn http(user_id: &str) -> (Self, oneshot::Receiver<Outcome>) {
+        let (tx, rx) = oneshot::channel();
+        let r = Requester { user_id: user_id.into(), reply: ReplyTo::Http(Arc::new(Mutex::new(Some(tx)))) };
+        (r, rx)
+    }
+
+    /// Answers with an error.
+    pub fn error(&self, hub: &Hub, code: ErrorCode, message: &str, client_id: Option<&str>) {
+        match &self.reply {
+            ReplyTo::Session(addr) => {
+                let frame = encode_event(&ServerEvent::Error { code, message, client_id, retry_after_ms: None });
+                hub.push_to_session(addr, frame);
+            }
+            ReplyTo::Http(_) => self.done(Outcome::Error(code, message.to_string())),
+        }
+    }
+
+    /// Answers a send with its ack.
+    pub fn ack(&self, hub: &Hub, conv: &str, client_id: &str, id: &str, seq: u64, ts: i64) {
+        match &self.reply {
+            ReplyTo::Session(addr) => {
+                hub.push_to_session(addr, encode_event(&ServerEvent::Ack { client_id, conv, id, seq, ts }));
+            }
+            ReplyTo::Http(_) => self.done(Outcome::Acked { id: id.to_string(), seq, ts }),
+        }
+    }
+
+    /// Completes an HTTP request; a session needs no completion (it sees the events).
+    pub fn done(&self, outcome: Outcome) {
+        if let ReplyTo::Http(slot) = &self.reply {
+            if let Some(tx) = slot.lock().take() {
+                let _ = tx.send(outcome);
+            }
+        }
+    }
+}
