@@ -20,7 +20,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ractor::{Actor, ActorRef};
+use ractor::Actor;
 use rookery_store::Store;
 
 pub use conversation::ConvMsg;
@@ -29,6 +29,7 @@ pub use outbound::{OutboundReceiver, SessionAddr, SessionHandle};
 pub use placement::{ConversationRouter, RouteError};
 pub use registry::SessionRegistry;
 pub use requester::{Outcome, ReplyTo, Requester};
+pub use ractor::ActorRef;
 pub use session::SessionMsg;
 
 use placement::ConversationSupervisor;
@@ -67,6 +68,8 @@ pub struct Hub {
     pub sessions: SessionRegistry,
     pub router: ConversationRouter,
     pub metrics: Arc<Metrics>,
+    /// Session actors by session id (for moderation and tests).
+    pub session_actors: dashmap::DashMap<Arc<str>, ractor::ActorRef<SessionMsg>>,
     session_supervisor: OnceLock<ActorRef<SessionSupervisorMsg>>,
 }
 
@@ -91,6 +94,7 @@ impl Hub {
             sessions: SessionRegistry::default(),
             router: ConversationRouter::default(),
             metrics,
+            session_actors: dashmap::DashMap::new(),
             session_supervisor: OnceLock::new(),
         });
         let (conv_sup, _) = Actor::spawn(None, ConversationSupervisor, Arc::downgrade(&hub))

@@ -93,6 +93,11 @@ impl SessionHandle {
         self.close_code.load(Ordering::Acquire)
     }
 
+    /// Resolves once something asked the session to close.
+    pub async fn closing(&self) {
+        self.close.cancelled().await
+    }
+
     /// Whether the session is closing or closed.
     pub fn is_closed(&self) -> bool {
         self.close.is_cancelled() || self.tx.is_closed()

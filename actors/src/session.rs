@@ -206,6 +206,7 @@ impl SessionSupervisor {
         let Some(handle) = state.children.remove(&cell.get_id()) else { return };
         if let Some(hub) = state.hub.upgrade() {
             hub.sessions.remove(&handle, now_ms());
+            hub.session_actors.remove(&handle.addr.session_id);
             hub.metrics.sessions_active.dec();
             if crashed {
                 hub.metrics.actor_restarts.with_label_values(&["session"]).inc();
@@ -230,6 +231,7 @@ impl Actor for SessionSupervisor {
         let result = match Actor::spawn_linked(None, SessionActor, (handle.clone(), hub.clone()), myself.get_cell()).await {
             Ok((actor, _)) => {
                 state.children.insert(actor.get_id(), handle.clone());
+                hub.session_actors.insert(handle.addr.session_id.clone(), actor.clone());
                 hub.sessions.insert(handle);
                 hub.metrics.sessions_active.inc();
                 Ok(actor)

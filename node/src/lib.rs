@@ -1,1 +1,12 @@
+//! The Rookery node: configuration, auth, the HTTP API, the WebSocket gateway and the wiring
+//! that starts and stops them. `main` parses the configuration and calls [`server::start`];
+//! tests call the same function on `127.0.0.1:0`.
 
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod gateway;
+pub mod server;
+
+pub use config::Config;
+pub use server::{start, Node};

@@ -1,1 +1,60 @@
-fn main(){}
+//! `rookery`: parses the configuration, starts a node, stops it on SIGINT/SIGTERM.
+
+use clap::Parser;
+use rookery_node::config::{Cli, Command, Config, LogFormat};
+use tokio::net::TcpListener;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let Command::Serve(args) = cli.command;
+    let config = match Config::load(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rookery: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("rookery: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let chat = TcpListener::bind(config.listen).await.map_err(|e| anyhow::anyhow!("binding {}: {e}", config.listen))?;
+    let admin = TcpListener::bind(config.admin_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding {}: {e}", config.admin_listen))?;
+    let node = rookery_node::start(config, chat, admin).await?;
+    println!("rookery is running: chat and API on http://{}, ops console on http://{}", node.chat_addr, node.admin_addr);
+    let shutdown = node.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        shutdown.cancel();
+    });
+    node.wait().await
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROOKERY_LOG").unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

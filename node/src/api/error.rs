@@ -1,0 +1,66 @@
+//! The one error type of the HTTP edge: `{"error":{"code","message"}}` with the status that
+//! fits. Internal details are logged here, once, and never sent to the client.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use rookery_protocol::ErrorCode;
+use rookery_store::StoreError;
+
+/// An error answered to an HTTP client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// Seconds, for `Retry-After` on 429 and 503.
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError { code, message: message.into(), retry_after: None }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthorized, message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+    pub fn internal() -> Self {
+        Self::new(ErrorCode::Internal, "internal error")
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => ApiError::new(ErrorCode::Conflict, format!("already exists: {what}")),
+            StoreError::NotFound(what) => ApiError::not_found(format!("not found: {what}")),
+            StoreError::Unavailable(detail) => {
+                tracing::error!(%detail, "store unavailable");
+                ApiError { code: ErrorCode::Unavailable, message: "storage unavailable, retry later".into(), retry_after: Some(1) }
+            }
+            StoreError::Corrupt { keyspace, detail } => {
+                tracing::error!(keyspace, %detail, "corrupt record");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::json!({"error": {"code": self.code.as_str(), "message": self.message}});
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        response
+    }
+}

@@ -1,0 +1,293 @@
+//! The node's configuration: one struct, layered defaults < TOML file < env `ROOKERY_*` < flags,
+//! validated once at start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+/// Command line of the `rookery` binary.
+#[derive(Debug, Parser)]
+#[command(name = "rookery", version, about = "Rookery chat node")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one node.
+    Serve(ServeArgs),
+}
+
+/// Flags of `rookery serve`. Each is also read from the env var named beside it and from the
+/// TOML file given by `--config` (keys as the flag names, with `_` for `-`).
+#[derive(Debug, Default, Clone, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "ROOKERY_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Chat and HTTP API listener. Default: 127.0.0.1:8080.
+    #[arg(long, env = "ROOKERY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Ops console listener (metrics, admin API). Default: 127.0.0.1:9090.
+    #[arg(long, env = "ROOKERY_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Data directory of the embedded store and the generated secrets. Default: ./data.
+    #[arg(long, env = "ROOKERY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// This node's id. Default: `node-` and the listener's port.
+    #[arg(long, env = "ROOKERY_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Redis URL: run as a member of a cluster.
+    #[arg(long, env = "ROOKERY_REDIS")]
+    pub redis: Option<String>,
+    /// ScyllaDB contact points (host:port,...): keep history in ScyllaDB.
+    #[arg(long, env = "ROOKERY_SCYLLA")]
+    pub scylla: Option<String>,
+    /// ScyllaDB keyspace. Default: rookery.
+    #[arg(long, env = "ROOKERY_SCYLLA_KEYSPACE")]
+    pub scylla_keyspace: Option<String>,
+    /// Secret that signs access tokens (HS256), at least 32 bytes. Default: generated once and
+    /// kept in `<data-dir>/jwt.secret`.
+    #[arg(long, env = "ROOKERY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Bearer token of the admin API, at least 16 bytes. Default: generated at each start and
+    /// printed once.
+    #[arg(long, env = "ROOKERY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Log format: text or json. Default: text.
+    #[arg(long, env = "ROOKERY_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Largest message body in bytes. Default: 8192.
+    #[arg(long, env = "ROOKERY_MAX_BODY")]
+    pub max_body: Option<usize>,
+    /// Largest WebSocket message in bytes; larger ones close with 1009. Default: 65536.
+    #[arg(long, env = "ROOKERY_MAX_FRAME")]
+    pub max_frame: Option<usize>,
+    /// Server ping interval in milliseconds; silence for two intervals closes. Default: 25000.
+    #[arg(long, env = "ROOKERY_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Outbound queue bound per session, in frames. Default: 1024.
+    #[arg(long, env = "ROOKERY_OUTBOUND_QUEUE")]
+    pub outbound_queue: Option<usize>,
+    /// Access token lifetime in seconds. Default: 900.
+    #[arg(long, env = "ROOKERY_ACCESS_TTL")]
+    pub access_ttl: Option<u64>,
+    /// Refresh token lifetime in seconds. Default: 2592000 (30 days).
+    #[arg(long, env = "ROOKERY_REFRESH_TTL")]
+    pub refresh_ttl: Option<u64>,
+    /// Seconds of idleness after which a conversation actor stops. Default: 60.
+    #[arg(long, env = "ROOKERY_CONV_IDLE")]
+    pub conv_idle: Option<u64>,
+    /// Grace period for shutdown in seconds. Default: 10.
+    #[arg(long, env = "ROOKERY_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<u64>,
+    /// Failed logins allowed per username per minute. Default: 5.
+    #[arg(long, env = "ROOKERY_LOGIN_FAILURES_PER_USER")]
+    pub login_failures_per_user: Option<u32>,
+    /// Failed logins allowed per client address per minute. Default: 30.
+    #[arg(long, env = "ROOKERY_LOGIN_FAILURES_PER_ADDR")]
+    pub login_failures_per_addr: Option<u32>,
+    /// fsync the store after each group-committed batch. Default: true.
+    #[arg(long, env = "ROOKERY_STORE_SYNC")]
+    pub store_sync: Option<bool>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The validated configuration of a node.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `None`: derived from the bound chat port at start.
+    pub node_id: Option<String>,
+    pub jwt_secret: Option<String>,
+    pub admin_token: Option<String>,
+    pub log_format: LogFormat,
+    pub max_body: usize,
+    pub max_frame: usize,
+    pub heartbeat: Duration,
+    pub outbound_queue: usize,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub conv_idle: Duration,
+    pub shutdown_grace: Duration,
+    pub login_failures_per_user: u32,
+    pub login_failures_per_addr: u32,
+    pub store_sync: bool,
+    /// argon2id parameters (memory KiB, iterations, lanes). Fixed: m=19456, t=2, p=1.
+    pub argon2: (u32, u32, u32),
+}
+
+/// Invalid configuration; the message says which setting and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {detail}")]
+    File { path: String, detail: String },
+    #[error("invalid setting {setting}: {reason}")]
+    Invalid { setting: &'static str, reason: String },
+}
+
+impl Config {
+    /// The documented defaults with data in `data_dir` (see each flag for the value).
+    pub fn with_defaults(data_dir: impl AsRef<Path>) -> Self {
+        Config {
+            listen: "127.0.0.1:8080".parse().expect("valid address"),
+            admin_listen: "127.0.0.1:9090".parse().expect("valid address"),
+            data_dir: data_dir.as_ref().to_path_buf(),
+            node_id: None,
+            jwt_secret: None,
+            admin_token: None,
+            log_format: LogFormat::Text,
+            max_body: 8192,
+            max_frame: 64 * 1024,
+            heartbeat: Duration::from_millis(25_000),
+            outbound_queue: 1024,
+            access_ttl: Duration::from_secs(900),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            conv_idle: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(10),
+            login_failures_per_user: 5,
+            login_failures_per_addr: 30,
+            store_sync: true,
+            argon2: (19_456, 2, 1),
+        }
+    }
+
+    /// Layers defaults < `--config` file < env < flags (clap already put env under flags).
+    ///
+    /// # Errors
+    /// An unreadable or invalid file, or an invalid value.
+    pub fn load(args: ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::File { path: path.display().to_string(), detail: e.to_string() })?;
+                toml::from_str::<ServeArgs>(&text)
+                    .map_err(|e| ConfigError::File { path: path.display().to_string(), detail: e.to_string() })?
+            }
+            None => ServeArgs::default(),
+        };
+        if args.redis.is_some() || file.redis.is_some() {
+            return Err(ConfigError::Invalid {
+                setting: "redis",
+                reason: "cluster mode is not available in this version; run without --redis".into(),
+            });
+        }
+        if args.scylla.is_some() || file.scylla.is_some() {
+            return Err(ConfigError::Invalid {
+                setting: "scylla",
+                reason: "the ScyllaDB store is not available in this version; run without --scylla".into(),
+            });
+        }
+        let d = Config::with_defaults(args.data_dir.clone().or(file.data_dir.clone()).unwrap_or_else(|| "data".into()));
+        macro_rules! pick {
+            ($field:ident) => {
+                args.$field.clone().or(file.$field.clone())
+            };
+        }
+        let c = Config {
+            listen: pick!(listen).unwrap_or(d.listen),
+            admin_listen: pick!(admin_listen).unwrap_or(d.admin_listen),
+            data_dir: d.data_dir.clone(),
+            node_id: pick!(node_id),
+            jwt_secret: pick!(jwt_secret),
+            admin_token: pick!(admin_token),
+            log_format: pick!(log_format).unwrap_or(d.log_format),
+            max_body: pick!(max_body).unwrap_or(d.max_body),
+            max_frame: pick!(max_frame).unwrap_or(d.max_frame),
+            heartbeat: pick!(heartbeat_ms).map(Duration::from_millis).unwrap_or(d.heartbeat),
+            outbound_queue: pick!(outbound_queue).unwrap_or(d.outbound_queue),
+            access_ttl: pick!(access_ttl).map(Duration::from_secs).unwrap_or(d.access_ttl),
+            refresh_ttl: pick!(refresh_ttl).map(Duration::from_secs).unwrap_or(d.refresh_ttl),
+            conv_idle: pick!(conv_idle).map(Duration::from_secs).unwrap_or(d.conv_idle),
+            shutdown_grace: pick!(shutdown_grace).map(Duration::from_secs).unwrap_or(d.shutdown_grace),
+            login_failures_per_user: pick!(login_failures_per_user).unwrap_or(d.login_failures_per_user),
+            login_failures_per_addr: pick!(login_failures_per_addr).unwrap_or(d.login_failures_per_addr),
+            store_sync: pick!(store_sync).unwrap_or(d.store_sync),
+            argon2: d.argon2,
+        };
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks ranges and secrets.
+    ///
+    /// # Errors
+    /// The first invalid setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |setting, reason: &str| Err(ConfigError::Invalid { setting, reason: reason.to_string() });
+        if self.max_body == 0 || self.max_body > self.max_frame {
+            return bad("max-body", "must be between 1 and max-frame");
+        }
+        if self.max_frame < 1024 || self.max_frame > 16 * 1024 * 1024 {
+            return bad("max-frame", "must be between 1 KiB and 16 MiB");
+        }
+        if self.heartbeat < Duration::from_millis(100) {
+            return bad("heartbeat-ms", "must be at least 100");
+        }
+        if self.outbound_queue < 16 {
+            return bad("outbound-queue", "must be at least 16");
+        }
+        if self.access_ttl.is_zero() || self.refresh_ttl.is_zero() {
+            return bad("access-ttl/refresh-ttl", "must be positive");
+        }
+        if self.jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return bad("jwt-secret", "must be at least 32 bytes");
+        }
+        if self.admin_token.as_ref().is_some_and(|s| s.len() < 16) {
+            return bad("admin-token", "must be at least 16 bytes");
+        }
+        if let Some(id) = &self.node_id {
+            if !rookery_protocol::is_valid_id(id) {
+                return bad("node-id", "must be 1-64 of A-Za-z0-9_-");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_file_under_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("rookery.toml");
+        std::fs::write(&file, "max_body = 100\nmax_frame = 4096\nnode_id = \"from-file\"\n").unwrap();
+        let args = ServeArgs { config: Some(file), max_body: Some(200), ..Default::default() };
+        let c = Config::load(args).unwrap();
+        assert_eq!(c.max_body, 200, "a flag beats the file");
+        assert_eq!(c.max_frame, 4096, "the file beats the default");
+        assert_eq!(c.node_id.as_deref(), Some("from-file"));
+        assert_eq!(c.heartbeat, Duration::from_millis(25_000), "default");
+    }
+
+    #[test]
+    fn refuses_bad_values_with_the_setting_named() {
+        let e = Config::load(ServeArgs { jwt_secret: Some("short".into()), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("jwt-secret"), "{e}");
+        let e = Config::load(ServeArgs { redis: Some("redis://x".into()), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("redis"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "no_such_key = 1\n").unwrap();
+        let e = Config::load(ServeArgs { config: Some(file), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("no_such_key"), "{e}");
+    }
+}

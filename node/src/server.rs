@@ -1,0 +1,197 @@
+//! Wiring: open the store, start the actors, serve the chat and admin listeners, shut down in
+//! phases.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rookery_actors::{Hub, HubConfig, Metrics};
+use rookery_store::embedded::{EmbeddedOptions, EmbeddedStore};
+use rookery_store::Store;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{LoginThrottle, Passwords, Tokens};
+use crate::config::Config;
+
+/// Everything request handlers share.
+pub struct App {
+    pub config: Config,
+    pub hub: Arc<Hub>,
+    pub store: Arc<dyn Store>,
+    pub passwords: Passwords,
+    pub tokens: Tokens,
+    pub throttle: LoginThrottle,
+    pub metrics: Arc<Metrics>,
+    /// Tracks every WebSocket connection task, so shutdown can wait for their close frames.
+    pub sockets: TaskTracker,
+    pub started: Instant,
+}
+
+/// A running node.
+pub struct Node {
+    pub chat_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub app: Arc<App>,
+    /// The admin API token in force (generated when not configured).
+    pub admin_token: String,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Node {
+    /// Starts the shutdown sequence and waits for it to finish.
+    ///
+    /// # Errors
+    /// When a phase of the shutdown failed.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await.context("node task panicked")?
+    }
+
+    /// A token that starts the shutdown when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the node has stopped (after its shutdown token was cancelled).
+    ///
+    /// # Errors
+    /// When a phase of the shutdown failed.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("node task panicked")?
+    }
+}
+
+/// Reads the JWT secret from the config, or from `<data-dir>/jwt.secret`, creating it once.
+fn jwt_secret(config: &Config) -> anyhow::Result<String> {
+    if let Some(s) = &config.jwt_secret {
+        return Ok(s.clone());
+    }
+    let path = config.data_dir.join("jwt.secret");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        let s = s.trim().to_string();
+        anyhow::ensure!(s.len() >= 32, "{} holds a secret shorter than 32 bytes", path.display());
+        return Ok(s);
+    }
+    let secret = crate::auth::tokens::random_secret(48);
+    write_private(&path, &secret)?;
+    Ok(secret)
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut f = options.open(path).with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Starts a node on the given listeners (tests pass listeners bound to port 0).
+///
+/// # Errors
+/// When the data directory, the store or the actors cannot be set up.
+pub async fn start(config: Config, chat: TcpListener, admin: TcpListener) -> anyhow::Result<Node> {
+    config.validate()?;
+    let chat_addr = chat.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let node_id = config.node_id.clone().unwrap_or_else(|| format!("node-{}", chat_addr.port()));
+    let metrics = Arc::new(Metrics::new());
+
+    let batch_metrics = metrics.clone();
+    let options = EmbeddedOptions {
+        no_sync: !config.store_sync,
+        observer: Some(Arc::new(move |_, took: Duration| batch_metrics.store_batch_seconds.observe(took.as_secs_f64()))),
+    };
+    let store: Arc<dyn Store> = Arc::new(
+        EmbeddedStore::open(&config.data_dir.join("store"), options).context("opening the embedded store")?,
+    );
+    let hub_config = HubConfig {
+        node_id: node_id.clone(),
+        max_body: config.max_body,
+        sync_batch: 500,
+        outbound_queue: config.outbound_queue,
+        session_inflight: 64,
+        conv_idle_after: config.conv_idle,
+        conv_tick: Duration::from_secs(1).min(config.conv_idle),
+        receipt_coalesce: Duration::from_millis(100),
+        max_presence_query: 256,
+    };
+    let hub = Hub::start(hub_config, store.clone(), metrics.clone()).await?;
+    let secret = jwt_secret(&config)?;
+    let admin_token = match &config.admin_token {
+        Some(t) => t.clone(),
+        None => {
+            let t = crate::auth::tokens::random_secret(24);
+            // Printed once, on purpose, and never logged.
+            println!("rookery admin token (generated for this run): {t}");
+            t
+        }
+    };
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let app = Arc::new(App {
+        passwords: Passwords::new(config.argon2, cores)?,
+        tokens: Tokens::new(secret.as_bytes()),
+        throttle: LoginThrottle::new(config.login_failures_per_user, config.login_failures_per_addr),
+        config,
+        hub: hub.clone(),
+        store,
+        metrics: metrics.clone(),
+        sockets: TaskTracker::new(),
+        started: Instant::now(),
+    });
+
+    let shutdown = CancellationToken::new();
+    let chat_router = crate::api::router(app.clone());
+    let admin_router = rookery_admin::router(rookery_admin::Console { metrics, hub, admin_token: admin_token.clone() });
+    let task = tokio::spawn(serve(app.clone(), chat, chat_router, admin, admin_router, shutdown.clone()));
+    tracing::info!(%chat_addr, %admin_addr, node_id, "rookery node started");
+    Ok(Node { chat_addr, admin_addr, app, admin_token, shutdown, task })
+}
+
+async fn serve(
+    app: Arc<App>,
+    chat: TcpListener,
+    chat_router: axum::Router,
+    admin: TcpListener,
+    admin_router: axum::Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let stop_accepting = shutdown.clone();
+    let chat_server = tokio::spawn(
+        axum::serve(chat, chat_router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move { stop_accepting.cancelled().await })
+            .into_future(),
+    );
+    let stop_admin = shutdown.clone();
+    let admin_server = tokio::spawn(
+        axum::serve(admin, admin_router).with_graceful_shutdown(async move { stop_admin.cancelled().await }).into_future(),
+    );
+    shutdown.cancelled().await;
+
+    // Phase 1: the listeners stop accepting (graceful shutdown above). Phase 2: close every
+    // session with 1001, let conversations finish their writes, flush the store.
+    let grace = app.config.shutdown_grace;
+    let deadline = tokio::time::Instant::now() + grace;
+    tracing::info!(?grace, "shutting down");
+    app.hub.shutdown(grace).await;
+    // Phase 3: wait for the sockets to send their close frames.
+    app.sockets.close();
+    let _ = tokio::time::timeout_at(deadline, app.sockets.wait()).await;
+    let _ = tokio::time::timeout_at(deadline, chat_server).await;
+    let _ = tokio::time::timeout_at(deadline, admin_server).await;
+    tracing::info!("stopped");
+    Ok(())
+}
