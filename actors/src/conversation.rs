@@ -38,7 +38,11 @@ pub enum ConvMsg {
         permit: Option<OwnedSemaphorePermit>,
     },
     /// A client's `edit` of its own message.
-    Edit { from: Requester, id: String, body: String },
+    Edit {
+        from: Requester,
+        id: String,
+        body: String,
+    },
     /// A client's `delete` of a message (own, or any as owner/admin).
     Delete { from: Requester, id: String },
     /// A client's `read`.
@@ -48,7 +52,11 @@ pub enum ConvMsg {
     /// Membership or title changed in the store: reload them.
     Reload,
     /// The store finished writing `seq`.
-    Committed { seq: u64, result: Result<(), StoreError>, took: Duration },
+    Committed {
+        seq: u64,
+        result: Result<(), StoreError>,
+        took: Duration,
+    },
     /// Periodic housekeeping: flush delivery cursors, stop when idle.
     Tick,
     /// Send the coalesced read receipts.
@@ -105,6 +113,8 @@ pub struct ConvState {
     dedupe_order: VecDeque<(Arc<str>, String)>,
     delivered: HashMap<Arc<str>, u64>,
     reads: HashMap<Arc<str>, u64>,
+    /// Read cursors of members who sent `read` while this actor ran (loaded on first use).
+    read_cursors: HashMap<Arc<str>, u64>,
     receipts_armed: bool,
     last_activity: Instant,
     retiring: bool,
@@ -116,7 +126,11 @@ impl Actor for ConversationActor {
     type State = ConvState;
     type Arguments = ConvArgs;
 
-    async fn pre_start(&self, myself: ActorRef<ConvMsg>, args: ConvArgs) -> Result<ConvState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ConvMsg>,
+        args: ConvArgs,
+    ) -> Result<ConvState, ActorProcessingErr> {
         let store = &args.hub.store;
         if args.recovering {
             // Writes the crashed actor handed to the store may still be queued; seq must be
@@ -142,6 +156,7 @@ impl Actor for ConversationActor {
             dedupe_order: VecDeque::new(),
             delivered: HashMap::new(),
             reads: HashMap::new(),
+            read_cursors: HashMap::new(),
             receipts_armed: false,
             last_activity: Instant::now(),
             retiring: false,
@@ -149,17 +164,43 @@ impl Actor for ConversationActor {
         })
     }
 
-    async fn handle(&self, myself: ActorRef<ConvMsg>, msg: ConvMsg, state: &mut ConvState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<ConvMsg>,
+        msg: ConvMsg,
+        state: &mut ConvState,
+    ) -> Result<(), ActorProcessingErr> {
         if state.retiring {
             return retiring(msg, state, &myself).await;
         }
         match msg {
-            ConvMsg::Send { from, client_id, body, attachments, received, permit } => {
+            ConvMsg::Send {
+                from,
+                client_id,
+                body,
+                attachments,
+                received,
+                permit,
+            } => {
                 state.last_activity = Instant::now();
-                state.send(&myself, from, client_id, body, attachments, received, permit).await;
+                state
+                    .send(
+                        &myself,
+                        from,
+                        client_id,
+                        body,
+                        attachments,
+                        received,
+                        permit,
+                    )
+                    .await;
             }
             ConvMsg::Committed { seq, result, took } => {
-                state.hub.metrics.store_write_seconds.observe(took.as_secs_f64());
+                state
+                    .hub
+                    .metrics
+                    .store_write_seconds
+                    .observe(took.as_secs_f64());
                 if let Some(p) = state.inflight.iter_mut().find(|p| p.seq == seq) {
                     p.result = Some(result);
                 }
@@ -176,12 +217,34 @@ impl Actor for ConversationActor {
             ConvMsg::Read { from, seq } => {
                 state.last_activity = Instant::now();
                 if !state.members.contains_key(&from.user_id) {
-                    state.reply_error(&from, ErrorCode::NotMember, "not a member of this conversation", None);
+                    state.reply_error(
+                        &from,
+                        ErrorCode::NotMember,
+                        "not a member of this conversation",
+                        None,
+                    );
                     return Ok(());
                 }
                 let seq = seq.min(state.last_seq);
-                let entry = state.reads.entry(from.user_id.clone()).or_insert(0);
-                *entry = (*entry).max(seq);
+                let known = match state.read_cursors.get(&from.user_id) {
+                    Some(r) => *r,
+                    None => {
+                        let stored = state
+                            .hub
+                            .store
+                            .cursor(&from.user_id, &state.id)
+                            .await?
+                            .read_seq;
+                        state.read_cursors.insert(from.user_id.clone(), stored);
+                        stored
+                    }
+                };
+                if seq <= known {
+                    // Cursors never move back, and an unchanged cursor makes no receipt.
+                    return Ok(());
+                }
+                state.read_cursors.insert(from.user_id.clone(), seq);
+                state.reads.insert(from.user_id.clone(), seq);
                 if !state.receipts_armed {
                     state.receipts_armed = true;
                     myself.send_after(state.hub.config.receipt_coalesce, || ConvMsg::FlushReceipts);
@@ -189,10 +252,19 @@ impl Actor for ConversationActor {
             }
             ConvMsg::Typing { from, active } => {
                 if !state.members.contains_key(&from.user_id) {
-                    state.reply_error(&from, ErrorCode::NotMember, "not a member of this conversation", None);
+                    state.reply_error(
+                        &from,
+                        ErrorCode::NotMember,
+                        "not a member of this conversation",
+                        None,
+                    );
                     return Ok(());
                 }
-                let frame = encode_event(&ServerEvent::Typing { conv: &state.id, user_id: &from.user_id, active });
+                let frame = encode_event(&ServerEvent::Typing {
+                    conv: &state.id,
+                    user_id: &from.user_id,
+                    active,
+                });
                 for user in state.members.keys().filter(|u| **u != from.user_id) {
                     state.hub.sessions.push_to_user(user, &frame);
                 }
@@ -205,10 +277,10 @@ impl Actor for ConversationActor {
             }
             ConvMsg::FlushReceipts => {
                 state.receipts_armed = false;
-                state.flush_receipts();
+                state.flush_receipts().await;
             }
             ConvMsg::Tick => {
-                state.flush_delivered();
+                state.flush_delivered().await;
                 let idle = state.last_activity.elapsed() >= state.hub.config.conv_idle_after;
                 if idle && state.inflight.is_empty() && state.reads.is_empty() {
                     state.retiring = true;
@@ -234,10 +306,14 @@ impl Actor for ConversationActor {
 }
 
 /// While retiring, forwards what races in to a fresh actor and stops on `Retire`.
-async fn retiring(msg: ConvMsg, state: &mut ConvState, myself: &ActorRef<ConvMsg>) -> Result<(), ActorProcessingErr> {
+async fn retiring(
+    msg: ConvMsg,
+    state: &mut ConvState,
+    myself: &ActorRef<ConvMsg>,
+) -> Result<(), ActorProcessingErr> {
     match msg {
         ConvMsg::Retire => {
-            state.flush_delivered();
+            state.flush_delivered().await;
             myself.stop(Some("idle".into()));
         }
         ConvMsg::Drain(reply) => {
@@ -257,7 +333,13 @@ async fn retiring(msg: ConvMsg, state: &mut ConvState, myself: &ActorRef<ConvMsg
 }
 
 async fn load_members(hub: &Hub, id: &str) -> Result<HashMap<Arc<str>, Role>, StoreError> {
-    Ok(hub.store.members(id).await?.into_iter().map(|(u, r)| (Arc::from(u), r)).collect())
+    Ok(hub
+        .store
+        .members(id)
+        .await?
+        .into_iter()
+        .map(|(u, r)| (Arc::from(u), r))
+        .collect())
 }
 
 impl ConvState {
@@ -282,7 +364,12 @@ impl ConvState {
     ) {
         self.hub.metrics.messages_received.inc();
         if !self.members.contains_key(&from.user_id) {
-            self.reply_error(&from, ErrorCode::NotMember, "not a member of this conversation", Some(&client_id));
+            self.reply_error(
+                &from,
+                ErrorCode::NotMember,
+                "not a member of this conversation",
+                Some(&client_id),
+            );
             return;
         }
         let key = (from.user_id.clone(), client_id);
@@ -300,15 +387,32 @@ impl ConvState {
             }
             None => {}
         }
-        match self.hub.store.message_by_client_id(&self.id, &from.user_id, &key.1).await {
+        match self
+            .hub
+            .store
+            .message_by_client_id(&self.id, &from.user_id, &key.1)
+            .await
+        {
             Ok(Some(m)) => {
                 self.ack(&from, &key.1, &m.id, m.seq, m.ts);
-                self.remember(key, Dedupe::Done { id: m.id.into(), seq: m.seq, ts: m.ts });
+                self.remember(
+                    key,
+                    Dedupe::Done {
+                        id: m.id.into(),
+                        seq: m.seq,
+                        ts: m.ts,
+                    },
+                );
                 return;
             }
             Ok(None) => {}
             Err(e) => {
-                self.reply_error(&from, ErrorCode::Unavailable, &format!("storage unavailable: {e}"), Some(&key.1));
+                self.reply_error(
+                    &from,
+                    ErrorCode::Unavailable,
+                    &format!("storage unavailable: {e}"),
+                    Some(&key.1),
+                );
                 return;
             }
         }
@@ -346,7 +450,11 @@ impl ConvState {
         tokio::spawn(async move {
             let started = Instant::now();
             let result = store.append_messages(vec![message]).await;
-            let _ = me.cast(ConvMsg::Committed { seq, result, took: started.elapsed() });
+            let _ = me.cast(ConvMsg::Committed {
+                seq,
+                result,
+                took: started.elapsed(),
+            });
         });
     }
 
@@ -377,7 +485,10 @@ impl ConvState {
                     for w in &p.waiters {
                         self.ack(w, &p.client_id, &p.id, p.seq, p.ts);
                     }
-                    self.hub.metrics.message_ack_seconds.observe(p.received.elapsed().as_secs_f64());
+                    self.hub
+                        .metrics
+                        .message_ack_seconds
+                        .observe(p.received.elapsed().as_secs_f64());
                     for user in self.members.keys() {
                         let n = self.hub.sessions.push_to_user(user, &p.frame);
                         if n > 0 {
@@ -385,7 +496,14 @@ impl ConvState {
                             self.delivered.insert(user.clone(), p.seq);
                         }
                     }
-                    self.dedupe.insert(key, Dedupe::Done { id: p.id, seq: p.seq, ts: p.ts });
+                    self.dedupe.insert(
+                        key,
+                        Dedupe::Done {
+                            id: p.id,
+                            seq: p.seq,
+                            ts: p.ts,
+                        },
+                    );
                 }
                 Err(e) => {
                     tracing::warn!(conv = %self.id, seq = p.seq, error = %e, "message write failed; not acked");
@@ -408,12 +526,19 @@ impl ConvState {
     /// Edit (`Some(body)`) or delete (`None`) a message.
     async fn edit(&mut self, from: Requester, id: String, body: Option<String>) {
         let Some(role) = self.members.get(&from.user_id).copied() else {
-            self.reply_error(&from, ErrorCode::NotMember, "not a member of this conversation", None);
+            self.reply_error(
+                &from,
+                ErrorCode::NotMember,
+                "not a member of this conversation",
+                None,
+            );
             return;
         };
         let mut m = match self.hub.store.message(&self.id, &id).await {
             Ok(Some(m)) => m,
-            Ok(None) => return self.reply_error(&from, ErrorCode::NotFound, "no such message", None),
+            Ok(None) => {
+                return self.reply_error(&from, ErrorCode::NotFound, "no such message", None)
+            }
             Err(e) => return self.reply_error(&from, ErrorCode::Unavailable, &e.to_string(), None),
         };
         let own = *m.sender == *from.user_id;
@@ -422,9 +547,21 @@ impl ConvState {
         }
         let now = now_ms();
         match &body {
-            Some(_) if !own => return self.reply_error(&from, ErrorCode::Forbidden, "only the sender can edit a message", None),
+            Some(_) if !own => {
+                return self.reply_error(
+                    &from,
+                    ErrorCode::Forbidden,
+                    "only the sender can edit a message",
+                    None,
+                )
+            }
             None if !own && !role.can_manage() => {
-                return self.reply_error(&from, ErrorCode::Forbidden, "only the sender or an owner/admin can delete", None)
+                return self.reply_error(
+                    &from,
+                    ErrorCode::Forbidden,
+                    "only the sender or an owner/admin can delete",
+                    None,
+                )
             }
             _ => {}
         }
@@ -443,9 +580,19 @@ impl ConvState {
             return self.reply_error(&from, ErrorCode::Unavailable, &e.to_string(), None);
         }
         let frame = if m.deleted {
-            encode_event(&ServerEvent::Deleted { conv: &self.id, id: &m.id, seq: m.seq })
+            encode_event(&ServerEvent::Deleted {
+                conv: &self.id,
+                id: &m.id,
+                seq: m.seq,
+            })
         } else {
-            encode_event(&ServerEvent::Edited { conv: &self.id, id: &m.id, seq: m.seq, body: &m.body, edited_at: now })
+            encode_event(&ServerEvent::Edited {
+                conv: &self.id,
+                id: &m.id,
+                seq: m.seq,
+                body: &m.body,
+                edited_at: now,
+            })
         };
         for user in self.members.keys() {
             self.hub.sessions.push_to_user(user, &frame);
@@ -453,42 +600,54 @@ impl ConvState {
         from.done(Outcome::Updated(Box::new(m)));
     }
 
-    fn flush_receipts(&mut self) {
+    /// Stores the coalesced read cursors, then tells every member's sessions.
+    async fn flush_receipts(&mut self) {
         if self.reads.is_empty() {
             return;
         }
         let reads: Vec<(Arc<str>, u64)> = self.reads.drain().collect();
+        let updates = reads
+            .iter()
+            .map(|(user, seq)| CursorUpdate {
+                user: user.to_string(),
+                conv: self.id.to_string(),
+                delivered_seq: None,
+                read_seq: Some(*seq),
+            })
+            .collect();
+        if let Err(e) = self.hub.store.advance_cursors(updates).await {
+            tracing::warn!(conv = %self.id, error = %e, "read cursor write failed");
+        }
         for (user, seq) in &reads {
-            let frame = encode_event(&ServerEvent::Receipt { conv: &self.id, user_id: user, delivered_seq: None, read_seq: Some(*seq) });
+            let frame = encode_event(&ServerEvent::Receipt {
+                conv: &self.id,
+                user_id: user,
+                delivered_seq: None,
+                read_seq: Some(*seq),
+            });
             for member in self.members.keys() {
                 self.hub.sessions.push_to_user(member, &frame);
             }
         }
-        let updates = reads
-            .into_iter()
-            .map(|(user, seq)| CursorUpdate { user: user.to_string(), conv: self.id.to_string(), delivered_seq: None, read_seq: Some(seq) })
-            .collect();
-        self.spawn_cursor_write(updates);
     }
 
-    fn flush_delivered(&mut self) {
+    /// Stores the delivery cursors of members who got messages live.
+    async fn flush_delivered(&mut self) {
         if self.delivered.is_empty() {
             return;
         }
         let updates = self
             .delivered
             .drain()
-            .map(|(user, seq)| CursorUpdate { user: user.to_string(), conv: self.id.to_string(), delivered_seq: Some(seq), read_seq: None })
+            .map(|(user, seq)| CursorUpdate {
+                user: user.to_string(),
+                conv: self.id.to_string(),
+                delivered_seq: Some(seq),
+                read_seq: None,
+            })
             .collect();
-        self.spawn_cursor_write(updates);
-    }
-
-    fn spawn_cursor_write(&self, updates: Vec<CursorUpdate>) {
-        let (store, id) = (self.hub.store.clone(), self.id.clone());
-        tokio::spawn(async move {
-            if let Err(e) = store.advance_cursors(updates).await {
-                tracing::warn!(conv = %id, error = %e, "cursor write failed");
-            }
-        });
+        if let Err(e) = self.hub.store.advance_cursors(updates).await {
+            tracing::warn!(conv = %self.id, error = %e, "delivery cursor write failed");
+        }
     }
 }

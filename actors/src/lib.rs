@@ -27,9 +27,9 @@ pub use conversation::ConvMsg;
 pub use metrics::Metrics;
 pub use outbound::{OutboundReceiver, SessionAddr, SessionHandle};
 pub use placement::{ConversationRouter, RouteError};
+pub use ractor::ActorRef;
 pub use registry::SessionRegistry;
 pub use requester::{Outcome, ReplyTo, Requester};
-pub use ractor::ActorRef;
 pub use session::SessionMsg;
 
 use placement::ConversationSupervisor;
@@ -86,7 +86,11 @@ impl Hub {
     ///
     /// # Errors
     /// When a supervisor cannot be spawned.
-    pub async fn start(config: HubConfig, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Result<Arc<Hub>, StartError> {
+    pub async fn start(
+        config: HubConfig,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Hub>, StartError> {
         let hub = Arc::new(Hub {
             node_id: config.node_id.as_str().into(),
             config,
@@ -99,11 +103,17 @@ impl Hub {
         });
         let (conv_sup, _) = Actor::spawn(None, ConversationSupervisor, Arc::downgrade(&hub))
             .await
-            .map_err(|e| StartError { what: "conversation", detail: e.to_string() })?;
+            .map_err(|e| StartError {
+                what: "conversation",
+                detail: e.to_string(),
+            })?;
         hub.router.set_supervisor(conv_sup);
         let (session_sup, _) = Actor::spawn(None, SessionSupervisor, Arc::downgrade(&hub))
             .await
-            .map_err(|e| StartError { what: "session", detail: e.to_string() })?;
+            .map_err(|e| StartError {
+                what: "session",
+                detail: e.to_string(),
+            })?;
         let _ = hub.session_supervisor.set(session_sup);
         Ok(hub)
     }
@@ -112,9 +122,18 @@ impl Hub {
     ///
     /// # Errors
     /// When the node is shutting down or the actor cannot be spawned.
-    pub async fn open_session(&self, handle: Arc<SessionHandle>) -> Result<ActorRef<SessionMsg>, String> {
+    pub async fn open_session(
+        &self,
+        handle: Arc<SessionHandle>,
+    ) -> Result<ActorRef<SessionMsg>, String> {
         let sup = self.session_supervisor.get().ok_or("node is starting")?;
-        match sup.call(|reply| SessionSupervisorMsg::Start { handle, reply }, Some(Duration::from_secs(10))).await {
+        match sup
+            .call(
+                |reply| SessionSupervisorMsg::Start { handle, reply },
+                Some(Duration::from_secs(10)),
+            )
+            .await
+        {
             Ok(ractor::rpc::CallResult::Success(r)) => r,
             Ok(_) => Err("the session supervisor did not answer".into()),
             Err(e) => Err(e.to_string()),

@@ -39,13 +39,19 @@ pub struct Requester {
 impl Requester {
     /// A requester for a WebSocket session.
     pub fn session(addr: SessionAddr) -> Self {
-        Requester { user_id: addr.user_id.clone(), reply: ReplyTo::Session(addr) }
+        Requester {
+            user_id: addr.user_id.clone(),
+            reply: ReplyTo::Session(addr),
+        }
     }
 
     /// A requester for an HTTP request, and the receiver of its outcome.
     pub fn http(user_id: &str) -> (Self, oneshot::Receiver<Outcome>) {
         let (tx, rx) = oneshot::channel();
-        let r = Requester { user_id: user_id.into(), reply: ReplyTo::Http(Arc::new(Mutex::new(Some(tx)))) };
+        let r = Requester {
+            user_id: user_id.into(),
+            reply: ReplyTo::Http(Arc::new(Mutex::new(Some(tx)))),
+        };
         (r, rx)
     }
 
@@ -53,7 +59,12 @@ impl Requester {
     pub fn error(&self, hub: &Hub, code: ErrorCode, message: &str, client_id: Option<&str>) {
         match &self.reply {
             ReplyTo::Session(addr) => {
-                let frame = encode_event(&ServerEvent::Error { code, message, client_id, retry_after_ms: None });
+                let frame = encode_event(&ServerEvent::Error {
+                    code,
+                    message,
+                    client_id,
+                    retry_after_ms: None,
+                });
                 hub.push_to_session(addr, frame);
             }
             ReplyTo::Http(_) => self.done(Outcome::Error(code, message.to_string())),
@@ -64,9 +75,22 @@ impl Requester {
     pub fn ack(&self, hub: &Hub, conv: &str, client_id: &str, id: &str, seq: u64, ts: i64) {
         match &self.reply {
             ReplyTo::Session(addr) => {
-                hub.push_to_session(addr, encode_event(&ServerEvent::Ack { client_id, conv, id, seq, ts }));
+                hub.push_to_session(
+                    addr,
+                    encode_event(&ServerEvent::Ack {
+                        client_id,
+                        conv,
+                        id,
+                        seq,
+                        ts,
+                    }),
+                );
             }
-            ReplyTo::Http(_) => self.done(Outcome::Acked { id: id.to_string(), seq, ts }),
+            ReplyTo::Http(_) => self.done(Outcome::Acked {
+                id: id.to_string(),
+                seq,
+                ts,
+            }),
         }
     }
 

@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
 use rookery_protocol::{close, encode_event, is_valid_id, ClientFrame, ErrorCode, ServerEvent};
 use rookery_store::{CursorUpdate, HistoryQuery};
 use tokio::sync::OwnedSemaphorePermit;
@@ -48,15 +50,26 @@ impl Actor for SessionActor {
     type State = SessionState;
     type Arguments = (Arc<SessionHandle>, Arc<Hub>);
 
-    async fn pre_start(&self, _: ActorRef<SessionMsg>, (handle, hub): Self::Arguments) -> Result<SessionState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _: ActorRef<SessionMsg>,
+        (handle, hub): Self::Arguments,
+    ) -> Result<SessionState, ActorProcessingErr> {
         Ok(SessionState { handle, hub })
     }
 
-    async fn handle(&self, _: ActorRef<SessionMsg>, msg: SessionMsg, state: &mut SessionState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<SessionMsg>,
+        msg: SessionMsg,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SessionMsg::Frame(frame, permit) => state.frame(frame, permit).await,
             #[cfg(feature = "test-hooks")]
-            SessionMsg::InjectPanic => panic!("injected panic in session {}", state.handle.addr.session_id),
+            SessionMsg::InjectPanic => {
+                panic!("injected panic in session {}", state.handle.addr.session_id)
+            }
         }
         Ok(())
     }
@@ -64,70 +77,152 @@ impl Actor for SessionActor {
 
 impl SessionState {
     async fn reply_event(&self, event: &ServerEvent<'_>) {
-        self.handle.push_wait(encode_event(event), REPLY_PATIENCE).await;
+        self.handle
+            .push_wait(encode_event(event), REPLY_PATIENCE)
+            .await;
     }
 
     async fn error(&self, code: ErrorCode, message: &str, client_id: Option<&str>) {
-        self.reply_event(&ServerEvent::Error { code, message, client_id, retry_after_ms: None }).await;
+        self.reply_event(&ServerEvent::Error {
+            code,
+            message,
+            client_id,
+            retry_after_ms: None,
+        })
+        .await;
     }
 
     async fn route(&self, conv: &str, msg: ConvMsg, client_id: Option<&str>) {
         if !is_valid_id(conv) {
-            return self.error(ErrorCode::NotMember, "not a member of this conversation", client_id).await;
+            return self
+                .error(
+                    ErrorCode::NotMember,
+                    "not a member of this conversation",
+                    client_id,
+                )
+                .await;
         }
         match self.hub.router.route(conv, msg).await {
             Ok(()) => {}
-            Err(RouteError::NotFound) => self.error(ErrorCode::NotMember, "not a member of this conversation", client_id).await,
-            Err(RouteError::Unavailable(e)) => self.error(ErrorCode::Unavailable, &e, client_id).await,
+            Err(RouteError::NotFound) => {
+                self.error(
+                    ErrorCode::NotMember,
+                    "not a member of this conversation",
+                    client_id,
+                )
+                .await
+            }
+            Err(RouteError::Unavailable(e)) => {
+                self.error(ErrorCode::Unavailable, &e, client_id).await
+            }
         }
     }
 
     async fn frame(&mut self, frame: ClientFrame, permit: OwnedSemaphorePermit) {
         let from = Requester::session(self.handle.addr.clone());
         match frame {
-            ClientFrame::Send { conv, client_id, body, attachments } => {
+            ClientFrame::Send {
+                conv,
+                client_id,
+                body,
+                attachments,
+            } => {
                 let limits = &self.hub.config;
                 if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID {
                     let msg = format!("client_id must be 1-{MAX_CLIENT_ID} bytes");
                     return self.error(ErrorCode::BadRequest, &msg, None).await;
                 }
                 if body.len() > limits.max_body {
-                    let msg = format!("body is {} bytes; the limit is {}", body.len(), limits.max_body);
-                    return self.error(ErrorCode::TooLarge, &msg, Some(&client_id)).await;
+                    let msg = format!(
+                        "body is {} bytes; the limit is {}",
+                        body.len(),
+                        limits.max_body
+                    );
+                    return self
+                        .error(ErrorCode::TooLarge, &msg, Some(&client_id))
+                        .await;
                 }
                 if body.trim().is_empty() {
-                    return self.error(ErrorCode::BadRequest, "body must not be empty", Some(&client_id)).await;
+                    return self
+                        .error(
+                            ErrorCode::BadRequest,
+                            "body must not be empty",
+                            Some(&client_id),
+                        )
+                        .await;
                 }
                 if !attachments.is_empty() {
-                    return self.error(ErrorCode::BadRequest, "attachments are not supported by this node", Some(&client_id)).await;
+                    return self
+                        .error(
+                            ErrorCode::BadRequest,
+                            "attachments are not supported by this node",
+                            Some(&client_id),
+                        )
+                        .await;
                 }
                 let cid = client_id.clone();
-                let msg = ConvMsg::Send { from, client_id, body, attachments, received: Instant::now(), permit: Some(permit) };
+                let msg = ConvMsg::Send {
+                    from,
+                    client_id,
+                    body,
+                    attachments,
+                    received: Instant::now(),
+                    permit: Some(permit),
+                };
                 self.route(&conv, msg, Some(&cid)).await;
             }
             ClientFrame::Edit { conv, id, body } => {
                 if body.len() > self.hub.config.max_body {
-                    return self.error(ErrorCode::TooLarge, "body is over the limit", None).await;
+                    return self
+                        .error(ErrorCode::TooLarge, "body is over the limit", None)
+                        .await;
                 }
                 if body.trim().is_empty() {
-                    return self.error(ErrorCode::BadRequest, "body must not be empty", None).await;
+                    return self
+                        .error(ErrorCode::BadRequest, "body must not be empty", None)
+                        .await;
                 }
-                self.route(&conv, ConvMsg::Edit { from, id, body }, None).await;
+                self.route(&conv, ConvMsg::Edit { from, id, body }, None)
+                    .await;
             }
-            ClientFrame::Delete { conv, id } => self.route(&conv, ConvMsg::Delete { from, id }, None).await,
-            ClientFrame::Read { conv, seq } => self.route(&conv, ConvMsg::Read { from, seq }, None).await,
-            ClientFrame::Typing { conv, active } => self.route(&conv, ConvMsg::Typing { from, active }, None).await,
+            ClientFrame::Delete { conv, id } => {
+                self.route(&conv, ConvMsg::Delete { from, id }, None).await
+            }
+            ClientFrame::Read { conv, seq } => {
+                self.route(&conv, ConvMsg::Read { from, seq }, None).await
+            }
+            ClientFrame::Typing { conv, active } => {
+                self.route(&conv, ConvMsg::Typing { from, active }, None)
+                    .await
+            }
             ClientFrame::Sync { since } => self.sync(since).await,
             ClientFrame::Presence { users } => {
                 for user in users.iter().take(self.hub.config.max_presence_query) {
                     let online = self.hub.sessions.is_online(user);
-                    let last_seen = if online { None } else { self.hub.sessions.last_seen(user) };
+                    let last_seen = if online {
+                        None
+                    } else {
+                        self.hub.sessions.last_seen(user)
+                    };
                     let status = if online { "online" } else { "offline" };
-                    self.reply_event(&ServerEvent::Presence { user_id: user, status, last_seen }).await;
+                    self.reply_event(&ServerEvent::Presence {
+                        user_id: user,
+                        status,
+                        last_seen,
+                    })
+                    .await;
                 }
             }
-            ClientFrame::CallOffer { .. } | ClientFrame::CallAnswer { .. } | ClientFrame::CallIce { .. } | ClientFrame::CallEnd { .. } => {
-                self.error(ErrorCode::BadRequest, "call signalling is not supported by this node", None).await;
+            ClientFrame::CallOffer { .. }
+            | ClientFrame::CallAnswer { .. }
+            | ClientFrame::CallIce { .. }
+            | ClientFrame::CallEnd { .. } => {
+                self.error(
+                    ErrorCode::BadRequest,
+                    "call signalling is not supported by this node",
+                    None,
+                )
+                .await;
             }
             ClientFrame::Ping { t } => self.reply_event(&ServerEvent::Pong { t: t.as_ref() }).await,
         }
@@ -140,10 +235,17 @@ impl SessionState {
         let store = &self.hub.store;
         let convs = match store.user_conversations(&user).await {
             Ok(c) => c,
-            Err(e) => return self.error(ErrorCode::Unavailable, &e.to_string(), None).await,
+            Err(e) => {
+                return self
+                    .error(ErrorCode::Unavailable, &e.to_string(), None)
+                    .await
+            }
         };
         for named in since.keys().filter(|c| !convs.contains(c)).take(16) {
-            let msg = format!("not a member of conversation {}", named.chars().take(64).collect::<String>());
+            let msg = format!(
+                "not a member of conversation {}",
+                named.chars().take(64).collect::<String>()
+            );
             self.error(ErrorCode::NotMember, &msg, None).await;
         }
         let batch = self.hub.config.sync_batch;
@@ -155,22 +257,42 @@ impl SessionState {
                 Some(s) => *s,
                 None => match store.cursor(&user, &conv).await {
                     Ok(c) => c.delivered_seq,
-                    Err(e) => return self.error(ErrorCode::Unavailable, &e.to_string(), None).await,
+                    Err(e) => {
+                        return self
+                            .error(ErrorCode::Unavailable, &e.to_string(), None)
+                            .await
+                    }
                 },
             };
-            let (page, more) = match store.messages(&conv, HistoryQuery::after(from, batch)).await {
+            let (page, more) = match store
+                .messages(&conv, HistoryQuery::after(from, batch))
+                .await
+            {
                 Ok(p) => p,
-                Err(e) => return self.error(ErrorCode::Unavailable, &e.to_string(), None).await,
+                Err(e) => {
+                    return self
+                        .error(ErrorCode::Unavailable, &e.to_string(), None)
+                        .await
+                }
             };
             let mut last = from;
             for m in &page {
-                if !self.handle.push_wait(encode_event(&ServerEvent::Msg(m)), REPLY_PATIENCE).await {
+                if !self
+                    .handle
+                    .push_wait(encode_event(&ServerEvent::Msg(m)), REPLY_PATIENCE)
+                    .await
+                {
                     return;
                 }
                 last = m.seq;
             }
             if last > from {
-                delivered.push(CursorUpdate { user: user.to_string(), conv: conv.clone(), delivered_seq: Some(last), read_seq: None });
+                delivered.push(CursorUpdate {
+                    user: user.to_string(),
+                    conv: conv.clone(),
+                    delivered_seq: Some(last),
+                    read_seq: None,
+                });
             }
             has_more.insert(conv.clone(), more);
             positions.insert(conv, last);
@@ -180,14 +302,21 @@ impl SessionState {
                 tracing::warn!(error = %e, "delivery cursor write failed");
             }
         }
-        self.reply_event(&ServerEvent::Synced { convs: &positions, has_more: &has_more }).await;
+        self.reply_event(&ServerEvent::Synced {
+            convs: &positions,
+            has_more: &has_more,
+        })
+        .await;
     }
 }
 
 /// Messages of the session supervisor.
 pub enum SessionSupervisorMsg {
     /// Start the session actor of a new connection.
-    Start { handle: Arc<SessionHandle>, reply: RpcReplyPort<Result<ActorRef<SessionMsg>, String>> },
+    Start {
+        handle: Arc<SessionHandle>,
+        reply: RpcReplyPort<Result<ActorRef<SessionMsg>, String>>,
+    },
 }
 
 /// Supervises session actors. A session is bound to its connection, so a crashed session is
@@ -203,16 +332,25 @@ pub struct SessionSupervisorState {
 
 impl SessionSupervisor {
     fn child_gone(state: &mut SessionSupervisorState, cell: &ActorCell, crashed: bool) {
-        let Some(handle) = state.children.remove(&cell.get_id()) else { return };
+        let Some(handle) = state.children.remove(&cell.get_id()) else {
+            return;
+        };
         if let Some(hub) = state.hub.upgrade() {
             hub.sessions.remove(&handle, now_ms());
             hub.session_actors.remove(&handle.addr.session_id);
             hub.metrics.sessions_active.dec();
             if crashed {
-                hub.metrics.actor_restarts.with_label_values(&["session"]).inc();
+                hub.metrics
+                    .actor_restarts
+                    .with_label_values(&["session"])
+                    .inc();
             }
         }
-        handle.close_with(if crashed { close::INTERNAL_ERROR } else { close::NORMAL });
+        handle.close_with(if crashed {
+            close::INTERNAL_ERROR
+        } else {
+            close::NORMAL
+        });
     }
 }
 
@@ -221,17 +359,39 @@ impl Actor for SessionSupervisor {
     type State = SessionSupervisorState;
     type Arguments = Weak<Hub>;
 
-    async fn pre_start(&self, _: ActorRef<Self::Msg>, hub: Weak<Hub>) -> Result<Self::State, ActorProcessingErr> {
-        Ok(SessionSupervisorState { hub, children: HashMap::new() })
+    async fn pre_start(
+        &self,
+        _: ActorRef<Self::Msg>,
+        hub: Weak<Hub>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(SessionSupervisorState {
+            hub,
+            children: HashMap::new(),
+        })
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         let SessionSupervisorMsg::Start { handle, reply } = msg;
-        let Some(hub) = state.hub.upgrade() else { return Ok(()) };
-        let result = match Actor::spawn_linked(None, SessionActor, (handle.clone(), hub.clone()), myself.get_cell()).await {
+        let Some(hub) = state.hub.upgrade() else {
+            return Ok(());
+        };
+        let result = match Actor::spawn_linked(
+            None,
+            SessionActor,
+            (handle.clone(), hub.clone()),
+            myself.get_cell(),
+        )
+        .await
+        {
             Ok((actor, _)) => {
                 state.children.insert(actor.get_id(), handle.clone());
-                hub.session_actors.insert(handle.addr.session_id.clone(), actor.clone());
+                hub.session_actors
+                    .insert(handle.addr.session_id.clone(), actor.clone());
                 hub.sessions.insert(handle);
                 hub.metrics.sessions_active.inc();
                 Ok(actor)
@@ -242,7 +402,12 @@ impl Actor for SessionSupervisor {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, _: ActorRef<Self::Msg>, event: SupervisionEvent, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        _: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, _) => Self::child_gone(state, &cell, false),
             SupervisionEvent::ActorFailed(cell, err) => {

@@ -33,7 +33,10 @@ pub fn router(console: Console) -> Router {
 async fn metrics(State(c): State<Arc<Console>>) -> Response {
     c.metrics.sessions_active.set(c.hub.sessions.len() as i64);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         c.metrics.render(),
     )
         .into_response()

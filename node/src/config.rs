@@ -139,7 +139,10 @@ pub enum ConfigError {
     #[error("reading config file {path}: {detail}")]
     File { path: String, detail: String },
     #[error("invalid setting {setting}: {reason}")]
-    Invalid { setting: &'static str, reason: String },
+    Invalid {
+        setting: &'static str,
+        reason: String,
+    },
 }
 
 impl Config {
@@ -175,10 +178,14 @@ impl Config {
     pub fn load(args: ServeArgs) -> Result<Self, ConfigError> {
         let file = match &args.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| ConfigError::File { path: path.display().to_string(), detail: e.to_string() })?;
-                toml::from_str::<ServeArgs>(&text)
-                    .map_err(|e| ConfigError::File { path: path.display().to_string(), detail: e.to_string() })?
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                    path: path.display().to_string(),
+                    detail: e.to_string(),
+                })?;
+                toml::from_str::<ServeArgs>(&text).map_err(|e| ConfigError::File {
+                    path: path.display().to_string(),
+                    detail: e.to_string(),
+                })?
             }
             None => ServeArgs::default(),
         };
@@ -191,10 +198,16 @@ impl Config {
         if args.scylla.is_some() || file.scylla.is_some() {
             return Err(ConfigError::Invalid {
                 setting: "scylla",
-                reason: "the ScyllaDB store is not available in this version; run without --scylla".into(),
+                reason: "the ScyllaDB store is not available in this version; run without --scylla"
+                    .into(),
             });
         }
-        let d = Config::with_defaults(args.data_dir.clone().or(file.data_dir.clone()).unwrap_or_else(|| "data".into()));
+        let d = Config::with_defaults(
+            args.data_dir
+                .clone()
+                .or(file.data_dir.clone())
+                .unwrap_or_else(|| "data".into()),
+        );
         macro_rules! pick {
             ($field:ident) => {
                 args.$field.clone().or(file.$field.clone())
@@ -210,14 +223,26 @@ impl Config {
             log_format: pick!(log_format).unwrap_or(d.log_format),
             max_body: pick!(max_body).unwrap_or(d.max_body),
             max_frame: pick!(max_frame).unwrap_or(d.max_frame),
-            heartbeat: pick!(heartbeat_ms).map(Duration::from_millis).unwrap_or(d.heartbeat),
+            heartbeat: pick!(heartbeat_ms)
+                .map(Duration::from_millis)
+                .unwrap_or(d.heartbeat),
             outbound_queue: pick!(outbound_queue).unwrap_or(d.outbound_queue),
-            access_ttl: pick!(access_ttl).map(Duration::from_secs).unwrap_or(d.access_ttl),
-            refresh_ttl: pick!(refresh_ttl).map(Duration::from_secs).unwrap_or(d.refresh_ttl),
-            conv_idle: pick!(conv_idle).map(Duration::from_secs).unwrap_or(d.conv_idle),
-            shutdown_grace: pick!(shutdown_grace).map(Duration::from_secs).unwrap_or(d.shutdown_grace),
-            login_failures_per_user: pick!(login_failures_per_user).unwrap_or(d.login_failures_per_user),
-            login_failures_per_addr: pick!(login_failures_per_addr).unwrap_or(d.login_failures_per_addr),
+            access_ttl: pick!(access_ttl)
+                .map(Duration::from_secs)
+                .unwrap_or(d.access_ttl),
+            refresh_ttl: pick!(refresh_ttl)
+                .map(Duration::from_secs)
+                .unwrap_or(d.refresh_ttl),
+            conv_idle: pick!(conv_idle)
+                .map(Duration::from_secs)
+                .unwrap_or(d.conv_idle),
+            shutdown_grace: pick!(shutdown_grace)
+                .map(Duration::from_secs)
+                .unwrap_or(d.shutdown_grace),
+            login_failures_per_user: pick!(login_failures_per_user)
+                .unwrap_or(d.login_failures_per_user),
+            login_failures_per_addr: pick!(login_failures_per_addr)
+                .unwrap_or(d.login_failures_per_addr),
             store_sync: pick!(store_sync).unwrap_or(d.store_sync),
             argon2: d.argon2,
         };
@@ -230,7 +255,12 @@ impl Config {
     /// # Errors
     /// The first invalid setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |setting, reason: &str| Err(ConfigError::Invalid { setting, reason: reason.to_string() });
+        let bad = |setting, reason: &str| {
+            Err(ConfigError::Invalid {
+                setting,
+                reason: reason.to_string(),
+            })
+        };
         if self.max_body == 0 || self.max_body > self.max_frame {
             return bad("max-body", "must be between 1 and max-frame");
         }
@@ -269,8 +299,16 @@ mod tests {
     fn layers_file_under_flags() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("rookery.toml");
-        std::fs::write(&file, "max_body = 100\nmax_frame = 4096\nnode_id = \"from-file\"\n").unwrap();
-        let args = ServeArgs { config: Some(file), max_body: Some(200), ..Default::default() };
+        std::fs::write(
+            &file,
+            "max_body = 100\nmax_frame = 4096\nnode_id = \"from-file\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            max_body: Some(200),
+            ..Default::default()
+        };
         let c = Config::load(args).unwrap();
         assert_eq!(c.max_body, 200, "a flag beats the file");
         assert_eq!(c.max_frame, 4096, "the file beats the default");
@@ -280,14 +318,26 @@ mod tests {
 
     #[test]
     fn refuses_bad_values_with_the_setting_named() {
-        let e = Config::load(ServeArgs { jwt_secret: Some("short".into()), ..Default::default() }).unwrap_err();
+        let e = Config::load(ServeArgs {
+            jwt_secret: Some("short".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
         assert!(e.to_string().contains("jwt-secret"), "{e}");
-        let e = Config::load(ServeArgs { redis: Some("redis://x".into()), ..Default::default() }).unwrap_err();
+        let e = Config::load(ServeArgs {
+            redis: Some("redis://x".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
         assert!(e.to_string().contains("redis"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("bad.toml");
         std::fs::write(&file, "no_such_key = 1\n").unwrap();
-        let e = Config::load(ServeArgs { config: Some(file), ..Default::default() }).unwrap_err();
+        let e = Config::load(ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        })
+        .unwrap_err();
         assert!(e.to_string().contains("no_such_key"), "{e}");
     }
 }

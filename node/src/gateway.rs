@@ -39,7 +39,8 @@ pub async fn upgrade(State(app): State<Arc<App>>, mut req: Request) -> Response 
         .map(str::to_string)
         .or_else(|| {
             req.uri().query().and_then(|q| {
-                q.split('&').find_map(|kv| kv.strip_prefix("token=").map(str::to_string))
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix("token=").map(str::to_string))
             })
         });
     let Some(claims) = token.and_then(|t| app.tokens.verify(&t)) else {
@@ -50,7 +51,9 @@ pub async fn upgrade(State(app): State<Arc<App>>, mut req: Request) -> Response 
     }
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,
-        Err(e) => return ApiError::bad_request(format!("bad upgrade request: {e}")).into_response(),
+        Err(e) => {
+            return ApiError::bad_request(format!("bad upgrade request: {e}")).into_response()
+        }
     };
     let expires_at_ms = claims.exp.saturating_mul(1000);
     let tracker = app.sockets.clone();
@@ -63,16 +66,25 @@ pub async fn upgrade(State(app): State<Arc<App>>, mut req: Request) -> Response 
     response.map(Body::new)
 }
 
-async fn serve<S>(app: Arc<App>, ws: fastwebsockets::WebSocket<S>, user_id: String, expires_at_ms: i64)
-where
+async fn serve<S>(
+    app: Arc<App>,
+    ws: fastwebsockets::WebSocket<S>,
+    user_id: String,
+    expires_at_ms: i64,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let hub = app.hub.clone();
     let config = &app.config;
-    let addr = SessionAddr { node_id: hub.node_id.clone(), session_id: new_id().into(), user_id: user_id.into() };
+    let addr = SessionAddr {
+        node_id: hub.node_id.clone(),
+        session_id: new_id().into(),
+        user_id: user_id.into(),
+    };
     let span = tracing::info_span!("session", id = %addr.session_id, user = %addr.user_id);
     let _enter = span.enter();
-    let (handle, outbound) = SessionHandle::new(addr.clone(), config.outbound_queue, hub.metrics.clone());
+    let (handle, outbound) =
+        SessionHandle::new(addr.clone(), config.outbound_queue, hub.metrics.clone());
     hub.metrics.ws_connections.inc();
 
     let hello = ServerEvent::Hello {
@@ -80,7 +92,11 @@ where
         session_id: &addr.session_id,
         node_id: &hub.node_id,
         heartbeat_ms: config.heartbeat.as_millis() as u64,
-        limits: Limits { max_body: config.max_body, max_frame: config.max_frame, sync_batch: hub.config.sync_batch },
+        limits: Limits {
+            max_body: config.max_body,
+            max_frame: config.max_frame,
+            sync_batch: hub.config.sync_batch,
+        },
     };
     // Queued before the session is registered, so it is always the first frame.
     handle.push(encode_event(&hello));
@@ -151,7 +167,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 let code = match e {
                     WebSocketError::FrameTooLarge => Some(close::TOO_BIG),
                     WebSocketError::InvalidUTF8 => Some(close::INVALID_PAYLOAD),
-                    WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) | WebSocketError::ConnectionClosed => None,
+                    WebSocketError::UnexpectedEOF
+                    | WebSocketError::IoError(_)
+                    | WebSocketError::ConnectionClosed => None,
                     _ => Some(close::PROTOCOL_ERROR),
                 };
                 if let Some(code) = code {
@@ -164,8 +182,16 @@ async fn read_loop<R: AsyncRead + Unpin>(
         last_heard.store(now_ms(), Ordering::Relaxed);
         let message = match (frame.opcode, frame.fin) {
             (OpCode::Close, _) => {
-                let code = if frame.payload.len() >= 2 { u16::from_be_bytes([frame.payload[0], frame.payload[1]]) } else { close::NORMAL };
-                handle.close_with(if code == close::GOING_AWAY { close::NORMAL } else { code });
+                let code = if frame.payload.len() >= 2 {
+                    u16::from_be_bytes([frame.payload[0], frame.payload[1]])
+                } else {
+                    close::NORMAL
+                };
+                handle.close_with(if code == close::GOING_AWAY {
+                    close::NORMAL
+                } else {
+                    code
+                });
                 return;
             }
             (OpCode::Ping | OpCode::Pong, _) => continue,
@@ -209,7 +235,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
                 match decode_client_frame(&bytes) {
                     Ok(frame) => {
-                        let Ok(permit) = inflight.clone().acquire_owned().await else { return };
+                        let Ok(permit) = inflight.clone().acquire_owned().await else {
+                            return;
+                        };
                         if actor.cast(SessionMsg::Frame(frame, permit)).is_err() {
                             return;
                         }
@@ -221,7 +249,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                             client_id: e.client_id(),
                             retry_after_ms: None,
                         };
-                        handle.push_wait(encode_event(&event), Duration::from_secs(10)).await;
+                        handle
+                            .push_wait(encode_event(&event), Duration::from_secs(10))
+                            .await;
                     }
                 }
             }
@@ -232,7 +262,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     client_id: None,
                     retry_after_ms: None,
                 };
-                handle.push_wait(encode_event(&event), Duration::from_secs(10)).await;
+                handle
+                    .push_wait(encode_event(&event), Duration::from_secs(10))
+                    .await;
             }
         }
     }
@@ -310,10 +342,16 @@ async fn write_coalesced<W: AsyncWrite + Unpin>(
     outbound: &mut OutboundReceiver,
     first: Bytes,
 ) -> Result<(), WebSocketError> {
-    write.write_frame(Frame::text(Payload::Borrowed(&first))).await?;
+    write
+        .write_frame(Frame::text(Payload::Borrowed(&first)))
+        .await?;
     for _ in 1..MAX_COALESCE {
         match outbound.frames.try_recv() {
-            Ok(next) => write.write_frame(Frame::text(Payload::Borrowed(&next))).await?,
+            Ok(next) => {
+                write
+                    .write_frame(Frame::text(Payload::Borrowed(&next)))
+                    .await?
+            }
             Err(_) => break,
         }
     }

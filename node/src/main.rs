@@ -15,7 +15,10 @@ fn main() -> std::process::ExitCode {
         }
     };
     init_logging(config.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(run(config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -27,12 +30,17 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let chat = TcpListener::bind(config.listen).await.map_err(|e| anyhow::anyhow!("binding {}: {e}", config.listen))?;
+    let chat = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding {}: {e}", config.listen))?;
     let admin = TcpListener::bind(config.admin_listen)
         .await
         .map_err(|e| anyhow::anyhow!("binding {}: {e}", config.admin_listen))?;
     let node = rookery_node::start(config, chat, admin).await?;
-    println!("rookery is running: chat and API on http://{}, ops console on http://{}", node.chat_addr, node.admin_addr);
+    println!(
+        "rookery is running: chat and API on http://{}, ops console on http://{}",
+        node.chat_addr, node.admin_addr
+    );
     let shutdown = node.shutdown_token();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -51,8 +59,11 @@ async fn wait_for_signal() {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ROOKERY_LOG").unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROOKERY_LOG")
+        .unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -76,7 +76,11 @@ fn jwt_secret(config: &Config) -> anyhow::Result<String> {
     let path = config.data_dir.join("jwt.secret");
     if let Ok(s) = std::fs::read_to_string(&path) {
         let s = s.trim().to_string();
-        anyhow::ensure!(s.len() >= 32, "{} holds a secret shorter than 32 bytes", path.display());
+        anyhow::ensure!(
+            s.len() >= 32,
+            "{} holds a secret shorter than 32 bytes",
+            path.display()
+        );
         return Ok(s);
     }
     let secret = crate::auth::tokens::random_secret(48);
@@ -92,7 +96,9 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     options.mode(0o600);
-    let mut f = options.open(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
     f.write_all(contents.as_bytes())?;
     f.sync_all()?;
     Ok(())
@@ -106,17 +112,26 @@ pub async fn start(config: Config, chat: TcpListener, admin: TcpListener) -> any
     config.validate()?;
     let chat_addr = chat.local_addr()?;
     let admin_addr = admin.local_addr()?;
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let node_id = config.node_id.clone().unwrap_or_else(|| format!("node-{}", chat_addr.port()));
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let node_id = config
+        .node_id
+        .clone()
+        .unwrap_or_else(|| format!("node-{}", chat_addr.port()));
     let metrics = Arc::new(Metrics::new());
 
     let batch_metrics = metrics.clone();
     let options = EmbeddedOptions {
         no_sync: !config.store_sync,
-        observer: Some(Arc::new(move |_, took: Duration| batch_metrics.store_batch_seconds.observe(took.as_secs_f64()))),
+        observer: Some(Arc::new(move |_, took: Duration| {
+            batch_metrics
+                .store_batch_seconds
+                .observe(took.as_secs_f64())
+        })),
     };
     let store: Arc<dyn Store> = Arc::new(
-        EmbeddedStore::open(&config.data_dir.join("store"), options).context("opening the embedded store")?,
+        EmbeddedStore::open(&config.data_dir.join("store"), options)
+            .context("opening the embedded store")?,
     );
     let hub_config = HubConfig {
         node_id: node_id.clone(),
@@ -144,7 +159,10 @@ pub async fn start(config: Config, chat: TcpListener, admin: TcpListener) -> any
     let app = Arc::new(App {
         passwords: Passwords::new(config.argon2, cores)?,
         tokens: Tokens::new(secret.as_bytes()),
-        throttle: LoginThrottle::new(config.login_failures_per_user, config.login_failures_per_addr),
+        throttle: LoginThrottle::new(
+            config.login_failures_per_user,
+            config.login_failures_per_addr,
+        ),
         config,
         hub: hub.clone(),
         store,
@@ -155,10 +173,28 @@ pub async fn start(config: Config, chat: TcpListener, admin: TcpListener) -> any
 
     let shutdown = CancellationToken::new();
     let chat_router = crate::api::router(app.clone());
-    let admin_router = rookery_admin::router(rookery_admin::Console { metrics, hub, admin_token: admin_token.clone() });
-    let task = tokio::spawn(serve(app.clone(), chat, chat_router, admin, admin_router, shutdown.clone()));
+    let admin_router = rookery_admin::router(rookery_admin::Console {
+        metrics,
+        hub,
+        admin_token: admin_token.clone(),
+    });
+    let task = tokio::spawn(serve(
+        app.clone(),
+        chat,
+        chat_router,
+        admin,
+        admin_router,
+        shutdown.clone(),
+    ));
     tracing::info!(%chat_addr, %admin_addr, node_id, "rookery node started");
-    Ok(Node { chat_addr, admin_addr, app, admin_token, shutdown, task })
+    Ok(Node {
+        chat_addr,
+        admin_addr,
+        app,
+        admin_token,
+        shutdown,
+        task,
+    })
 }
 
 async fn serve(
@@ -171,13 +207,18 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let stop_accepting = shutdown.clone();
     let chat_server = tokio::spawn(
-        axum::serve(chat, chat_router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move { stop_accepting.cancelled().await })
-            .into_future(),
+        axum::serve(
+            chat,
+            chat_router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop_accepting.cancelled().await })
+        .into_future(),
     );
     let stop_admin = shutdown.clone();
     let admin_server = tokio::spawn(
-        axum::serve(admin, admin_router).with_graceful_shutdown(async move { stop_admin.cancelled().await }).into_future(),
+        axum::serve(admin, admin_router)
+            .with_graceful_shutdown(async move { stop_admin.cancelled().await })
+            .into_future(),
     );
     shutdown.cancelled().await;
 

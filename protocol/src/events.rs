@@ -31,13 +31,29 @@ pub enum ServerEvent<'a> {
         limits: Limits,
     },
     #[serde(rename = "ack")]
-    Ack { client_id: &'a str, conv: &'a str, id: &'a str, seq: u64, ts: i64 },
+    Ack {
+        client_id: &'a str,
+        conv: &'a str,
+        id: &'a str,
+        seq: u64,
+        ts: i64,
+    },
     #[serde(rename = "msg")]
     Msg(&'a Message),
     #[serde(rename = "edited")]
-    Edited { conv: &'a str, id: &'a str, seq: u64, body: &'a str, edited_at: i64 },
+    Edited {
+        conv: &'a str,
+        id: &'a str,
+        seq: u64,
+        body: &'a str,
+        edited_at: i64,
+    },
     #[serde(rename = "deleted")]
-    Deleted { conv: &'a str, id: &'a str, seq: u64 },
+    Deleted {
+        conv: &'a str,
+        id: &'a str,
+        seq: u64,
+    },
     #[serde(rename = "receipt")]
     Receipt {
         conv: &'a str,
@@ -48,7 +64,11 @@ pub enum ServerEvent<'a> {
         read_seq: Option<u64>,
     },
     #[serde(rename = "typing")]
-    Typing { conv: &'a str, user_id: &'a str, active: bool },
+    Typing {
+        conv: &'a str,
+        user_id: &'a str,
+        active: bool,
+    },
     #[serde(rename = "presence")]
     Presence {
         user_id: &'a str,
@@ -59,7 +79,10 @@ pub enum ServerEvent<'a> {
     #[serde(rename = "conv")]
     Conv { conversation: &'a Conversation },
     #[serde(rename = "synced")]
-    Synced { convs: &'a BTreeMap<String, u64>, has_more: &'a BTreeMap<String, bool> },
+    Synced {
+        convs: &'a BTreeMap<String, u64>,
+        has_more: &'a BTreeMap<String, bool>,
+    },
     #[serde(rename = "pong")]
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -101,7 +124,8 @@ mod tests {
             edited_at: None,
             deleted: false,
         };
-        let v: serde_json::Value = serde_json::from_slice(&encode_event(&ServerEvent::Msg(&m))).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&encode_event(&ServerEvent::Msg(&m))).unwrap();
         assert_eq!(v["op"], "msg");
         assert_eq!(v["seq"], 3);
         assert_eq!(v["body"], "hi");
@@ -114,6 +138,9 @@ mod tests {
             retry_after_ms: Some(500),
         });
         let v: serde_json::Value = serde_json::from_slice(&e).unwrap();
-        assert_eq!(v, serde_json::json!({"op":"error","code":"slow_mode","message":"wait","retry_after_ms":500}));
+        assert_eq!(
+            v,
+            serde_json::json!({"op":"error","code":"slow_mode","message":"wait","retry_after_ms":500})
+        );
     }
 }

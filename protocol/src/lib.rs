@@ -14,5 +14,6 @@ pub use codes::{close, ErrorCode};
 pub use events::{encode_event, Limits, ServerEvent};
 pub use frames::{decode_client_frame, ClientFrame, DecodeError, KNOWN_OPS};
 pub use objects::{
-    is_valid_id, ConvId, Conversation, ConversationKind, Member, Message, Role, Session, User, UserId,
+    is_valid_id, ConvId, Conversation, ConversationKind, Member, Message, Role, Session, User,
+    UserId,
 };

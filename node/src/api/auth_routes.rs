@@ -42,7 +42,9 @@ pub struct RefreshBody {
 
 /// Usernames: 3–32 of `a-z0-9_.-`.
 pub fn valid_username(u: &str) -> bool {
-    (3..=32).contains(&u.len()) && u.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
+    (3..=32).contains(&u.len())
+        && u.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
 }
 
 /// Display names: 1–64 characters, no control characters.
@@ -62,20 +64,41 @@ pub async fn issue_session(app: &App, user: User) -> Result<Session, ApiError> {
     let access_token = app.tokens.access(&user.id, now / 1000, ttl as i64);
     let (refresh_token, hash) = new_refresh_token();
     let expires_at_ms = now + app.config.refresh_ttl.as_millis() as i64;
-    app.store.put_refresh(&hash, RefreshRecord { user_id: user.id.clone(), expires_at_ms, used: false }).await?;
-    Ok(Session { user, access_token, refresh_token, expires_in: ttl })
+    app.store
+        .put_refresh(
+            &hash,
+            RefreshRecord {
+                user_id: user.id.clone(),
+                expires_at_ms,
+                used: false,
+            },
+        )
+        .await?;
+    Ok(Session {
+        user,
+        access_token,
+        refresh_token,
+        expires_in: ttl,
+    })
 }
 
-pub async fn signup(State(app): State<Arc<App>>, ApiJson(body): ApiJson<SignupBody>) -> Result<impl IntoResponse, ApiError> {
+pub async fn signup(
+    State(app): State<Arc<App>>,
+    ApiJson(body): ApiJson<SignupBody>,
+) -> Result<impl IntoResponse, ApiError> {
     if !valid_username(&body.username) {
-        return Err(ApiError::bad_request("username must be 3-32 characters of a-z, 0-9, _ . -"));
+        return Err(ApiError::bad_request(
+            "username must be 3-32 characters of a-z, 0-9, _ . -",
+        ));
     }
     if !valid_password(&body.password) {
         return Err(ApiError::bad_request("password must be 8-256 characters"));
     }
     let display_name = body.display_name.unwrap_or_else(|| body.username.clone());
     if !valid_display_name(&display_name) {
-        return Err(ApiError::bad_request("display_name must be 1-64 printable characters"));
+        return Err(ApiError::bad_request(
+            "display_name must be 1-64 printable characters",
+        ));
     }
     // Cheap check first so a taken name costs no hash; the store re-checks atomically.
     if app.store.user_by_name(&body.username).await?.is_some() {
@@ -85,10 +108,25 @@ pub async fn signup(State(app): State<Arc<App>>, ApiJson(body): ApiJson<SignupBo
         tracing::error!(error = %e, "hashing failed");
         ApiError::internal()
     })?;
-    let user = User { id: new_id(), username: body.username, display_name, avatar: None, created_at: now_ms() };
-    match app.store.create_user(UserRecord { user: user.clone(), password_hash }).await {
+    let user = User {
+        id: new_id(),
+        username: body.username,
+        display_name,
+        avatar: None,
+        created_at: now_ms(),
+    };
+    match app
+        .store
+        .create_user(UserRecord {
+            user: user.clone(),
+            password_hash,
+        })
+        .await
+    {
         Ok(()) => {}
-        Err(StoreError::Conflict(_)) => return Err(ApiError::new(ErrorCode::Conflict, "username is taken")),
+        Err(StoreError::Conflict(_)) => {
+            return Err(ApiError::new(ErrorCode::Conflict, "username is taken"))
+        }
         Err(e) => return Err(e.into()),
     }
     Ok((StatusCode::CREATED, Json(issue_session(&app, user).await?)))
@@ -103,9 +141,17 @@ pub async fn login(
     let now = Instant::now();
     if let Some(wait) = app.throttle.check(&body.username, &addr, now) {
         let secs = wait.as_secs().max(1);
-        return Err(ApiError { code: ErrorCode::RateLimited, message: format!("too many failed logins; retry in {secs} s"), retry_after: Some(secs) });
+        return Err(ApiError {
+            code: ErrorCode::RateLimited,
+            message: format!("too many failed logins; retry in {secs} s"),
+            retry_after: Some(secs),
+        });
     }
-    let record = if valid_username(&body.username) { app.store.user_by_name(&body.username).await? } else { None };
+    let record = if valid_username(&body.username) {
+        app.store.user_by_name(&body.username).await?
+    } else {
+        None
+    };
     let phc = record.as_ref().map(|r| r.password_hash.clone());
     if !app.passwords.verify(body.password, phc).await {
         app.throttle.failed(&body.username, &addr, now);
@@ -116,15 +162,24 @@ pub async fn login(
     Ok(Json(issue_session(&app, user).await?))
 }
 
-pub async fn refresh(State(app): State<Arc<App>>, ApiJson(body): ApiJson<RefreshBody>) -> Result<Json<Session>, ApiError> {
+pub async fn refresh(
+    State(app): State<Arc<App>>,
+    ApiJson(body): ApiJson<RefreshBody>,
+) -> Result<Json<Session>, ApiError> {
     let hash = hash_refresh_token(&body.refresh_token);
     match app.store.use_refresh(&hash, now_ms()).await? {
         RefreshUse::Valid(record) => {
-            let user = app.store.user(&record.user_id).await?.ok_or_else(|| ApiError::unauthorized("unknown user"))?;
+            let user = app
+                .store
+                .user(&record.user_id)
+                .await?
+                .ok_or_else(|| ApiError::unauthorized("unknown user"))?;
             Ok(Json(issue_session(&app, user.user).await?))
         }
         RefreshUse::Reused => {
-            tracing::warn!("a used refresh token was presented again; the user's refresh tokens were revoked");
+            tracing::warn!(
+                "a used refresh token was presented again; the user's refresh tokens were revoked"
+            );
             Err(ApiError::unauthorized("refresh token already used"))
         }
         RefreshUse::Invalid => Err(ApiError::unauthorized("invalid or expired refresh token")),
@@ -133,7 +188,11 @@ pub async fn refresh(State(app): State<Arc<App>>, ApiJson(body): ApiJson<Refresh
 
 /// Logout: with `{refresh_token}` that token stops working; without a body every refresh token
 /// of the user does. Access tokens already issued run out on their own (`access-ttl`).
-pub async fn logout(State(app): State<Arc<App>>, AuthUser(user): AuthUser, body: Bytes) -> Result<StatusCode, ApiError> {
+pub async fn logout(
+    State(app): State<Arc<App>>,
+    AuthUser(user): AuthUser,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         app.store.revoke_user_refresh(&user).await?;
     } else {
@@ -142,7 +201,8 @@ pub async fn logout(State(app): State<Arc<App>>, AuthUser(user): AuthUser, body:
         struct LogoutBody {
             refresh_token: Option<String>,
         }
-        let parsed: LogoutBody = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let parsed: LogoutBody =
+            serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
         match parsed.refresh_token {
             Some(t) => app.store.revoke_refresh(&hash_refresh_token(&t)).await?,
             None => app.store.revoke_user_refresh(&user).await?,

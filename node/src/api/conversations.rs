@@ -12,7 +12,8 @@ use axum::response::IntoResponse;
 use axum::Json;
 use rookery_actors::{new_id, now_ms, ConvMsg, Outcome, Requester, RouteError};
 use rookery_protocol::{
-    encode_event, is_valid_id, Conversation, ConversationKind, ErrorCode, Member, Message, Role, ServerEvent,
+    encode_event, is_valid_id, Conversation, ConversationKind, ErrorCode, Member, Message, Role,
+    ServerEvent,
 };
 use rookery_store::{ConvMeta, HistoryQuery};
 use serde::{Deserialize, Serialize};
@@ -52,7 +53,11 @@ fn valid_title(t: &str) -> bool {
 }
 
 /// The conversation with its members if `user` is one of them; 404 otherwise.
-pub async fn load_as_member(app: &App, conv: &str, user: &str) -> Result<(Conversation, Role), ApiError> {
+pub async fn load_as_member(
+    app: &App,
+    conv: &str,
+    user: &str,
+) -> Result<(Conversation, Role), ApiError> {
     let not_found = || ApiError::not_found("no such conversation");
     if !is_valid_id(conv) {
         return Err(not_found());
@@ -71,7 +76,14 @@ fn assemble(meta: ConvMeta, members: Vec<(String, Role)>, last_seq: u64) -> Conv
         id: meta.id,
         kind: meta.kind,
         title: meta.title,
-        members: members.into_iter().map(|(user_id, role)| Member { user_id, role, read_seq: None }).collect(),
+        members: members
+            .into_iter()
+            .map(|(user_id, role)| Member {
+                user_id,
+                role,
+                read_seq: None,
+            })
+            .collect(),
         created_at: meta.created_at,
         last_seq,
     }
@@ -92,51 +104,85 @@ fn announce(app: &App, conv: &Conversation, also: &[String]) {
 async fn check_users_exist(app: &App, ids: &[String]) -> Result<(), ApiError> {
     for id in ids {
         if !is_valid_id(id) || app.store.user(id).await?.is_none() {
-            return Err(ApiError::not_found(format!("no such user: {}", id.chars().take(64).collect::<String>())));
+            return Err(ApiError::not_found(format!(
+                "no such user: {}",
+                id.chars().take(64).collect::<String>()
+            )));
         }
     }
     Ok(())
 }
 
-pub async fn create(State(app): State<Arc<App>>, AuthUser(me): AuthUser, ApiJson(body): ApiJson<CreateBody>) -> Result<impl IntoResponse, ApiError> {
+pub async fn create(
+    State(app): State<Arc<App>>,
+    AuthUser(me): AuthUser,
+    ApiJson(body): ApiJson<CreateBody>,
+) -> Result<impl IntoResponse, ApiError> {
     if body.members.len() > MAX_MEMBERS_PER_REQUEST {
-        return Err(ApiError::bad_request(format!("at most {MAX_MEMBERS_PER_REQUEST} members per request")));
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_MEMBERS_PER_REQUEST} members per request"
+        )));
     }
     let now = now_ms();
     match body.kind {
         ConversationKind::Direct => {
             let [other] = body.members.as_slice() else {
-                return Err(ApiError::bad_request("a direct conversation names exactly one other member"));
+                return Err(ApiError::bad_request(
+                    "a direct conversation names exactly one other member",
+                ));
             };
             if *other == me {
-                return Err(ApiError::bad_request("a direct conversation needs another user"));
+                return Err(ApiError::bad_request(
+                    "a direct conversation needs another user",
+                ));
             }
             if body.title.is_some() {
                 return Err(ApiError::bad_request("direct conversations have no title"));
             }
             check_users_exist(&app, std::slice::from_ref(other)).await?;
-            let proposed = ConvMeta { id: new_id(), kind: ConversationKind::Direct, title: None, created_at: now };
+            let proposed = ConvMeta {
+                id: new_id(),
+                kind: ConversationKind::Direct,
+                title: None,
+                created_at: now,
+            };
             let (meta, created) = app.store.direct_conversation(&me, other, proposed).await?;
             let (conv, _) = load_as_member(&app, &meta.id, &me).await?;
             if created {
                 announce(&app, &conv, &[]);
             }
-            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
             Ok((status, Json(conv)))
         }
         ConversationKind::Group => {
-            let title = body.title.ok_or_else(|| ApiError::bad_request("a group needs a title"))?;
+            let title = body
+                .title
+                .ok_or_else(|| ApiError::bad_request("a group needs a title"))?;
             if !valid_title(&title) {
-                return Err(ApiError::bad_request("title must be 1-100 printable characters"));
+                return Err(ApiError::bad_request(
+                    "title must be 1-100 printable characters",
+                ));
             }
             let mut others: Vec<String> = body.members.into_iter().filter(|m| *m != me).collect();
             others.sort();
             others.dedup();
             check_users_exist(&app, &others).await?;
-            let meta = ConvMeta { id: new_id(), kind: ConversationKind::Group, title: Some(title), created_at: now };
-            let mut members: Vec<(String, Role)> = others.into_iter().map(|u| (u, Role::Member)).collect();
+            let meta = ConvMeta {
+                id: new_id(),
+                kind: ConversationKind::Group,
+                title: Some(title),
+                created_at: now,
+            };
+            let mut members: Vec<(String, Role)> =
+                others.into_iter().map(|u| (u, Role::Member)).collect();
             members.push((me.clone(), Role::Owner));
-            app.store.create_conversation(meta.clone(), members.clone()).await?;
+            app.store
+                .create_conversation(meta.clone(), members.clone())
+                .await?;
             members.sort();
             let conv = assemble(meta, members, 0);
             announce(&app, &conv, &[]);
@@ -145,23 +191,48 @@ pub async fn create(State(app): State<Arc<App>>, AuthUser(me): AuthUser, ApiJson
     }
 }
 
-pub async fn list(State(app): State<Arc<App>>, AuthUser(me): AuthUser) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn list(
+    State(app): State<Arc<App>>,
+    AuthUser(me): AuthUser,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let mut out = Vec::new();
     for id in app.store.user_conversations(&me).await? {
-        let Some(meta) = app.store.conversation(&id).await? else { continue };
+        let Some(meta) = app.store.conversation(&id).await? else {
+            continue;
+        };
         let members = app.store.members(&id).await?;
         let last_message = app.store.last_message(&id).await?;
         let read_seq = app.store.cursor(&me, &id).await?.read_seq;
-        let unread = app.store.count_unread(&id, &me, read_seq, UNREAD_CAP).await?;
+        let unread = app
+            .store
+            .count_unread(&id, &me, read_seq, UNREAD_CAP)
+            .await?;
         let conversation = assemble(meta, members, last_message.as_ref().map_or(0, |m| m.seq));
-        out.push(ListedConversation { conversation, last_message, read_seq, unread });
+        out.push(ListedConversation {
+            conversation,
+            last_message,
+            read_seq,
+            unread,
+        });
     }
-    let activity = |c: &ListedConversation| c.last_message.as_ref().map_or(c.conversation.created_at, |m| m.ts);
-    out.sort_by(|a, b| activity(b).cmp(&activity(a)).then_with(|| b.conversation.id.cmp(&a.conversation.id)));
+    let activity = |c: &ListedConversation| {
+        c.last_message
+            .as_ref()
+            .map_or(c.conversation.created_at, |m| m.ts)
+    };
+    out.sort_by(|a, b| {
+        activity(b)
+            .cmp(&activity(a))
+            .then_with(|| b.conversation.id.cmp(&a.conversation.id))
+    });
     Ok(Json(serde_json::json!({ "conversations": out })))
 }
 
-pub async fn get(State(app): State<Arc<App>>, AuthUser(me): AuthUser, Path(id): Path<String>) -> Result<Json<Conversation>, ApiError> {
+pub async fn get(
+    State(app): State<Arc<App>>,
+    AuthUser(me): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<Conversation>, ApiError> {
     let (mut conv, _) = load_as_member(&app, &id, &me).await?;
     for m in &mut conv.members {
         m.read_seq = Some(app.store.cursor(&m.user_id, &id).await?.read_seq);
@@ -175,7 +246,12 @@ pub struct PatchBody {
     title: Option<String>,
 }
 
-pub async fn patch(State(app): State<Arc<App>>, AuthUser(me): AuthUser, Path(id): Path<String>, ApiJson(body): ApiJson<PatchBody>) -> Result<Json<Conversation>, ApiError> {
+pub async fn patch(
+    State(app): State<Arc<App>>,
+    AuthUser(me): AuthUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<PatchBody>,
+) -> Result<Json<Conversation>, ApiError> {
     let (mut conv, role) = load_as_member(&app, &id, &me).await?;
     if !role.can_manage() {
         return Err(ApiError::forbidden("only an owner or admin can rename"));
@@ -185,7 +261,9 @@ pub async fn patch(State(app): State<Arc<App>>, AuthUser(me): AuthUser, Path(id)
     }
     if let Some(title) = body.title {
         if !valid_title(&title) {
-            return Err(ApiError::bad_request("title must be 1-100 printable characters"));
+            return Err(ApiError::bad_request(
+                "title must be 1-100 printable characters",
+            ));
         }
         app.store.set_title(&id, Some(title.clone())).await?;
         conv.title = Some(title);
@@ -201,16 +279,27 @@ pub struct AddMembersBody {
     role: Option<Role>,
 }
 
-pub async fn add_members(State(app): State<Arc<App>>, AuthUser(me): AuthUser, Path(id): Path<String>, ApiJson(body): ApiJson<AddMembersBody>) -> Result<Json<Conversation>, ApiError> {
+pub async fn add_members(
+    State(app): State<Arc<App>>,
+    AuthUser(me): AuthUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<AddMembersBody>,
+) -> Result<Json<Conversation>, ApiError> {
     let (conv, my_role) = load_as_member(&app, &id, &me).await?;
     if !my_role.can_manage() {
-        return Err(ApiError::forbidden("only an owner or admin can add members"));
+        return Err(ApiError::forbidden(
+            "only an owner or admin can add members",
+        ));
     }
     if conv.kind == ConversationKind::Direct {
-        return Err(ApiError::bad_request("a direct conversation has exactly two members"));
+        return Err(ApiError::bad_request(
+            "a direct conversation has exactly two members",
+        ));
     }
     if body.user_ids.is_empty() || body.user_ids.len() > MAX_MEMBERS_PER_REQUEST {
-        return Err(ApiError::bad_request(format!("user_ids must name 1-{MAX_MEMBERS_PER_REQUEST} users")));
+        return Err(ApiError::bad_request(format!(
+            "user_ids must name 1-{MAX_MEMBERS_PER_REQUEST} users"
+        )));
     }
     let role = body.role.unwrap_or(Role::Member);
     if role == Role::Owner {
@@ -229,15 +318,25 @@ pub async fn add_members(State(app): State<Arc<App>>, AuthUser(me): AuthUser, Pa
     Ok(Json(conv))
 }
 
-pub async fn remove_member(State(app): State<Arc<App>>, AuthUser(me): AuthUser, Path((id, user)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+pub async fn remove_member(
+    State(app): State<Arc<App>>,
+    AuthUser(me): AuthUser,
+    Path((id, user)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
     let (conv, my_role) = load_as_member(&app, &id, &me).await?;
-    let target_role = conv.role_of(&user).ok_or_else(|| ApiError::not_found("not a member"))?;
+    let target_role = conv
+        .role_of(&user)
+        .ok_or_else(|| ApiError::not_found("not a member"))?;
     if user != me {
         if conv.kind == ConversationKind::Direct || !my_role.can_manage() {
-            return Err(ApiError::forbidden("only an owner or admin can remove other members"));
+            return Err(ApiError::forbidden(
+                "only an owner or admin can remove other members",
+            ));
         }
         if target_role == Role::Owner || (target_role == Role::Admin && my_role != Role::Owner) {
-            return Err(ApiError::forbidden("cannot remove a member of equal or higher role"));
+            return Err(ApiError::forbidden(
+                "cannot remove a member of equal or higher role",
+            ));
         }
     }
     app.store.remove_member(&id, &user).await?;
@@ -255,7 +354,12 @@ pub struct HistoryParams {
     limit: Option<usize>,
 }
 
-pub async fn messages(State(app): State<Arc<App>>, AuthUser(me): AuthUser, Path(id): Path<String>, params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn messages(
+    State(app): State<Arc<App>>,
+    AuthUser(me): AuthUser,
+    Path(id): Path<String>,
+    params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     load_as_member(&app, &id, &me).await?;
     let limit = p.limit.unwrap_or(50);
@@ -264,9 +368,18 @@ pub async fn messages(State(app): State<Arc<App>>, AuthUser(me): AuthUser, Path(
     }
     let (messages, has_more) = app
         .store
-        .messages(&id, HistoryQuery { after_seq: p.after_seq, before_seq: p.before_seq, limit })
+        .messages(
+            &id,
+            HistoryQuery {
+                after_seq: p.after_seq,
+                before_seq: p.before_seq,
+                limit,
+            },
+        )
         .await?;
-    Ok(Json(serde_json::json!({ "messages": messages, "has_more": has_more })))
+    Ok(Json(
+        serde_json::json!({ "messages": messages, "has_more": has_more }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -281,18 +394,28 @@ pub struct SendBody {
 /// How long an HTTP send waits for its conversation's answer.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn send(State(app): State<Arc<App>>, AuthUser(me): AuthUser, Path(id): Path<String>, ApiJson(body): ApiJson<SendBody>) -> Result<impl IntoResponse, ApiError> {
+pub async fn send(
+    State(app): State<Arc<App>>,
+    AuthUser(me): AuthUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<SendBody>,
+) -> Result<impl IntoResponse, ApiError> {
     if body.client_id.is_empty() || body.client_id.len() > 128 {
         return Err(ApiError::bad_request("client_id must be 1-128 bytes"));
     }
     if body.body.len() > app.config.max_body {
-        return Err(ApiError::new(ErrorCode::TooLarge, format!("body is over {} bytes", app.config.max_body)));
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            format!("body is over {} bytes", app.config.max_body),
+        ));
     }
     if body.body.trim().is_empty() {
         return Err(ApiError::bad_request("body must not be empty"));
     }
     if !body.attachments.is_empty() {
-        return Err(ApiError::bad_request("attachments are not supported by this node"));
+        return Err(ApiError::bad_request(
+            "attachments are not supported by this node",
+        ));
     }
     if !is_valid_id(&id) {
         return Err(ApiError::not_found("no such conversation"));
@@ -313,12 +436,21 @@ pub async fn send(State(app): State<Arc<App>>, AuthUser(me): AuthUser, Path(id):
     }
     match tokio::time::timeout(SEND_TIMEOUT, outcome).await {
         Ok(Ok(Outcome::Acked { id: msg_id, .. })) => {
-            let m = app.store.message(&id, &msg_id).await?.ok_or_else(ApiError::internal)?;
+            let m = app
+                .store
+                .message(&id, &msg_id)
+                .await?
+                .ok_or_else(ApiError::internal)?;
             Ok((StatusCode::CREATED, Json(m)))
         }
-        Ok(Ok(Outcome::Error(ErrorCode::NotMember, _))) => Err(ApiError::not_found("no such conversation")),
+        Ok(Ok(Outcome::Error(ErrorCode::NotMember, _))) => {
+            Err(ApiError::not_found("no such conversation"))
+        }
         Ok(Ok(Outcome::Error(code, message))) => Err(ApiError::new(code, message)),
         Ok(Ok(Outcome::Updated(_))) | Ok(Err(_)) => Err(ApiError::internal()),
-        Err(_) => Err(ApiError::new(ErrorCode::Unavailable, "the conversation did not answer in time")),
+        Err(_) => Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "the conversation did not answer in time",
+        )),
     }
 }

@@ -22,7 +22,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
             Err(rejection) => {
                 let status = rejection.status().as_u16();
-                let code = if status == 413 { rookery_protocol::ErrorCode::TooLarge } else { rookery_protocol::ErrorCode::BadRequest };
+                let code = if status == 413 {
+                    rookery_protocol::ErrorCode::TooLarge
+                } else {
+                    rookery_protocol::ErrorCode::BadRequest
+                };
                 Err(ApiError::new(code, rejection.body_text()))
             }
         }
@@ -37,7 +41,10 @@ impl FromRequestParts<Arc<App>> for AuthUser {
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-        let claims = app.tokens.verify(token).ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
+        let claims = app
+            .tokens
+            .verify(token)
+            .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
         Ok(AuthUser(claims.sub))
     }
 }

@@ -1,0 +1,271 @@
+//! Bad input over the WebSocket: each gets its error or close code, the connection stays usable
+//! where the contract keeps it open, nothing is stored; and a client that stops reading is
+//! closed with 4009 while the others keep receiving.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::*;
+
+async fn still_works(ws: &mut Ws) {
+    ws.send(json!({"op":"ping","t":"alive"})).await;
+    assert_eq!(ws.expect_op("pong").await["t"], "alive");
+}
+
+#[tokio::test]
+async fn malformed_frames_get_an_error_and_the_connection_stays_open() {
+    let n = TestNode::start().await;
+    let (a, b) = (n.signup("alice").await, n.signup("bob").await);
+    let id = n.group(&a, &[&b]).await;
+    let mut ws = n.ws(&a).await;
+    let cases: Vec<(String, &str)> = vec![
+        ("{not json".into(), "malformed JSON"),
+        ("[1,2,3]".into(), "JSON object"),
+        ("\"just a string\"".into(), "JSON object"),
+        (r#"{"conv":"x"}"#.into(), "\"op\""),
+        (r#"{"op":42}"#.into(), "\"op\""),
+        (r#"{"op":"dance"}"#.into(), "unknown op"),
+        (
+            json!({"op":"send","conv":id,"client_id":"k","body":17}).to_string(),
+            "invalid \"send\"",
+        ),
+        (
+            json!({"op":"send","conv":id,"body":"no client id"}).to_string(),
+            "invalid \"send\"",
+        ),
+        (
+            json!({"op":"read","conv":id,"seq":"five"}).to_string(),
+            "invalid \"read\"",
+        ),
+        (
+            json!({"op":"send","conv":id,"client_id":"k","body":"x","extra":1}).to_string(),
+            "invalid \"send\"",
+        ),
+    ];
+    for (frame, expect) in &cases {
+        ws.send_text(frame).await;
+        let e = ws.event().await;
+        assert_eq!(e["op"], "error", "{frame}");
+        assert_eq!(e["code"], "bad_request", "{frame}");
+        assert!(
+            e["message"].as_str().unwrap().contains(expect),
+            "{frame}: {e}"
+        );
+    }
+    // The client_id of a malformed send is echoed so the client can match it.
+    ws.send_text(&json!({"op":"send","conv":id,"client_id":"mine","body":[]}).to_string())
+        .await;
+    assert_eq!(ws.event().await["client_id"], "mine");
+
+    ws.send_binary(b"\x00\x01binary").await;
+    let e = ws.event().await;
+    assert_eq!(
+        (e["op"].as_str(), e["code"].as_str()),
+        (Some("error"), Some("bad_request"))
+    );
+    still_works(&mut ws).await;
+    let (_, page) = n
+        .get(&format!("/api/conversations/{id}/messages"), tok(&a))
+        .await;
+    assert!(
+        page["messages"].as_array().unwrap().is_empty(),
+        "nothing was stored"
+    );
+    assert_eq!(ws.send_msg(&id, "ok", "fine").await["seq"], 1);
+}
+
+#[tokio::test]
+async fn invalid_utf8_closes_with_1007() {
+    let n = TestNode::start().await;
+    let a = n.signup("alice").await;
+    let mut ws = n.ws(&a).await;
+    ws.send_invalid_utf8().await;
+    assert_eq!(ws.expect_close().await, 1007);
+}
+
+#[tokio::test]
+async fn an_oversized_frame_closes_with_1009() {
+    let n = TestNode::start().await;
+    let (a, b) = (n.signup("alice").await, n.signup("bob").await);
+    let id = n.group(&a, &[&b]).await;
+    let mut other = n.ws(&b).await;
+    let mut ws = n.ws(&a).await;
+    let huge =
+        json!({"op":"send","conv":id,"client_id":"big","body":"x".repeat(70 * 1024)}).to_string();
+    ws.send_text(&huge).await;
+    assert_eq!(ws.expect_close().await, 1009);
+    // Others are unaffected and nothing was stored.
+    still_works(&mut other).await;
+    let (_, page) = n
+        .get(&format!("/api/conversations/{id}/messages"), tok(&b))
+        .await;
+    assert!(page["messages"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_fragmented_message_is_reassembled_up_to_the_limit() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::Message;
+    let n = TestNode::start().await;
+    let a = n.signup("alice").await;
+    let mut ws = n.ws(&a).await;
+    let parts = [r#"{"op":"pi"#, r#"ng","t"#, r#"":7}"#];
+    ws.stream
+        .send(Message::Frame(Frame::message(
+            parts[0].as_bytes().to_vec(),
+            OpCode::Data(Data::Text),
+            false,
+        )))
+        .await
+        .unwrap();
+    ws.stream
+        .send(Message::Frame(Frame::message(
+            parts[1].as_bytes().to_vec(),
+            OpCode::Data(Data::Continue),
+            false,
+        )))
+        .await
+        .unwrap();
+    ws.stream
+        .send(Message::Frame(Frame::message(
+            parts[2].as_bytes().to_vec(),
+            OpCode::Data(Data::Continue),
+            true,
+        )))
+        .await
+        .unwrap();
+    assert_eq!(ws.event().await, json!({"op":"pong","t":7}));
+    // Many small fragments adding up past the limit close with 1009.
+    let chunk = vec![b'x'; 16 * 1024];
+    ws.stream
+        .send(Message::Frame(Frame::message(
+            chunk.clone(),
+            OpCode::Data(Data::Text),
+            false,
+        )))
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        if ws
+            .stream
+            .send(Message::Frame(Frame::message(
+                chunk.clone(),
+                OpCode::Data(Data::Continue),
+                false,
+            )))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(ws.expect_close().await, 1009);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_with_4009_and_others_keep_receiving() {
+    let n = TestNode::start_with(|c| {
+        // Room for the bursts a healthy client gets (an ack and a copy per send of a window of 32),
+        // far less than the 600 messages the slow client is sent.
+        c.outbound_queue = 128;
+        c.max_body = 60_000;
+    })
+    .await;
+    let (a, b, slow) = (
+        n.signup("alice").await,
+        n.signup("bob").await,
+        n.signup("slow").await,
+    );
+    let id = n.group(&a, &[&b, &slow]).await;
+    let mut slow_ws = n.ws(&slow).await; // never read from until the end
+    let mut sender = n.ws(&a).await;
+    let reader = n.ws(&b).await;
+    let body = "y".repeat(59_000);
+    let total = 600;
+    let reader_task = tokio::spawn(async move {
+        let mut reader = reader;
+        let mut last = 0;
+        while last < total {
+            let e = reader.event().await;
+            if e["op"] == "msg" {
+                assert_eq!(
+                    e["seq"].as_u64().unwrap(),
+                    last + 1,
+                    "in order, none missing"
+                );
+                last += 1;
+            }
+        }
+        reader
+    });
+    // The sender reads its own acks and copies as it goes, so only `slow` lags.
+    let sender_task = tokio::spawn(async move {
+        let mut acked = 0;
+        let mut next = 0;
+        while acked < total {
+            while next < total && next - acked < 32 {
+                sender
+                    .send(json!({"op":"send","conv":id,"client_id":format!("k{next}"),"body":body}))
+                    .await;
+                next += 1;
+            }
+            if sender.event().await["op"] == "ack" {
+                acked += 1;
+            }
+        }
+    });
+    sender_task.await.unwrap();
+    let mut reader = tokio::time::timeout(Duration::from_secs(30), reader_task)
+        .await
+        .expect("reader got everything")
+        .unwrap();
+    still_works(&mut reader).await;
+    assert_eq!(slow_ws.expect_close().await, 4009);
+    let text = n.metrics().await;
+    assert_eq!(
+        metric(&text, "rookery_slow_consumer_disconnects_total"),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_after_two_heartbeats() {
+    let n = TestNode::start_with(|c| c.heartbeat = Duration::from_millis(200)).await;
+    let a = n.signup("alice").await;
+    // A raw TCP client that upgrades and then never answers pings.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(n.node().chat_addr)
+        .await
+        .unwrap();
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {}\r\n\r\n",
+        tok(&a)
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // Read until the server closes the TCP connection.
+    loop {
+        match tokio::time::timeout(PATIENCE, tcp.read(&mut chunk))
+            .await
+            .expect("closed in time")
+        {
+            Ok(0) | Err(_) => break,
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(400),
+        "closed after {elapsed:?}"
+    );
+    // The close frame (opcode 0x8) with code 4000 is in what the server sent.
+    let close = buf
+        .windows(4)
+        .any(|w| w[0] == 0x88 && w[2..4] == 4000u16.to_be_bytes());
+    assert!(close, "no close frame with 4000");
+}

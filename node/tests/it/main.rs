@@ -1,0 +1,11 @@
+//! Integration tests of the node: one binary, real sockets, real store on disk.
+
+mod actors;
+mod auth;
+mod bad_input;
+mod conversations;
+mod messaging;
+mod metrics;
+mod process;
+mod repo;
+mod support;
