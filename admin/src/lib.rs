@@ -9,10 +9,16 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use rookery_actors::{Hub, Metrics};
+use rookery_actors::{new_id, now_ms, Hub, Metrics};
+use rookery_protocol::User;
+use rookery_store::{StoreError, UserRecord};
+use serde::Deserialize;
 use subtle::ConstantTimeEq;
+
+/// Mints an access token for a user id (provided by the node, which owns the signing key).
+pub type TokenMinter = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
 /// What the console needs.
 #[derive(Clone)]
@@ -20,13 +26,18 @@ pub struct Console {
     pub metrics: Arc<Metrics>,
     pub hub: Arc<Hub>,
     pub admin_token: String,
+    pub mint_token: TokenMinter,
 }
+
+/// Most users one load-test setup request creates.
+pub const MAX_BULK_USERS: usize = 50_000;
 
 /// The admin listener's routes.
 pub fn router(console: Console) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/admin/api/overview", get(overview))
+        .route("/admin/api/loadtest/users", post(bulk_users))
         .with_state(Arc::new(console))
 }
 
@@ -52,10 +63,107 @@ fn authorised(c: &Console, headers: &HeaderMap) -> bool {
     presented.as_bytes().ct_eq(c.admin_token.as_bytes()).into()
 }
 
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(serde_json::json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+fn unauthorised() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "admin token required",
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkUsers {
+    prefix: String,
+    count: usize,
+}
+
+/// `POST /admin/api/loadtest/users {prefix, count}`: creates `count` users named
+/// `<prefix><i>` that cannot log in (no password) and answers their ids and access tokens, so a
+/// load test needs no password hashing. Existing names are reused, so setup can be repeated.
+async fn bulk_users(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !authorised(&c, &headers) {
+        return unauthorised();
+    }
+    let req: BulkUsers = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()),
+    };
+    let valid_prefix = !req.prefix.is_empty()
+        && req.prefix.len() <= 24
+        && req
+            .prefix
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+    if !valid_prefix || req.count == 0 || req.count > MAX_BULK_USERS {
+        let msg = format!("prefix must be 1-24 of a-z0-9_.- and count 1-{MAX_BULK_USERS}");
+        return error(StatusCode::BAD_REQUEST, "bad_request", &msg);
+    }
+    let mut tasks = Vec::with_capacity(req.count);
+    for i in 0..req.count {
+        let store = c.hub.store.clone();
+        let username = format!("{}{i}", req.prefix);
+        tasks.push(tokio::spawn(async move {
+            if let Some(existing) = store.user_by_name(&username).await? {
+                return Ok(existing.user);
+            }
+            let user = User {
+                id: new_id(),
+                display_name: username.clone(),
+                username,
+                avatar: None,
+                created_at: now_ms(),
+            };
+            // "!" is not a PHC string: no password ever verifies against it.
+            store
+                .create_user(UserRecord {
+                    user: user.clone(),
+                    password_hash: "!".into(),
+                })
+                .await?;
+            Ok::<User, StoreError>(user)
+        }));
+    }
+    let mut users = Vec::with_capacity(req.count);
+    for t in tasks {
+        match t.await {
+            Ok(Ok(u)) => users.push(serde_json::json!({
+                "id": u.id, "username": u.username, "access_token": (c.mint_token)(&u.id),
+            })),
+            Ok(Err(e)) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    &e.to_string(),
+                )
+            }
+            Err(_) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "setup task failed",
+                )
+            }
+        }
+    }
+    Json(serde_json::json!({ "users": users })).into_response()
+}
+
 async fn overview(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
     if !authorised(&c, &headers) {
-        let body = serde_json::json!({"error": {"code": "unauthorized", "message": "admin token required"}});
-        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+        return unauthorised();
     }
     Json(serde_json::json!({
         "node_id": &*c.hub.node_id,

@@ -173,10 +173,18 @@ pub async fn start(config: Config, chat: TcpListener, admin: TcpListener) -> any
 
     let shutdown = CancellationToken::new();
     let chat_router = crate::api::router(app.clone());
+    let minter = app.clone();
+    let mint_token: rookery_admin::TokenMinter = Arc::new(move |user: &str| {
+        let ttl = minter.config.access_ttl.as_secs() as i64;
+        minter
+            .tokens
+            .access(user, rookery_actors::now_ms() / 1000, ttl)
+    });
     let admin_router = rookery_admin::router(rookery_admin::Console {
         metrics,
         hub,
         admin_token: admin_token.clone(),
+        mint_token,
     });
     let task = tokio::spawn(serve(
         app.clone(),

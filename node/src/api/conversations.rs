@@ -147,8 +147,17 @@ pub async fn create(
                 created_at: now,
             };
             let (meta, created) = app.store.direct_conversation(&me, other, proposed).await?;
+            // Someone who left their direct conversation rejoins it by asking for it again.
+            let members = app.store.members(&meta.id).await?;
+            let mut rejoined = false;
+            for user in [me.as_str(), other.as_str()] {
+                if !members.iter().any(|(u, _)| u == user) {
+                    app.store.put_member(&meta.id, user, Role::Member).await?;
+                    rejoined = true;
+                }
+            }
             let (conv, _) = load_as_member(&app, &meta.id, &me).await?;
-            if created {
+            if created || rejoined {
                 announce(&app, &conv, &[]);
             }
             let status = if created {
@@ -253,12 +262,13 @@ pub async fn patch(
     ApiJson(body): ApiJson<PatchBody>,
 ) -> Result<Json<Conversation>, ApiError> {
     let (mut conv, role) = load_as_member(&app, &id, &me).await?;
-    if !role.can_manage() {
-        return Err(ApiError::forbidden("only an owner or admin can rename"));
-    }
     if conv.kind == ConversationKind::Direct {
         return Err(ApiError::bad_request("direct conversations have no title"));
     }
+    if !role.can_manage() {
+        return Err(ApiError::forbidden("only an owner or admin can rename"));
+    }
+
     if let Some(title) = body.title {
         if !valid_title(&title) {
             return Err(ApiError::bad_request(
@@ -286,14 +296,14 @@ pub async fn add_members(
     ApiJson(body): ApiJson<AddMembersBody>,
 ) -> Result<Json<Conversation>, ApiError> {
     let (conv, my_role) = load_as_member(&app, &id, &me).await?;
-    if !my_role.can_manage() {
-        return Err(ApiError::forbidden(
-            "only an owner or admin can add members",
-        ));
-    }
     if conv.kind == ConversationKind::Direct {
         return Err(ApiError::bad_request(
             "a direct conversation has exactly two members",
+        ));
+    }
+    if !my_role.can_manage() {
+        return Err(ApiError::forbidden(
+            "only an owner or admin can add members",
         ));
     }
     if body.user_ids.is_empty() || body.user_ids.len() > MAX_MEMBERS_PER_REQUEST {
@@ -342,6 +352,21 @@ pub async fn remove_member(
     app.store.remove_member(&id, &user).await?;
     let mut after = conv.clone();
     after.members.retain(|m| m.user_id != user);
+    // A group never stays without an owner: when the last owner leaves, the senior remaining
+    // member (an admin before a member, then the lowest id) becomes owner.
+    if target_role == Role::Owner && !after.members.iter().any(|m| m.role == Role::Owner) {
+        let heir = after
+            .members
+            .iter_mut()
+            .max_by(|a, b| a.role.cmp(&b.role).then_with(|| b.user_id.cmp(&a.user_id)));
+        if let Some(heir) = heir {
+            heir.role = Role::Owner;
+            app.store
+                .put_member(&id, &heir.user_id, Role::Owner)
+                .await?;
+        }
+    }
+
     announce(&app, &after, &[user]);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -53,6 +53,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/ws", get(crate::gateway::upgrade))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
@@ -75,6 +76,14 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         .into_response(),
     }
 }
+
+/// 405, with the API's error body (code `bad_request`).
+async fn method_not_allowed() -> Response {
+    let mut r = error::ApiError::bad_request("method not allowed on this route").into_response();
+    *r.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    r
+}
+
 
 async fn not_found() -> error::ApiError {
     error::ApiError::not_found("no such route")

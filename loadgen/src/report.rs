@@ -1,0 +1,270 @@
+//! Results: per-connection tallies merged into one report, the delivery check, the summary
+//! table and the JSON file.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Latency {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Latency {
+    pub fn from_histogram(h: &Histogram<u64>) -> Self {
+        let ms = |v: u64| v as f64 / 1000.0;
+        Latency {
+            count: h.len(),
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            p999_ms: ms(h.value_at_quantile(0.999)),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
+/// A new histogram of microseconds, 1 µs to 1 h, 3 significant digits.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// What one connection saw.
+pub struct ConnTally {
+    pub conn: u32,
+    pub sent: u64,
+    /// Message numbers of this connection's sends that were acked (all sends for targets
+    /// without acks).
+    pub acked: Vec<u64>,
+    pub received: HashSet<(u32, u64)>,
+    pub duplicates: u64,
+    pub reordered: u64,
+    pub errors: HashMap<String, u64>,
+    pub ack_latency: Histogram<u64>,
+    pub e2e_latency: Histogram<u64>,
+    pub reconnects: u64,
+}
+
+impl ConnTally {
+    pub fn new(conn: u32) -> Self {
+        ConnTally {
+            conn,
+            sent: 0,
+            acked: Vec::new(),
+            received: HashSet::new(),
+            duplicates: 0,
+            reordered: 0,
+            errors: HashMap::new(),
+            ack_latency: histogram(),
+            e2e_latency: histogram(),
+            reconnects: 0,
+        }
+    }
+}
+
+/// Delivery check results.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Verify {
+    pub expected: u64,
+    pub missing: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
+}
+
+/// The whole report.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Report {
+    pub target: String,
+    pub scenario: String,
+    pub connections: u64,
+    pub duration_s: f64,
+    pub offered_msgs_per_s: f64,
+    pub sent: u64,
+    pub acked: u64,
+    pub delivered: u64,
+    pub delivery_ratio: f64,
+    pub msgs_per_s: f64,
+    pub deliveries_per_s: f64,
+    pub ack: Latency,
+    pub e2e: Latency,
+    pub errors: BTreeMap<String, u64>,
+    pub reconnects: u64,
+    pub verify: Option<Verify>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect: Option<ConnectReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle: Option<IdleReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<HistoryReport>,
+}
+
+/// Connect-storm results.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ConnectReport {
+    pub established: u64,
+    pub failed: u64,
+    pub per_s: f64,
+    pub latency: Latency,
+}
+
+/// Idle-connection results.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct IdleReport {
+    pub established: u64,
+    pub server_rss_before: Option<u64>,
+    pub server_rss_after: Option<u64>,
+    pub bytes_per_connection: Option<f64>,
+}
+
+/// History-read results.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct HistoryReport {
+    pub pages: u64,
+    pub pages_per_s: f64,
+    pub latency: Latency,
+}
+
+/// Merges the tallies of a messaging run. `members[room]` lists the connections of each room and
+/// `room_of_sender[conn]` the room a connection sends to.
+pub fn merge(
+    tallies: &[ConnTally],
+    members: &[Vec<u32>],
+    room_of_sender: &[Option<usize>],
+    verify: bool,
+    report: &mut Report,
+) {
+    let mut ack = histogram();
+    let mut e2e = histogram();
+    for t in tallies {
+        report.sent += t.sent;
+        report.acked += t.acked.len() as u64;
+        report.delivered += t.received.len() as u64;
+        report.reconnects += t.reconnects;
+        ack.add(&t.ack_latency).expect("same bounds");
+        e2e.add(&t.e2e_latency).expect("same bounds");
+        for (code, n) in &t.errors {
+            *report.errors.entry(code.clone()).or_default() += n;
+        }
+    }
+    report.ack = Latency::from_histogram(&ack);
+    report.e2e = Latency::from_histogram(&e2e);
+    let by_conn: HashMap<u32, &ConnTally> = tallies.iter().map(|t| (t.conn, t)).collect();
+    let mut expected = 0u64;
+    let mut missing = 0u64;
+    for t in tallies {
+        let Some(room) = room_of_sender.get(t.conn as usize).copied().flatten() else {
+            continue;
+        };
+        let recipients: Vec<&ConnTally> = members[room]
+            .iter()
+            .filter(|c| **c != t.conn)
+            .filter_map(|c| by_conn.get(c).copied())
+            .collect();
+        expected += (t.acked.len() * recipients.len()) as u64;
+        if verify {
+            for k in &t.acked {
+                missing += recipients
+                    .iter()
+                    .filter(|r| !r.received.contains(&(t.conn, *k)))
+                    .count() as u64;
+            }
+        }
+    }
+    report.delivery_ratio = if expected == 0 {
+        1.0
+    } else {
+        (expected - missing.min(expected)) as f64 / expected as f64
+    };
+    if !verify {
+        // Without the per-message check, the ratio is the count of unique deliveries.
+        report.delivery_ratio = if expected == 0 {
+            1.0
+        } else {
+            (report.delivered as f64 / expected as f64).min(1.0)
+        };
+    }
+    if verify {
+        report.verify = Some(Verify {
+            expected,
+            missing,
+            duplicated: tallies.iter().map(|t| t.duplicates).sum(),
+            reordered: tallies.iter().map(|t| t.reordered).sum(),
+        });
+    }
+    if report.duration_s > 0.0 {
+        report.msgs_per_s = report.acked as f64 / report.duration_s;
+        report.deliveries_per_s = report.delivered as f64 / report.duration_s;
+    }
+}
+
+/// The summary table printed at the end.
+pub fn print_summary(r: &Report) {
+    println!();
+    println!(
+        "target {}  scenario {}  connections {}  duration {:.1} s",
+        r.target, r.scenario, r.connections, r.duration_s
+    );
+    if r.sent > 0 || r.acked > 0 {
+        println!("  offered        {:>12.0} msgs/s", r.offered_msgs_per_s);
+        println!("  sent           {:>12}", r.sent);
+        println!(
+            "  acked          {:>12}   {:>10.0} msgs/s",
+            r.acked, r.msgs_per_s
+        );
+        println!(
+            "  delivered      {:>12}   {:>10.0} deliveries/s",
+            r.delivered, r.deliveries_per_s
+        );
+        println!("  delivery ratio {:>12.4}", r.delivery_ratio);
+        let row = |name: &str, l: &Latency| {
+            println!(
+                "  {name:<14} p50 {:>8.2} ms  p99 {:>8.2} ms  p999 {:>8.2} ms  max {:>8.2} ms  (n={})",
+                l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms, l.count
+            )
+        };
+        row("ack latency", &r.ack);
+        row("end-to-end", &r.e2e);
+    }
+    if let Some(c) = &r.connect {
+        println!(
+            "  connect        {} established, {} failed, {:.0} conn/s, p50 {:.2} ms p99 {:.2} ms",
+            c.established, c.failed, c.per_s, c.latency.p50_ms, c.latency.p99_ms
+        );
+    }
+    if let Some(i) = &r.idle {
+        println!("  idle           {} connections held", i.established);
+        if let (Some(b), Some(a), Some(per)) = (
+            i.server_rss_before,
+            i.server_rss_after,
+            i.bytes_per_connection,
+        ) {
+            println!(
+                "  server RSS     {} → {} bytes ({per:.0} bytes per connection)",
+                b, a
+            );
+        }
+    }
+    if let Some(h) = &r.history {
+        println!(
+            "  history        {} pages, {:.0} pages/s, p50 {:.2} ms p99 {:.2} ms",
+            h.pages, h.pages_per_s, h.latency.p50_ms, h.latency.p99_ms
+        );
+    }
+    if r.reconnects > 0 {
+        println!("  reconnects     {}", r.reconnects);
+    }
+    if !r.errors.is_empty() {
+        println!("  errors         {:?}", r.errors);
+    }
+    if let Some(v) = &r.verify {
+        println!(
+            "  verify         expected {}  missing {}  duplicated {}  reordered {}",
+            v.expected, v.missing, v.duplicated, v.reordered
+        );
+    }
+}

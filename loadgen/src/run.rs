@@ -1,0 +1,662 @@
+//! Running a scenario: connections, the open-loop senders, readers, reconnects, and the final
+//! merge into a report.
+//!
+//! Open loop: connection `i` sends message `k` at `start + phase_i + k / rate`, fixed in
+//! advance. A late send goes out as soon as it can, and its latency is still measured from its
+//! intended time, so a stalled server cannot hide its stall by slowing the load down.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use fastwebsockets::{Frame, OpCode, Payload};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, Notify};
+
+use crate::report::{self, ConnTally, ConnectReport, HistoryReport, IdleReport, Latency, Report};
+use crate::setup::{self, Plan};
+use crate::target::{Incoming, Target};
+use crate::ws;
+use crate::{Opts, Scenario};
+
+/// State every task of a run shares.
+struct Shared {
+    opts: Opts,
+    plan: Plan,
+    room_index: HashMap<String, usize>,
+    addrs: Vec<SocketAddr>,
+    epoch: Instant,
+    stop_sending: AtomicBool,
+    stop_all: AtomicBool,
+    stop_notify: Notify,
+    sent: AtomicU64,
+    acked: AtomicU64,
+    expected: AtomicU64,
+    delivered: AtomicU64,
+    errors: AtomicU64,
+    connected: AtomicU64,
+}
+
+impl Shared {
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn source(&self, conn: usize) -> Option<IpAddr> {
+        let n = self.opts.source_addrs.max(1);
+        let loopback = self.addrs.iter().all(|a| a.ip().is_loopback());
+        (loopback && n > 1)
+            .then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (conn % n as usize) as u8)))
+    }
+
+    /// The intended send time of message `k` of connection `conn`, ns since the epoch.
+    fn intended_ns(&self, conn: usize, k: u64, start_ns: u64) -> u64 {
+        let interval = 1e9 / self.opts.rate.max(1e-9);
+        let phase = (conn as f64 * 0.618_033_988_7).fract() * interval;
+        start_ns + (phase + k as f64 * interval) as u64
+    }
+}
+
+/// Runs the scenario of `opts` and returns its report.
+pub async fn run(opts: Opts) -> anyhow::Result<Report> {
+    let addrs = opts
+        .url
+        .iter()
+        .map(|u| ws::socket_addr(u))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let plan = setup::plan(&opts).await?;
+    let room_index = plan
+        .rooms
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.clone(), i))
+        .collect();
+    let shared = Arc::new(Shared {
+        opts: opts.clone(),
+        plan,
+        room_index,
+        addrs,
+        epoch: Instant::now(),
+        stop_sending: AtomicBool::new(false),
+        stop_all: AtomicBool::new(false),
+        stop_notify: Notify::new(),
+        sent: AtomicU64::new(0),
+        acked: AtomicU64::new(0),
+        expected: AtomicU64::new(0),
+        delivered: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        connected: AtomicU64::new(0),
+    });
+    let mut report = Report {
+        target: format!("{:?}", opts.target).to_lowercase(),
+        scenario: serde_json::to_value(opts.scenario)?
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        connections: opts.users as u64,
+        ..Default::default()
+    };
+    match opts.scenario {
+        Scenario::ConnectStorm => report.connect = Some(connect_storm(&shared).await),
+        Scenario::History => report.history = Some(history(&shared).await?),
+        _ => messaging(&shared, &mut report).await?,
+    }
+    Ok(report)
+}
+
+fn progress(shared: &Arc<Shared>, what: &'static str) -> tokio::task::JoinHandle<()> {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        if shared.opts.quiet {
+            return;
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        let started = Instant::now();
+        let mut last = (0u64, Instant::now());
+        while !shared.stop_all.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let delivered = shared.delivered.load(Ordering::Relaxed);
+            let rate = (delivered - last.0) as f64 / last.1.elapsed().as_secs_f64();
+            last = (delivered, Instant::now());
+            bar.set_message(format!(
+                "{what} {:>6.1}s  conns {}  sent {}  acked {}  delivered {} ({:.0}/s)  errors {}",
+                started.elapsed().as_secs_f64(),
+                shared.connected.load(Ordering::Relaxed),
+                shared.sent.load(Ordering::Relaxed),
+                shared.acked.load(Ordering::Relaxed),
+                delivered,
+                rate,
+                shared.errors.load(Ordering::Relaxed),
+            ));
+            bar.tick();
+        }
+        bar.finish_and_clear();
+    })
+}
+
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+async fn messaging(shared: &Arc<Shared>, report: &mut Report) -> anyhow::Result<()> {
+    let opts = &shared.opts;
+    let rss_before = opts.server_pid.and_then(rss_bytes);
+    let ticker = progress(shared, "running");
+    let n = shared.plan.conns.len();
+    let start_ns = shared.now_ns() + (opts.ramp * 1e9) as u64 + 200_000_000;
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let shared = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            connection(shared, i, start_ns).await
+        }));
+    }
+    let senders = shared
+        .plan
+        .conns
+        .iter()
+        .filter(|c| c.sends_to.is_some())
+        .count();
+    let rate = if opts.scenario == Scenario::Idle {
+        0.0
+    } else {
+        opts.rate
+    };
+    report.offered_msgs_per_s = senders as f64 * rate;
+
+    // Wait until the sending window ends.
+    let end_ns = start_ns + (opts.duration * 1e9) as u64;
+    tokio::time::sleep(Duration::from_nanos(end_ns.saturating_sub(shared.now_ns()))).await;
+    shared.stop_sending.store(true, Ordering::Relaxed);
+    shared.stop_notify.notify_waiters();
+    let mut idle = None;
+    if opts.scenario == Scenario::Idle {
+        let established = shared.connected.load(Ordering::Relaxed);
+        let after = opts.server_pid.and_then(rss_bytes);
+        let per = match (rss_before, after) {
+            (Some(b), Some(a)) if established > 0 => {
+                Some(a.saturating_sub(b) as f64 / established as f64)
+            }
+            _ => None,
+        };
+        idle = Some(IdleReport {
+            established,
+            server_rss_before: rss_before,
+            server_rss_after: after,
+            bytes_per_connection: per,
+        });
+    }
+    // Drain: wait for the deliveries of everything acked, within `--drain`.
+    let drain_until = Instant::now() + Duration::from_secs_f64(opts.drain);
+    while Instant::now() < drain_until
+        && shared.delivered.load(Ordering::Relaxed) < shared.expected.load(Ordering::Relaxed)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shared.stop_all.store(true, Ordering::Relaxed);
+    shared.stop_notify.notify_waiters();
+    let mut tallies = Vec::with_capacity(n);
+    for t in tasks {
+        tallies.push(t.await?);
+    }
+    let _ = ticker.await;
+    report.duration_s = opts.duration;
+    report.idle = idle;
+    report::merge(
+        &tallies,
+        &shared.plan.members,
+        &shared.plan.sender_rooms(),
+        opts.verify,
+        report,
+    );
+    Ok(())
+}
+
+/// Messages from the reader to the writer of a connection.
+enum Control {
+    Text(String),
+    Pong(Vec<u8>),
+}
+
+/// One connection for the whole run: connects (again after a drop, with `sync` on Rookery),
+/// sends on schedule and tallies what arrives.
+async fn connection(shared: Arc<Shared>, i: usize, start_ns: u64) -> ConnTally {
+    let opts = &shared.opts;
+    let plan = &shared.plan.conns[i];
+    let tally = Arc::new(Mutex::new(ConnTally::new(i as u32)));
+    let ramp_at =
+        Duration::from_secs_f64(opts.ramp * i as f64 / shared.plan.conns.len().max(1) as f64);
+    tokio::time::sleep(ramp_at).await;
+    let next_k = Arc::new(AtomicU64::new(0));
+    // Highest seq seen per room, for `sync` after a reconnect.
+    let positions: Arc<Mutex<HashMap<usize, u64>>> = Arc::default();
+    let mut first = true;
+    while !shared.stop_all.load(Ordering::Relaxed) {
+        if !first {
+            tally.lock().reconnects += 1;
+            if opts.target != Target::Rookery || shared.stop_sending.load(Ordering::Relaxed) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let rooms: Vec<String> = plan
+            .rooms
+            .iter()
+            .map(|r| shared.plan.rooms[*r].clone())
+            .collect();
+        let addr = shared.addrs[i % shared.addrs.len()];
+        let path = opts.target.path(&plan.user, &rooms);
+        let conn = match ws::connect(addr, shared.source(i), &path, plan.token.as_deref()).await {
+            Ok(c) => c,
+            Err(e) => {
+                *tally
+                    .lock()
+                    .errors
+                    .entry(format!("connect: {e}"))
+                    .or_default() += 1;
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                first = false;
+                continue;
+            }
+        };
+        shared.connected.fetch_add(1, Ordering::Relaxed);
+        let (ctrl_tx, ctrl_rx) = mpsc::channel::<Control>(64);
+        if let Some(g) = opts.target.greeting(&plan.user, &rooms) {
+            let _ = ctrl_tx.try_send(Control::Text(g));
+        }
+        if !first {
+            let since: Vec<(String, u64)> = positions
+                .lock()
+                .iter()
+                .map(|(r, s)| (shared.plan.rooms[*r].clone(), *s))
+                .collect();
+            if let Some(f) = opts.target.sync_frame(&since) {
+                let _ = ctrl_tx.try_send(Control::Text(f));
+            }
+        }
+        let ready = Arc::new(Notify::new());
+        let ready_flag = Arc::new(AtomicBool::new(opts.target.ready_on_upgrade()));
+        let (reader, writer) = conn;
+        let r = tokio::spawn(read_loop(
+            shared.clone(),
+            i,
+            reader,
+            ctrl_tx,
+            tally.clone(),
+            positions.clone(),
+            !first,
+            ready.clone(),
+            ready_flag.clone(),
+            start_ns,
+        ));
+        let w = tokio::spawn(write_loop(
+            shared.clone(),
+            i,
+            writer,
+            ctrl_rx,
+            tally.clone(),
+            next_k.clone(),
+            ready,
+            ready_flag,
+            start_ns,
+        ));
+        let _ = r.await;
+        w.abort();
+        let _ = w.await;
+        shared.connected.fetch_sub(1, Ordering::Relaxed);
+        first = false;
+    }
+    Arc::try_unwrap(tally)
+        .map(|m| m.into_inner())
+        .unwrap_or_else(|arc| {
+            let mut t = arc.lock();
+            std::mem::replace(&mut *t, ConnTally::new(i as u32))
+        })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn read_loop(
+    shared: Arc<Shared>,
+    i: usize,
+    mut reader: ws::Reader,
+    ctrl: mpsc::Sender<Control>,
+    tally: Arc<Mutex<ConnTally>>,
+    positions: Arc<Mutex<HashMap<usize, u64>>>,
+    mut syncing: bool,
+    ready: Arc<Notify>,
+    ready_flag: Arc<AtomicBool>,
+    start_ns: u64,
+) {
+    let target = shared.opts.target;
+    let room_of = |name: &str| shared.room_index.get(name).copied();
+    let my_room = shared.plan.conns[i].sends_to;
+    let recipients = my_room.map_or(0, |r| shared.plan.members[r].len().saturating_sub(1)) as u64;
+    // Last (seq or k) seen per room (and sender, without seq), for the order check.
+    let mut last_seen: HashMap<(usize, u32), u64> = HashMap::new();
+    loop {
+        let pong_tx = ctrl.clone();
+        let mut obligated = move |f: Frame<'_>| {
+            if f.opcode == OpCode::Pong {
+                let _ = pong_tx.try_send(Control::Pong(f.payload.to_vec()));
+            }
+            async { Ok::<(), std::convert::Infallible>(()) }
+        };
+        let frame = tokio::select! {
+            f = reader.read_frame(&mut obligated) => f,
+            _ = shared.stop_notify.notified(), if shared.stop_all.load(Ordering::Relaxed) => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                if shared.stop_all.load(Ordering::Relaxed) { return; }
+                continue;
+            }
+        };
+        let frame = match frame {
+            Ok(f) => f,
+            Err(_) => return,
+        };
+        match frame.opcode {
+            OpCode::Text => {}
+            OpCode::Close => return,
+            _ => continue,
+        }
+        let Ok(text) = std::str::from_utf8(&frame.payload) else {
+            continue;
+        };
+        let now = shared.now_ns();
+        match target.parse(text, &room_of) {
+            Incoming::Ready => {
+                ready_flag.store(true, Ordering::Relaxed);
+                ready.notify_waiters();
+            }
+            Incoming::Reply(r) => {
+                let _ = ctrl.try_send(Control::Text(r));
+            }
+            Incoming::Ack { k, .. } => {
+                let intended = shared.intended_ns(i, k, start_ns);
+                let mut t = tally.lock();
+                let _ = t.ack_latency.record(now.saturating_sub(intended) / 1000);
+                t.acked.push(k);
+                shared.acked.fetch_add(1, Ordering::Relaxed);
+                shared.expected.fetch_add(recipients, Ordering::Relaxed);
+            }
+            Incoming::Msg {
+                room,
+                sender,
+                k,
+                intended_ns,
+                seq,
+            } => {
+                if sender as usize == i {
+                    continue; // our own copy (Rookery delivers to the sender's sessions too)
+                }
+                if let Some(s) = seq {
+                    let mut p = positions.lock();
+                    let e = p.entry(room).or_insert(0);
+                    *e = (*e).max(s);
+                }
+                let mut t = tally.lock();
+                if !t.received.insert((sender, k)) {
+                    if !syncing {
+                        t.duplicates += 1;
+                    }
+                    continue;
+                }
+                shared.delivered.fetch_add(1, Ordering::Relaxed);
+                let _ = t.e2e_latency.record(now.saturating_sub(intended_ns) / 1000);
+                let (key, order) = match seq {
+                    Some(s) => ((room, u32::MAX), s),
+                    None => ((room, sender), k),
+                };
+                let last = last_seen.entry(key).or_insert(0);
+                if order < *last && !syncing {
+                    t.reordered += 1;
+                }
+                *last = (*last).max(order);
+            }
+            Incoming::Synced => syncing = false,
+            Incoming::Error { code, .. } => {
+                *tally.lock().errors.entry(code).or_default() += 1;
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            Incoming::Other => {}
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_loop(
+    shared: Arc<Shared>,
+    i: usize,
+    mut writer: ws::Writer,
+    mut ctrl: mpsc::Receiver<Control>,
+    tally: Arc<Mutex<ConnTally>>,
+    next_k: Arc<AtomicU64>,
+    ready: Arc<Notify>,
+    ready_flag: Arc<AtomicBool>,
+    start_ns: u64,
+) {
+    let opts = &shared.opts;
+    let target = opts.target;
+    let sends_to = if opts.scenario == Scenario::Idle || opts.rate <= 0.0 {
+        None
+    } else {
+        shared.plan.conns[i].sends_to
+    };
+    let room_name = sends_to.map(|r| shared.plan.rooms[r].clone());
+    let recipients = sends_to.map_or(0, |r| shared.plan.members[r].len().saturating_sub(1)) as u64;
+    loop {
+        let k = next_k.load(Ordering::Relaxed);
+        let due = shared.intended_ns(i, k, start_ns);
+        let sending = room_name.is_some()
+            && ready_flag.load(Ordering::Relaxed)
+            && !shared.stop_sending.load(Ordering::Relaxed);
+        let wait = if sending {
+            Duration::from_nanos(due.saturating_sub(shared.now_ns()))
+        } else {
+            Duration::from_secs(3600)
+        };
+        tokio::select! {
+            c = ctrl.recv() => {
+                let Some(c) = c else { return };
+                let result = match &c {
+                    Control::Text(t) => writer.write_frame(Frame::text(Payload::Borrowed(t.as_bytes()))).await,
+                    Control::Pong(p) => writer.write_frame(Frame::pong(Payload::Borrowed(p))).await,
+                };
+                if result.is_err() { return; }
+            }
+            _ = ready.notified(), if !ready_flag.load(Ordering::Relaxed) => {}
+            _ = shared.stop_notify.notified() => {}
+            _ = tokio::time::sleep(wait), if sending => {
+                let body = crate::target::body(i as u32, k, due, opts.message_size);
+                let frame = target.send_frame(room_name.as_deref().unwrap_or_default(), k, &body);
+                if writer.write_frame(Frame::text(Payload::Borrowed(frame.as_bytes()))).await.is_err() {
+                    return;
+                }
+                next_k.store(k + 1, Ordering::Relaxed);
+                shared.sent.fetch_add(1, Ordering::Relaxed);
+                let mut t = tally.lock();
+                t.sent += 1;
+                if !target.acks() {
+                    t.acked.push(k);
+                    shared.acked.fetch_add(1, Ordering::Relaxed);
+                    shared.expected.fetch_add(recipients, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Opens `--users` connections, `--concurrency` at a time, and times each until it is ready.
+async fn connect_storm(shared: &Arc<Shared>) -> ConnectReport {
+    let ticker = progress(shared, "connecting");
+    let n = shared.plan.conns.len();
+    let permits = Arc::new(tokio::sync::Semaphore::new(shared.opts.concurrency.max(1)));
+    let hold = Arc::new(Notify::new());
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let (shared, permits, hold) = (shared.clone(), permits.clone(), hold.clone());
+        tasks.push(tokio::spawn(async move {
+            let permit = permits.acquire_owned().await.expect("semaphore open");
+            let t0 = Instant::now();
+            let plan = &shared.plan.conns[i];
+            let path = shared.opts.target.path(&plan.user, &[]);
+            let addr = shared.addrs[i % shared.addrs.len()];
+            let (mut reader, mut writer) =
+                ws::connect(addr, shared.source(i), &path, plan.token.as_deref())
+                    .await
+                    .ok()?;
+            if let Some(g) = shared.opts.target.greeting(&plan.user, &[]) {
+                writer
+                    .write_frame(Frame::text(Payload::Borrowed(g.as_bytes())))
+                    .await
+                    .ok()?;
+            }
+            if !shared.opts.target.ready_on_upgrade() {
+                let room_of = |_: &str| None;
+                loop {
+                    let mut ignore =
+                        |_: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
+                    let frame = tokio::time::timeout(
+                        Duration::from_secs(30),
+                        reader.read_frame(&mut ignore),
+                    )
+                    .await
+                    .ok()?
+                    .ok()?;
+                    let text = std::str::from_utf8(&frame.payload).ok()?;
+                    if shared.opts.target.parse(text, &room_of) == Incoming::Ready {
+                        break;
+                    }
+                }
+            }
+            let took = t0.elapsed();
+            shared.connected.fetch_add(1, Ordering::Relaxed);
+            drop(permit);
+            hold.notified().await;
+            drop((reader, writer));
+            Some(took)
+        }));
+    }
+    // Everyone connected (or failed): stop the clock, then let them go.
+    while shared.connected.load(Ordering::Relaxed) + shared.errors.load(Ordering::Relaxed)
+        < n as u64
+        && tasks.iter().any(|t| !t.is_finished())
+        && started.elapsed() < Duration::from_secs(120)
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    hold.notify_waiters();
+    let mut h = report::histogram();
+    let mut failed = 0;
+    for t in tasks {
+        match t.await.ok().flatten() {
+            Some(d) => {
+                let _ = h.record(d.as_micros() as u64);
+            }
+            None => failed += 1,
+        }
+    }
+    shared.stop_all.store(true, Ordering::Relaxed);
+    let _ = ticker.await;
+    let established = h.len();
+    ConnectReport {
+        established,
+        failed,
+        per_s: established as f64 / elapsed.as_secs_f64(),
+        latency: Latency::from_histogram(&h),
+    }
+}
+
+/// Writes `--history-messages` into the first room, then `--users` readers page through it.
+async fn history(shared: &Arc<Shared>) -> anyhow::Result<HistoryReport> {
+    anyhow::ensure!(
+        shared.opts.target == Target::Rookery,
+        "the history scenario runs against Rookery only"
+    );
+    let opts = &shared.opts;
+    let plan = &shared.plan;
+    let room = plan.rooms.first().context("no room")?.clone();
+    let writer_conn = &plan.conns[plan.members[0][0] as usize];
+    let (mut reader, mut writer) =
+        ws::connect(shared.addrs[0], None, "/ws", writer_conn.token.as_deref()).await?;
+    let total = opts.history_messages as u64;
+    let fill = tokio::spawn(async move {
+        let mut acks = 0;
+        let mut ignore = |_: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
+        while acks < total {
+            let f = reader.read_frame(&mut ignore).await?;
+            if std::str::from_utf8(&f.payload).is_ok_and(|t| t.starts_with("{\"op\":\"ack\"")) {
+                acks += 1;
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    });
+    for k in 0..total {
+        let frame =
+            Target::Rookery.send_frame(&room, k, &crate::target::body(0, k, 0, opts.message_size));
+        writer
+            .write_frame(Frame::text(Payload::Borrowed(frame.as_bytes())))
+            .await?;
+    }
+    fill.await??;
+    let ticker = progress(shared, "reading");
+    let deadline = Instant::now() + Duration::from_secs_f64(opts.duration);
+    let mut tasks = Vec::new();
+    for w in 0..opts.users.max(1) {
+        let shared = shared.clone();
+        let room = room.clone();
+        let token = plan.conns[plan.members[0][w % plan.members[0].len()] as usize]
+            .token
+            .clone();
+        tasks.push(tokio::spawn(async move {
+            let mut http = crate::http::HttpConn::connect(
+                &shared.opts.url[w % shared.opts.url.len()].replace("ws://", "http://"),
+            )
+            .await?;
+            let mut h = report::histogram();
+            let mut k = w as u64;
+            while Instant::now() < deadline {
+                let before = 51 + (k.wrapping_mul(7919) % total.max(1));
+                k += 1;
+                let t0 = Instant::now();
+                let (status, _) = http
+                    .request(
+                        "GET",
+                        &format!("/api/conversations/{room}/messages?limit=50&before_seq={before}"),
+                        token.as_deref(),
+                        None,
+                    )
+                    .await?;
+                if status != 200 {
+                    anyhow::bail!("history read answered {status}");
+                }
+                let _ = h.record(t0.elapsed().as_micros() as u64);
+                shared.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, anyhow::Error>(h)
+        }));
+    }
+    let mut h = report::histogram();
+    for t in tasks {
+        h.add(t.await??).expect("same bounds");
+    }
+    shared.stop_all.store(true, Ordering::Relaxed);
+    let _ = ticker.await;
+    Ok(HistoryReport {
+        pages: h.len(),
+        pages_per_s: h.len() as f64 / opts.duration,
+        latency: Latency::from_histogram(&h),
+    })
+}
