@@ -119,6 +119,8 @@ pub struct ConvState {
     last_activity: Instant,
     retiring: bool,
     drain_waiters: Vec<RpcReplyPort<()>>,
+    /// The last background cursor write; the next one waits for it.
+    cursor_write: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Actor for ConversationActor {
@@ -161,6 +163,7 @@ impl Actor for ConversationActor {
             last_activity: Instant::now(),
             retiring: false,
             drain_waiters: Vec::new(),
+            cursor_write: None,
         })
     }
 
@@ -277,10 +280,10 @@ impl Actor for ConversationActor {
             }
             ConvMsg::FlushReceipts => {
                 state.receipts_armed = false;
-                state.flush_receipts().await;
+                state.flush_receipts();
             }
             ConvMsg::Tick => {
-                state.flush_delivered().await;
+                state.flush_delivered();
                 let idle = state.last_activity.elapsed() >= state.hub.config.conv_idle_after;
                 if idle && state.inflight.is_empty() && state.reads.is_empty() {
                     state.retiring = true;
@@ -293,7 +296,7 @@ impl Actor for ConversationActor {
             ConvMsg::Retire => {}
             ConvMsg::Drain(reply) => {
                 if state.inflight.is_empty() {
-                    let _ = reply.send(());
+                    state.answer_drain(reply);
                 } else {
                     state.drain_waiters.push(reply);
                 }
@@ -313,12 +316,13 @@ async fn retiring(
 ) -> Result<(), ActorProcessingErr> {
     match msg {
         ConvMsg::Retire => {
-            state.flush_delivered().await;
+            state.flush_delivered();
+            if let Some(pending) = state.cursor_write.take() {
+                let _ = pending.await;
+            }
             myself.stop(Some("idle".into()));
         }
-        ConvMsg::Drain(reply) => {
-            let _ = reply.send(());
-        }
+        ConvMsg::Drain(reply) => state.answer_drain(reply),
         ConvMsg::Tick | ConvMsg::FlushReceipts | ConvMsg::Committed { .. } => {}
         other => {
             let (hub, id) = (state.hub.clone(), state.id.clone());
@@ -517,8 +521,8 @@ impl ConvState {
             }
         }
         if self.inflight.is_empty() {
-            for w in self.drain_waiters.drain(..) {
-                let _ = w.send(());
+            for w in std::mem::take(&mut self.drain_waiters) {
+                self.answer_drain(w);
             }
         }
     }
@@ -600,39 +604,39 @@ impl ConvState {
         from.done(Outcome::Updated(Box::new(m)));
     }
 
-    /// Stores the coalesced read cursors, then tells every member's sessions.
-    async fn flush_receipts(&mut self) {
+    /// Stores the coalesced read cursors, then tells every member's sessions. Runs in the
+    /// background so that a disk sync never stalls the conversation's messages.
+    fn flush_receipts(&mut self) {
         if self.reads.is_empty() {
             return;
         }
         let reads: Vec<(Arc<str>, u64)> = self.reads.drain().collect();
-        let updates = reads
+        let frames: Vec<Bytes> = reads
             .iter()
+            .map(|(user, seq)| {
+                encode_event(&ServerEvent::Receipt {
+                    conv: &self.id,
+                    user_id: user,
+                    delivered_seq: None,
+                    read_seq: Some(*seq),
+                })
+            })
+            .collect();
+        let updates = reads
+            .into_iter()
             .map(|(user, seq)| CursorUpdate {
                 user: user.to_string(),
                 conv: self.id.to_string(),
                 delivered_seq: None,
-                read_seq: Some(*seq),
+                read_seq: Some(seq),
             })
             .collect();
-        if let Err(e) = self.hub.store.advance_cursors(updates).await {
-            tracing::warn!(conv = %self.id, error = %e, "read cursor write failed");
-        }
-        for (user, seq) in &reads {
-            let frame = encode_event(&ServerEvent::Receipt {
-                conv: &self.id,
-                user_id: user,
-                delivered_seq: None,
-                read_seq: Some(*seq),
-            });
-            for member in self.members.keys() {
-                self.hub.sessions.push_to_user(member, &frame);
-            }
-        }
+        let members: Vec<Arc<str>> = self.members.keys().cloned().collect();
+        self.write_cursors(updates, frames, members);
     }
 
-    /// Stores the delivery cursors of members who got messages live.
-    async fn flush_delivered(&mut self) {
+    /// Stores the delivery cursors of members who got messages live (in the background).
+    fn flush_delivered(&mut self) {
         if self.delivered.is_empty() {
             return;
         }
@@ -646,8 +650,43 @@ impl ConvState {
                 read_seq: None,
             })
             .collect();
-        if let Err(e) = self.hub.store.advance_cursors(updates).await {
-            tracing::warn!(conv = %self.id, error = %e, "delivery cursor write failed");
-        }
+        self.write_cursors(updates, Vec::new(), Vec::new());
+    }
+
+    /// Writes cursors on a task chained after the previous cursor write (so they land in order),
+    /// then queues `frames` to `members`. `cursor_write` is awaited before the actor stops and
+    /// before it answers a drain.
+    fn write_cursors(
+        &mut self,
+        updates: Vec<CursorUpdate>,
+        frames: Vec<Bytes>,
+        members: Vec<Arc<str>>,
+    ) {
+        let previous = self.cursor_write.take();
+        let (hub, id) = (self.hub.clone(), self.id.clone());
+        self.cursor_write = Some(tokio::spawn(async move {
+            if let Some(p) = previous {
+                let _ = p.await;
+            }
+            if let Err(e) = hub.store.advance_cursors(updates).await {
+                tracing::warn!(conv = %id, error = %e, "cursor write failed");
+            }
+            for frame in &frames {
+                for member in &members {
+                    hub.sessions.push_to_user(member, frame);
+                }
+            }
+        }));
+    }
+
+    /// Answers a drain once the last cursor write is done.
+    fn answer_drain(&mut self, reply: RpcReplyPort<()>) {
+        let pending = self.cursor_write.take();
+        tokio::spawn(async move {
+            if let Some(p) = pending {
+                let _ = p.await;
+            }
+            let _ = reply.send(());
+        });
     }
 }

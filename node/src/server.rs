@@ -11,6 +11,7 @@ use anyhow::Context;
 use rookery_actors::{Hub, HubConfig, Metrics};
 use rookery_store::embedded::{EmbeddedOptions, EmbeddedStore};
 use rookery_store::Store;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -216,7 +217,10 @@ async fn serve(
     let stop_accepting = shutdown.clone();
     let chat_server = tokio::spawn(
         axum::serve(
-            chat,
+            // Small frames (acks, messages) must leave at once, not wait for Nagle's algorithm.
+            chat.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            }),
             chat_router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move { stop_accepting.cancelled().await })

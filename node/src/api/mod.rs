@@ -84,7 +84,6 @@ async fn method_not_allowed() -> Response {
     r
 }
 
-
 async fn not_found() -> error::ApiError {
     error::ApiError::not_found("no such route")
 }

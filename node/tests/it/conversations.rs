@@ -407,23 +407,81 @@ async fn history_pages_over_http_in_both_directions() {
 #[tokio::test]
 async fn leaving_keeps_groups_owned_and_directs_rejoinable() {
     let n = TestNode::start().await;
-    let (a, b, c) = (n.signup("alice").await, n.signup("bob").await, n.signup("carol").await);
+    let (a, b, c) = (
+        n.signup("alice").await,
+        n.signup("bob").await,
+        n.signup("carol").await,
+    );
     let id = n.group(&a, &[&b, &c]).await;
-    n.post(&format!("/api/conversations/{id}/members"), Some(tok(&a)), json!({"user_ids":[uid(&c)],"role":"admin"})).await;
-    assert_eq!(n.delete(&format!("/api/conversations/{id}/members/{}", uid(&a)), tok(&a)).await.0, 204);
+    n.post(
+        &format!("/api/conversations/{id}/members"),
+        Some(tok(&a)),
+        json!({"user_ids":[uid(&c)],"role":"admin"}),
+    )
+    .await;
+    assert_eq!(
+        n.delete(
+            &format!("/api/conversations/{id}/members/{}", uid(&a)),
+            tok(&a)
+        )
+        .await
+        .0,
+        204
+    );
     let (_, g) = n.get(&format!("/api/conversations/{id}"), tok(&b)).await;
-    let owner = g["members"].as_array().unwrap().iter().find(|m| m["role"] == "owner").unwrap().clone();
-    assert_eq!(owner["user_id"], c["user"]["id"], "the admin inherits the group");
+    let owner = g["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "owner")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        owner["user_id"], c["user"]["id"],
+        "the admin inherits the group"
+    );
 
-    let (_, d) = n.post("/api/conversations", Some(tok(&a)), json!({"kind":"direct","members":[uid(&b)]})).await;
+    let (_, d) = n
+        .post(
+            "/api/conversations",
+            Some(tok(&a)),
+            json!({"kind":"direct","members":[uid(&b)]}),
+        )
+        .await;
     let did = d["id"].as_str().unwrap();
-    assert_eq!(n.delete(&format!("/api/conversations/{did}/members/{}", uid(&a)), tok(&a)).await.0, 204);
-    assert_eq!(n.get(&format!("/api/conversations/{did}"), tok(&a)).await.0, 404);
-    let (status, again) = n.post("/api/conversations", Some(tok(&a)), json!({"kind":"direct","members":[uid(&b)]})).await;
+    assert_eq!(
+        n.delete(
+            &format!("/api/conversations/{did}/members/{}", uid(&a)),
+            tok(&a)
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        n.get(&format!("/api/conversations/{did}"), tok(&a)).await.0,
+        404
+    );
+    let (status, again) = n
+        .post(
+            "/api/conversations",
+            Some(tok(&a)),
+            json!({"kind":"direct","members":[uid(&b)]}),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(again["id"], did, "the same direct conversation, rejoined");
     assert_eq!(again["members"].as_array().unwrap().len(), 2);
-    assert_eq!(n.patch(&format!("/api/conversations/{did}"), tok(&a), json!({"title":"x"})).await.0, 400);
+    assert_eq!(
+        n.patch(
+            &format!("/api/conversations/{did}"),
+            tok(&a),
+            json!({"title":"x"})
+        )
+        .await
+        .0,
+        400
+    );
 }
 
 #[tokio::test]
