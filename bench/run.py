@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""Rookery's benchmark suite: one command, one run, every server side by side.
+
+    python3 bench/run.py            # full run (about 15-25 minutes on 2 cores)
+    python3 bench/run.py --quick    # shorter steps, fewer connections (a few minutes)
+
+Builds Rookery, the load generator and the raw peer (release), installs the Socket.IO peer
+(npm ci), then for each server: starts it, runs the same scenarios with rookery-loadgen, stops
+it. Prints a table with ratios and writes every figure as JSON (--out).
+
+Servers: socketio (Node.js + Socket.IO 4, in memory), raw (fastwebsockets forwarder: the
+transport ceiling), rookery (durable storage, fsync per group-committed batch).
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REL = os.path.join(ROOT, "target", "release")
+LOADGEN = os.path.join(REL, "rookery-loadgen")
+ADMIN_TOKEN = "bench-admin-token-0123456789"
+PASS_P99_MS = 200.0
+PASS_DELIVERY = 0.99
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def build():
+    log("building (release)...")
+    subprocess.run(["cargo", "build", "--release", "-p", "rookery-node", "-p", "rookery-loadgen",
+                    "-p", "rookery-raw-peer", "-p", "rookery-store", "--examples"], cwd=ROOT, check=True)
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=os.path.join(ROOT, "bench", "socketio"), check=True)
+
+
+class Server:
+    """A server process started for one target."""
+
+    def __init__(self, kind, port, admin_port):
+        self.kind, self.port, self.admin_port = kind, port, admin_port
+        self.data = tempfile.mkdtemp(prefix="rookery-bench-")
+        if kind == "rookery":
+            cmd = [os.path.join(REL, "rookery"), "serve", "--listen", f"127.0.0.1:{port}",
+                   "--admin-listen", f"127.0.0.1:{admin_port}", "--data-dir", self.data,
+                   "--admin-token", ADMIN_TOKEN, "--access-ttl", "7200"]
+            ready = "rookery is running"
+        elif kind == "socketio":
+            cmd = ["node", os.path.join(ROOT, "bench", "socketio", "server.js"), "--port", str(port)]
+            ready = "listening"
+        else:
+            cmd = [os.path.join(REL, "rookery-raw-peer"), "--listen", f"127.0.0.1:{port}"]
+            ready = "listening"
+        env = dict(os.environ, ROOKERY_LOG="warn")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            line = self.proc.stdout.readline()
+            if ready in line:
+                break
+        else:
+            raise RuntimeError(f"{kind} did not start")
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
+def loadgen(server, scenario, users, rate=1.0, duration=10.0, extra=()):
+    out = tempfile.mktemp(suffix=".json")
+    cmd = [LOADGEN, "run", "--url", server.url, "--target", server.kind, "--scenario", scenario,
+           "--users", str(users), "--rate", str(rate), "--duration", str(duration), "--quiet",
+           "--json", out, "--admin-url", f"http://127.0.0.1:{server.admin_port}", "--admin-token", ADMIN_TOKEN]
+    cmd += list(extra)
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if not os.path.exists(out):
+        raise RuntimeError(f"loadgen failed: {r.stderr.strip()[-500:]}")
+    with open(out) as f:
+        rep = json.load(f)
+    os.unlink(out)
+    return rep
+
+
+def passes(rep):
+    v = rep.get("verify") or {}
+    return rep["delivery_ratio"] >= PASS_DELIVERY and rep["e2e"]["p99_ms"] < PASS_P99_MS and v.get("duplicated", 0) == 0 and v.get("reordered", 0) == 0
+
+
+def step_up(server, scenario, users, group, rates, duration):
+    """Raises the per-connection rate until the server fails; returns the last passing report."""
+    best = None
+    for rate in rates:
+        rep = loadgen(server, scenario, users, rate, duration,
+                      ["--group-size", str(group), "--verify", "--drain", "3", "--ramp", "2"])
+        ok = passes(rep)
+        log(f"  {server.kind:8} {scenario:6} rate {rate:>5}/conn  offered {rep['offered_msgs_per_s']:>8.0f}/s  "
+            f"delivered {rep['deliveries_per_s']:>9.0f}/s  ratio {rep['delivery_ratio']:.4f}  "
+            f"e2e p99 {rep['e2e']['p99_ms']:>8.2f} ms  {'pass' if ok else 'FAIL'}")
+        if not ok:
+            break
+        best = dict(rep, rate_per_conn=rate)
+    return best
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--skip-build", action="store_true")
+    ap.add_argument("--out", default=os.path.join(ROOT, "target", "bench-results.json"))
+    ap.add_argument("--targets", default="socketio,raw,rookery")
+    args = ap.parse_args()
+    if not args.skip_build:
+        build()
+    users = 200 if args.quick else 1000
+    duration = 4.0 if args.quick else 10.0
+    rates = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384]
+    idle_conns = 2000 if args.quick else 15000
+    storm_conns = 2000 if args.quick else 10000
+    results = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "users": users, "targets": {}}
+    port = 18100
+    for kind in args.targets.split(","):
+        r = results["targets"][kind] = {}
+        for scenario, group in (("group", 10), ("direct", 2)):
+            s = Server(kind, port, port + 1)
+            port += 2
+            try:
+                r[scenario] = step_up(s, scenario, users, group, rates, duration)
+            finally:
+                s.stop()
+        s = Server(kind, port, port + 1)
+        port += 2
+        try:
+            rep = loadgen(s, "connect-storm", storm_conns, extra=["--concurrency", "256"])
+            r["connect_storm"] = rep["connect"]
+            log(f"  {kind:8} connect-storm {rep['connect']['per_s']:.0f} conn/s")
+        finally:
+            s.stop()
+        s = Server(kind, port, port + 1)
+        port += 2
+        try:
+            rep = loadgen(s, "idle", idle_conns, duration=5, extra=["--server-pid", str(s.proc.pid), "--ramp", "10", "--drain", "0"])
+            r["idle"] = rep["idle"]
+            log(f"  {kind:8} idle {rep['idle']['established']} conns, {rep['idle'].get('bytes_per_connection')} bytes/conn")
+        finally:
+            s.stop()
+        if kind == "rookery":
+            s = Server(kind, port, port + 1)
+            port += 2
+            try:
+                rep = loadgen(s, "history", 16, duration=duration, extra=["--history-messages", "5000"])
+                r["history"] = rep["history"]
+                log(f"  rookery history {rep['history']['pages_per_s']:.0f} pages/s")
+                best = (r.get("group") or {}).get("rate_per_conn")
+                if best:
+                    half = max(best / 2, 0.5)
+                    rep = loadgen(s, "group", users, half, duration, ["--group-size", "10", "--verify"])
+                    r["half_load"] = {"rate_per_conn": half, "ack": rep["ack"], "e2e": rep["e2e"], "deliveries_per_s": rep["deliveries_per_s"]}
+                    log(f"  rookery at half load: ack p99 {rep['ack']['p99_ms']} ms, e2e p99 {rep['e2e']['p99_ms']} ms")
+            finally:
+                s.stop()
+            out = subprocess.run([os.path.join(REL, "examples", "append_throughput"), "256", "3" if args.quick else "5", "100"],
+                                 capture_output=True, text=True, check=True).stdout
+            results["store"] = out.strip()
+            log(out.strip())
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=2)
+    print_table(results)
+
+
+def machine():
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{os.cpu_count()} cores ({cpu}), {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB"
+
+
+def print_table(res):
+    t = res["targets"]
+    def get(kind, *path):
+        v = t.get(kind)
+        for p in path:
+            v = (v or {}).get(p)
+        return v
+    print(f"\nRookery benchmark, {res['date']}, {res['machine']}, {res['users']} connections")
+    print(f"{'figure':44} {'socketio':>12} {'raw':>12} {'rookery':>12} {'rookery/socketio':>17} {'rookery/raw':>12}")
+    rows = [
+        ("group of 10: max deliveries/s", ("group", "deliveries_per_s")),
+        ("direct: max deliveries/s", ("direct", "deliveries_per_s")),
+        ("connect storm: connections/s", ("connect_storm", "per_s")),
+        ("idle: bytes per connection", ("idle", "bytes_per_connection")),
+    ]
+    for name, path in rows:
+        vals = [get(k, *path) for k in ("socketio", "raw", "rookery")]
+        def fmt(v):
+            return f"{v:12.0f}" if isinstance(v, (int, float)) else f"{'-':>12}"
+        def ratio(a, b):
+            return f"{a / b:.2f}x" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else "-"
+        print(f"{name:44} {fmt(vals[0])} {fmt(vals[1])} {fmt(vals[2])} {ratio(vals[2], vals[0]):>17} {ratio(vals[2], vals[1]):>12}")
+    h = get("rookery", "half_load")
+    if h:
+        print(f"rookery at half its max ({h['rate_per_conn']}/conn): ack p99 {h['ack']['p99_ms']:.2f} ms, e2e p99 {h['e2e']['p99_ms']:.2f} ms")
+    hist = get("rookery", "history")
+    if hist:
+        print(f"rookery history reads: {hist['pages_per_s']:.0f} pages/s (50 messages each), p99 {hist['latency']['p99_ms']:.2f} ms")
+    if "store" in res:
+        print(res["store"])
+
+
+if __name__ == "__main__":
+    main()
