@@ -38,11 +38,7 @@ pub enum ConvMsg {
         permit: Option<OwnedSemaphorePermit>,
     },
     /// A client's `edit` of its own message.
-    Edit {
-        from: Requester,
-        id: String,
-        body: String,
-    },
+    Edit { from: Requester, id: String, body: String },
     /// A client's `delete` of a message (own, or any as owner/admin).
     Delete { from: Requester, id: String },
     /// A client's `read`.
@@ -52,11 +48,7 @@ pub enum ConvMsg {
     /// Membership or title changed in the store: reload them.
     Reload,
     /// The store finished writing `seq`.
-    Committed {
-        seq: u64,
-        result: Result<(), StoreError>,
-        took: Duration,
-    },
+    Committed { seq: u64, result: Result<(), StoreError>, took: Duration },
     /// Periodic housekeeping: flush delivery cursors, stop when idle.
     Tick,
     /// Send the coalesced read receipts.
@@ -128,21 +120,15 @@ impl Actor for ConversationActor {
     type State = ConvState;
     type Arguments = ConvArgs;
 
-    async fn pre_start(
-        &self,
-        myself: ActorRef<ConvMsg>,
-        args: ConvArgs,
-    ) -> Result<ConvState, ActorProcessingErr> {
+    async fn pre_start(&self, myself: ActorRef<ConvMsg>, args: ConvArgs) -> Result<ConvState, ActorProcessingErr> {
         let store = &args.hub.store;
         if args.recovering {
             // Writes the crashed actor handed to the store may still be queued; seq must be
             // read after them.
             store.flush().await?;
         }
-        let meta = store
-            .conversation(&args.id)
-            .await?
-            .ok_or_else(|| format!("conversation {} does not exist", args.id))?;
+        let meta =
+            store.conversation(&args.id).await?.ok_or_else(|| format!("conversation {} does not exist", args.id))?;
         let members = load_members(&args.hub, &args.id).await?;
         let last = store.last_message(&args.id).await?;
         myself.send_interval(args.hub.config.conv_tick, || ConvMsg::Tick);
@@ -177,33 +163,12 @@ impl Actor for ConversationActor {
             return retiring(msg, state, &myself).await;
         }
         match msg {
-            ConvMsg::Send {
-                from,
-                client_id,
-                body,
-                attachments,
-                received,
-                permit,
-            } => {
+            ConvMsg::Send { from, client_id, body, attachments, received, permit } => {
                 state.last_activity = Instant::now();
-                state
-                    .send(
-                        &myself,
-                        from,
-                        client_id,
-                        body,
-                        attachments,
-                        received,
-                        permit,
-                    )
-                    .await;
+                state.send(&myself, from, client_id, body, attachments, received, permit).await;
             }
             ConvMsg::Committed { seq, result, took } => {
-                state
-                    .hub
-                    .metrics
-                    .store_write_seconds
-                    .observe(took.as_secs_f64());
+                state.hub.metrics.store_write_seconds.observe(took.as_secs_f64());
                 if let Some(p) = state.inflight.iter_mut().find(|p| p.seq == seq) {
                     p.result = Some(result);
                 }
@@ -220,24 +185,14 @@ impl Actor for ConversationActor {
             ConvMsg::Read { from, seq } => {
                 state.last_activity = Instant::now();
                 if !state.members.contains_key(&from.user_id) {
-                    state.reply_error(
-                        &from,
-                        ErrorCode::NotMember,
-                        "not a member of this conversation",
-                        None,
-                    );
+                    state.reply_error(&from, ErrorCode::NotMember, "not a member of this conversation", None);
                     return Ok(());
                 }
                 let seq = seq.min(state.last_seq);
                 let known = match state.read_cursors.get(&from.user_id) {
                     Some(r) => *r,
                     None => {
-                        let stored = state
-                            .hub
-                            .store
-                            .cursor(&from.user_id, &state.id)
-                            .await?
-                            .read_seq;
+                        let stored = state.hub.store.cursor(&from.user_id, &state.id).await?.read_seq;
                         state.read_cursors.insert(from.user_id.clone(), stored);
                         stored
                     }
@@ -255,19 +210,10 @@ impl Actor for ConversationActor {
             }
             ConvMsg::Typing { from, active } => {
                 if !state.members.contains_key(&from.user_id) {
-                    state.reply_error(
-                        &from,
-                        ErrorCode::NotMember,
-                        "not a member of this conversation",
-                        None,
-                    );
+                    state.reply_error(&from, ErrorCode::NotMember, "not a member of this conversation", None);
                     return Ok(());
                 }
-                let frame = encode_event(&ServerEvent::Typing {
-                    conv: &state.id,
-                    user_id: &from.user_id,
-                    active,
-                });
+                let frame = encode_event(&ServerEvent::Typing { conv: &state.id, user_id: &from.user_id, active });
                 for user in state.members.keys().filter(|u| **u != from.user_id) {
                     state.hub.sessions.push_to_user(user, &frame);
                 }
@@ -309,11 +255,7 @@ impl Actor for ConversationActor {
 }
 
 /// While retiring, forwards what races in to a fresh actor and stops on `Retire`.
-async fn retiring(
-    msg: ConvMsg,
-    state: &mut ConvState,
-    myself: &ActorRef<ConvMsg>,
-) -> Result<(), ActorProcessingErr> {
+async fn retiring(msg: ConvMsg, state: &mut ConvState, myself: &ActorRef<ConvMsg>) -> Result<(), ActorProcessingErr> {
     match msg {
         ConvMsg::Retire => {
             state.flush_delivered();
@@ -337,13 +279,7 @@ async fn retiring(
 }
 
 async fn load_members(hub: &Hub, id: &str) -> Result<HashMap<Arc<str>, Role>, StoreError> {
-    Ok(hub
-        .store
-        .members(id)
-        .await?
-        .into_iter()
-        .map(|(u, r)| (Arc::from(u), r))
-        .collect())
+    Ok(hub.store.members(id).await?.into_iter().map(|(u, r)| (Arc::from(u), r)).collect())
 }
 
 impl ConvState {
@@ -368,12 +304,7 @@ impl ConvState {
     ) {
         self.hub.metrics.messages_received.inc();
         if !self.members.contains_key(&from.user_id) {
-            self.reply_error(
-                &from,
-                ErrorCode::NotMember,
-                "not a member of this conversation",
-                Some(&client_id),
-            );
+            self.reply_error(&from, ErrorCode::NotMember, "not a member of this conversation", Some(&client_id));
             return;
         }
         let key = (from.user_id.clone(), client_id);
@@ -391,32 +322,15 @@ impl ConvState {
             }
             None => {}
         }
-        match self
-            .hub
-            .store
-            .message_by_client_id(&self.id, &from.user_id, &key.1)
-            .await
-        {
+        match self.hub.store.message_by_client_id(&self.id, &from.user_id, &key.1).await {
             Ok(Some(m)) => {
                 self.ack(&from, &key.1, &m.id, m.seq, m.ts);
-                self.remember(
-                    key,
-                    Dedupe::Done {
-                        id: m.id.into(),
-                        seq: m.seq,
-                        ts: m.ts,
-                    },
-                );
+                self.remember(key, Dedupe::Done { id: m.id.into(), seq: m.seq, ts: m.ts });
                 return;
             }
             Ok(None) => {}
             Err(e) => {
-                self.reply_error(
-                    &from,
-                    ErrorCode::Unavailable,
-                    &format!("storage unavailable: {e}"),
-                    Some(&key.1),
-                );
+                self.reply_error(&from, ErrorCode::Unavailable, &format!("storage unavailable: {e}"), Some(&key.1));
                 return;
             }
         }
@@ -454,11 +368,7 @@ impl ConvState {
         tokio::spawn(async move {
             let started = Instant::now();
             let result = store.append_messages(vec![message]).await;
-            let _ = me.cast(ConvMsg::Committed {
-                seq,
-                result,
-                took: started.elapsed(),
-            });
+            let _ = me.cast(ConvMsg::Committed { seq, result, took: started.elapsed() });
         });
     }
 
@@ -489,10 +399,7 @@ impl ConvState {
                     for w in &p.waiters {
                         self.ack(w, &p.client_id, &p.id, p.seq, p.ts);
                     }
-                    self.hub
-                        .metrics
-                        .message_ack_seconds
-                        .observe(p.received.elapsed().as_secs_f64());
+                    self.hub.metrics.message_ack_seconds.observe(p.received.elapsed().as_secs_f64());
                     for user in self.members.keys() {
                         let n = self.hub.sessions.push_to_user(user, &p.frame);
                         if n > 0 {
@@ -500,14 +407,7 @@ impl ConvState {
                             self.delivered.insert(user.clone(), p.seq);
                         }
                     }
-                    self.dedupe.insert(
-                        key,
-                        Dedupe::Done {
-                            id: p.id,
-                            seq: p.seq,
-                            ts: p.ts,
-                        },
-                    );
+                    self.dedupe.insert(key, Dedupe::Done { id: p.id, seq: p.seq, ts: p.ts });
                 }
                 Err(e) => {
                     tracing::warn!(conv = %self.id, seq = p.seq, error = %e, "message write failed; not acked");
@@ -530,19 +430,12 @@ impl ConvState {
     /// Edit (`Some(body)`) or delete (`None`) a message.
     async fn edit(&mut self, from: Requester, id: String, body: Option<String>) {
         let Some(role) = self.members.get(&from.user_id).copied() else {
-            self.reply_error(
-                &from,
-                ErrorCode::NotMember,
-                "not a member of this conversation",
-                None,
-            );
+            self.reply_error(&from, ErrorCode::NotMember, "not a member of this conversation", None);
             return;
         };
         let mut m = match self.hub.store.message(&self.id, &id).await {
             Ok(Some(m)) => m,
-            Ok(None) => {
-                return self.reply_error(&from, ErrorCode::NotFound, "no such message", None)
-            }
+            Ok(None) => return self.reply_error(&from, ErrorCode::NotFound, "no such message", None),
             Err(e) => return self.reply_error(&from, ErrorCode::Unavailable, &e.to_string(), None),
         };
         let own = *m.sender == *from.user_id;
@@ -552,12 +445,7 @@ impl ConvState {
         let now = now_ms();
         match &body {
             Some(_) if !own => {
-                return self.reply_error(
-                    &from,
-                    ErrorCode::Forbidden,
-                    "only the sender can edit a message",
-                    None,
-                )
+                return self.reply_error(&from, ErrorCode::Forbidden, "only the sender can edit a message", None)
             }
             None if !own && !role.can_manage() => {
                 return self.reply_error(
@@ -584,19 +472,9 @@ impl ConvState {
             return self.reply_error(&from, ErrorCode::Unavailable, &e.to_string(), None);
         }
         let frame = if m.deleted {
-            encode_event(&ServerEvent::Deleted {
-                conv: &self.id,
-                id: &m.id,
-                seq: m.seq,
-            })
+            encode_event(&ServerEvent::Deleted { conv: &self.id, id: &m.id, seq: m.seq })
         } else {
-            encode_event(&ServerEvent::Edited {
-                conv: &self.id,
-                id: &m.id,
-                seq: m.seq,
-                body: &m.body,
-                edited_at: now,
-            })
+            encode_event(&ServerEvent::Edited { conv: &self.id, id: &m.id, seq: m.seq, body: &m.body, edited_at: now })
         };
         for user in self.members.keys() {
             self.hub.sessions.push_to_user(user, &frame);
@@ -656,12 +534,7 @@ impl ConvState {
     /// Writes cursors on a task chained after the previous cursor write (so they land in order),
     /// then queues `frames` to `members`. `cursor_write` is awaited before the actor stops and
     /// before it answers a drain.
-    fn write_cursors(
-        &mut self,
-        updates: Vec<CursorUpdate>,
-        frames: Vec<Bytes>,
-        members: Vec<Arc<str>>,
-    ) {
+    fn write_cursors(&mut self, updates: Vec<CursorUpdate>, frames: Vec<Bytes>, members: Vec<Arc<str>>) {
         let previous = self.cursor_write.take();
         let (hub, id) = (self.hub.clone(), self.id.clone());
         self.cursor_write = Some(tokio::spawn(async move {

@@ -8,10 +8,13 @@
 //! beyond the protocol crate's types; it reaches a client only through its outbound queue
 //! ([`SessionHandle`]).
 
+pub mod calls;
 pub mod conversation;
+pub mod limits;
 pub mod metrics;
 pub mod outbound;
 pub mod placement;
+pub mod presence;
 pub mod registry;
 pub mod requester;
 pub mod session;
@@ -58,6 +61,16 @@ pub struct HubConfig {
     pub receipt_coalesce: Duration,
     /// Most users one `presence` query answers. Node default: 256.
     pub max_presence_query: usize,
+    /// Per-session limit on `send`. Node default: 50/s, burst 100.
+    pub send_limit: limits::Limit,
+    /// Per-session limit on `typing`. Node default: 2/s, burst 5.
+    pub typing_limit: limits::Limit,
+    /// Per-session limit on `call.*`. Node default: 20/s, burst 40 (ICE candidates come in bursts).
+    pub call_limit: limits::Limit,
+    /// Refusals within 10 s after which a session is closed with 4008. Node default: 100; 0 never.
+    pub abuse_threshold: u32,
+    /// How long a user must stay without sessions before `offline` is announced. Node default: 3 s.
+    pub presence_grace: Duration,
 }
 
 /// Everything the actors share: store, registry, router, metrics, settings.
@@ -68,6 +81,10 @@ pub struct Hub {
     pub sessions: SessionRegistry,
     pub router: ConversationRouter,
     pub metrics: Arc<Metrics>,
+    /// Who has been announced online.
+    pub presence: presence::Presence,
+    /// Calls ringing or running.
+    pub calls: calls::Calls,
     /// Session actors by session id (for moderation and tests).
     pub session_actors: dashmap::DashMap<Arc<str>, ractor::ActorRef<SessionMsg>>,
     session_supervisor: OnceLock<ActorRef<SessionSupervisorMsg>>,
@@ -98,22 +115,18 @@ impl Hub {
             sessions: SessionRegistry::default(),
             router: ConversationRouter::default(),
             metrics,
+            presence: presence::Presence::default(),
+            calls: calls::Calls::default(),
             session_actors: dashmap::DashMap::new(),
             session_supervisor: OnceLock::new(),
         });
         let (conv_sup, _) = Actor::spawn(None, ConversationSupervisor, Arc::downgrade(&hub))
             .await
-            .map_err(|e| StartError {
-                what: "conversation",
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| StartError { what: "conversation", detail: e.to_string() })?;
         hub.router.set_supervisor(conv_sup);
         let (session_sup, _) = Actor::spawn(None, SessionSupervisor, Arc::downgrade(&hub))
             .await
-            .map_err(|e| StartError {
-                what: "session",
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| StartError { what: "session", detail: e.to_string() })?;
         let _ = hub.session_supervisor.set(session_sup);
         Ok(hub)
     }
@@ -122,18 +135,9 @@ impl Hub {
     ///
     /// # Errors
     /// When the node is shutting down or the actor cannot be spawned.
-    pub async fn open_session(
-        &self,
-        handle: Arc<SessionHandle>,
-    ) -> Result<ActorRef<SessionMsg>, String> {
+    pub async fn open_session(&self, handle: Arc<SessionHandle>) -> Result<ActorRef<SessionMsg>, String> {
         let sup = self.session_supervisor.get().ok_or("node is starting")?;
-        match sup
-            .call(
-                |reply| SessionSupervisorMsg::Start { handle, reply },
-                Some(Duration::from_secs(10)),
-            )
-            .await
-        {
+        match sup.call(|reply| SessionSupervisorMsg::Start { handle, reply }, Some(Duration::from_secs(10))).await {
             Ok(ractor::rpc::CallResult::Success(r)) => r,
             Ok(_) => Err("the session supervisor did not answer".into()),
             Err(e) => Err(e.to_string()),
@@ -173,10 +177,7 @@ impl Hub {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// A new id: a UUIDv7 in simple form (32 hex digits, sorts by creation time).

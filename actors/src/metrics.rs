@@ -4,15 +4,12 @@
 //! or conversation id). `docs/operations.md` lists the same names.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets from 100 µs to 10 s.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0,
-];
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// The node's metrics and the registry that exports them.
 pub struct Metrics {
@@ -54,36 +51,21 @@ impl Metrics {
                 .expect("valid histogram")
         };
         let m = Metrics {
-            ws_connections: IntGauge::new("rookery_ws_connections", "Open WebSocket connections")
+            ws_connections: IntGauge::new("rookery_ws_connections", "Open WebSocket connections").unwrap(),
+            sessions_active: IntGauge::new("rookery_sessions_active", "Live session actors").unwrap(),
+            groups_active: IntGauge::new("rookery_groups_active", "Live conversation actors").unwrap(),
+            messages_received: IntCounter::new("rookery_messages_received_total", "Messages received from clients")
                 .unwrap(),
-            sessions_active: IntGauge::new("rookery_sessions_active", "Live session actors")
-                .unwrap(),
-            groups_active: IntGauge::new("rookery_groups_active", "Live conversation actors")
-                .unwrap(),
-            messages_received: IntCounter::new(
-                "rookery_messages_received_total",
-                "Messages received from clients",
-            )
-            .unwrap(),
             messages_delivered: IntCounter::new(
                 "rookery_messages_delivered_total",
                 "Message events queued to recipient sessions",
             )
             .unwrap(),
             message_ack_seconds: latency("rookery_message_ack_seconds", "Send to ack latency"),
-            store_write_seconds: latency(
-                "rookery_store_write_seconds",
-                "Store write latency seen by the caller",
-            ),
-            store_batch_seconds: latency(
-                "rookery_store_batch_seconds",
-                "Group-commit batch commit and sync time",
-            ),
+            store_write_seconds: latency("rookery_store_write_seconds", "Store write latency seen by the caller"),
+            store_batch_seconds: latency("rookery_store_batch_seconds", "Group-commit batch commit and sync time"),
             actor_restarts: IntCounterVec::new(
-                Opts::new(
-                    "rookery_actor_restarts_total",
-                    "Actors restarted or cleaned up after a crash",
-                ),
+                Opts::new("rookery_actor_restarts_total", "Actors restarted or cleaned up after a crash"),
                 &["kind"],
             )
             .unwrap(),
@@ -92,22 +74,15 @@ impl Metrics {
                 "Sessions closed because their outbound queue overflowed",
             )
             .unwrap(),
-            cluster_nodes: IntGauge::new("rookery_cluster_nodes", "Live nodes in the cluster view")
-                .unwrap(),
+            cluster_nodes: IntGauge::new("rookery_cluster_nodes", "Live nodes in the cluster view").unwrap(),
             http_requests: IntCounterVec::new(
-                Opts::new(
-                    "rookery_http_requests_total",
-                    "HTTP requests by matched route and status",
-                ),
+                Opts::new("rookery_http_requests_total", "HTTP requests by matched route and status"),
                 &["route", "status"],
             )
             .unwrap(),
             http_request_seconds: HistogramVec::new(
-                HistogramOpts::new(
-                    "rookery_http_request_seconds",
-                    "HTTP request latency by matched route",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
+                HistogramOpts::new("rookery_http_request_seconds", "HTTP request latency by matched route")
+                    .buckets(LATENCY_BUCKETS.to_vec()),
                 &["route"],
             )
             .unwrap(),
@@ -123,17 +98,12 @@ impl Metrics {
         r.register(Box::new(m.store_write_seconds.clone())).unwrap();
         r.register(Box::new(m.store_batch_seconds.clone())).unwrap();
         r.register(Box::new(m.actor_restarts.clone())).unwrap();
-        r.register(Box::new(m.slow_consumer_disconnects.clone()))
-            .unwrap();
+        r.register(Box::new(m.slow_consumer_disconnects.clone())).unwrap();
         r.register(Box::new(m.cluster_nodes.clone())).unwrap();
         r.register(Box::new(m.http_requests.clone())).unwrap();
-        r.register(Box::new(m.http_request_seconds.clone()))
-            .unwrap();
+        r.register(Box::new(m.http_request_seconds.clone())).unwrap();
         #[cfg(target_os = "linux")]
-        r.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))
-        .unwrap();
+        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).unwrap();
         // Label values known in advance are created up front so they export as 0.
         for kind in ["conversation", "session"] {
             m.actor_restarts.with_label_values(&[kind]);
@@ -145,9 +115,7 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("text encoding cannot fail");
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding cannot fail");
         String::from_utf8(buf).expect("the text format is UTF-8")
     }
 }

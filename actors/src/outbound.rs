@@ -42,20 +42,10 @@ pub struct OutboundReceiver {
 
 impl SessionHandle {
     /// Creates a handle and its receiver with room for `capacity` frames.
-    pub fn new(
-        addr: SessionAddr,
-        capacity: usize,
-        metrics: Arc<Metrics>,
-    ) -> (Arc<Self>, OutboundReceiver) {
+    pub fn new(addr: SessionAddr, capacity: usize, metrics: Arc<Metrics>) -> (Arc<Self>, OutboundReceiver) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let close = CancellationToken::new();
-        let handle = Arc::new(SessionHandle {
-            addr,
-            tx,
-            close: close.clone(),
-            close_code: AtomicU16::new(0),
-            metrics,
-        });
+        let handle = Arc::new(SessionHandle { addr, tx, close: close.clone(), close_code: AtomicU16::new(0), metrics });
         (handle, OutboundReceiver { frames: rx, close })
     }
 
@@ -91,10 +81,7 @@ impl SessionHandle {
     /// Asks the writer to close the connection with `code`. Only the first request counts;
     /// returns whether this one did.
     pub fn close_with(&self, code: u16) -> bool {
-        let first = self
-            .close_code
-            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
+        let first = self.close_code.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire).is_ok();
         if first {
             self.close.cancel();
         }

@@ -14,10 +14,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use ractor::{
-    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort,
-    SupervisionEvent,
-};
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent};
 
 use crate::conversation::{ConvArgs, ConvMsg, ConversationActor};
 use crate::Hub;
@@ -56,9 +53,7 @@ impl ConversationRouter {
             }
             self.start(conv).await?;
         }
-        Err(RouteError::Unavailable(
-            "the conversation actor kept stopping".into(),
-        ))
+        Err(RouteError::Unavailable("the conversation actor kept stopping".into()))
     }
 
     /// Delivers `msg` only if the actor is running (membership changes need nothing else:
@@ -81,10 +76,7 @@ impl ConversationRouter {
 
     /// Every running conversation actor.
     pub fn actors(&self) -> Vec<(Arc<str>, ActorRef<ConvMsg>)> {
-        self.local
-            .iter()
-            .map(|e| (e.key().clone(), e.value().clone()))
-            .collect()
+        self.local.iter().map(|e| (e.key().clone(), e.value().clone())).collect()
     }
 
     /// Waits until no running conversation has a write in flight, or `deadline` passes.
@@ -96,22 +88,11 @@ impl ConversationRouter {
     }
 
     async fn start(&self, conv: &str) -> Result<(), RouteError> {
-        let sup = self
-            .supervisor
-            .get()
-            .ok_or_else(|| RouteError::Unavailable("node is starting".into()))?;
+        let sup = self.supervisor.get().ok_or_else(|| RouteError::Unavailable("node is starting".into()))?;
         let conv: Arc<str> = conv.into();
-        match sup
-            .call(
-                |reply| SupervisorMsg::Start { conv, reply },
-                Some(Duration::from_secs(10)),
-            )
-            .await
-        {
+        match sup.call(|reply| SupervisorMsg::Start { conv, reply }, Some(Duration::from_secs(10))).await {
             Ok(ractor::rpc::CallResult::Success(r)) => r,
-            Ok(_) => Err(RouteError::Unavailable(
-                "the conversation supervisor did not answer".into(),
-            )),
+            Ok(_) => Err(RouteError::Unavailable("the conversation supervisor did not answer".into())),
             Err(e) => Err(RouteError::Unavailable(e.to_string())),
         }
     }
@@ -131,10 +112,7 @@ async fn futures_join_all<F: std::future::Future<Output = ()>>(futs: impl IntoIt
 /// Messages of the conversation supervisor.
 pub enum SupervisorMsg {
     /// Start the actor of `conv` unless it runs already.
-    Start {
-        conv: Arc<str>,
-        reply: RpcReplyPort<Result<(), RouteError>>,
-    },
+    Start { conv: Arc<str>, reply: RpcReplyPort<Result<(), RouteError>> },
 }
 
 /// Supervises every conversation actor of this node: starts them on demand and restarts one
@@ -156,20 +134,11 @@ impl ConversationSupervisor {
         recovering: bool,
     ) -> Result<(), RouteError> {
         if !recovering
-            && hub
-                .store
-                .conversation(&conv)
-                .await
-                .map_err(|e| RouteError::Unavailable(e.to_string()))?
-                .is_none()
+            && hub.store.conversation(&conv).await.map_err(|e| RouteError::Unavailable(e.to_string()))?.is_none()
         {
             return Err(RouteError::NotFound);
         }
-        let args = ConvArgs {
-            id: conv.clone(),
-            hub: hub.clone(),
-            recovering,
-        };
+        let args = ConvArgs { id: conv.clone(), hub: hub.clone(), recovering };
         let (actor, _) = Actor::spawn_linked(None, ConversationActor, args, myself.get_cell())
             .await
             .map_err(|e| RouteError::Unavailable(e.to_string()))?;
@@ -179,11 +148,7 @@ impl ConversationSupervisor {
         Ok(())
     }
 
-    fn child_gone(
-        state: &mut ConvSupervisorState,
-        hub: &Hub,
-        cell: &ActorCell,
-    ) -> Option<Arc<str>> {
+    fn child_gone(state: &mut ConvSupervisorState, hub: &Hub, cell: &ActorCell) -> Option<Arc<str>> {
         let conv = state.children.remove(&cell.get_id())?;
         hub.router.unregister(&conv, cell.get_id());
         hub.metrics.groups_active.dec();
@@ -196,15 +161,8 @@ impl Actor for ConversationSupervisor {
     type State = ConvSupervisorState;
     type Arguments = Weak<Hub>;
 
-    async fn pre_start(
-        &self,
-        _: ActorRef<SupervisorMsg>,
-        hub: Weak<Hub>,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(ConvSupervisorState {
-            hub,
-            children: HashMap::new(),
-        })
+    async fn pre_start(&self, _: ActorRef<SupervisorMsg>, hub: Weak<Hub>) -> Result<Self::State, ActorProcessingErr> {
+        Ok(ConvSupervisorState { hub, children: HashMap::new() })
     }
 
     async fn handle(
@@ -244,15 +202,10 @@ impl Actor for ConversationSupervisor {
             }
             SupervisionEvent::ActorFailed(cell, err) => {
                 if let Some(conv) = Self::child_gone(state, &hub, &cell) {
-                    hub.metrics
-                        .actor_restarts
-                        .with_label_values(&["conversation"])
-                        .inc();
+                    hub.metrics.actor_restarts.with_label_values(&["conversation"]).inc();
                     tracing::error!(conv = %conv, error = %err, "conversation actor crashed; restarting it");
                     if !hub.router.local.contains_key(&conv) {
-                        if let Err(e) =
-                            Self::spawn_child(&myself, state, hub.clone(), conv.clone(), true).await
-                        {
+                        if let Err(e) = Self::spawn_child(&myself, state, hub.clone(), conv.clone(), true).await {
                             tracing::error!(conv = %conv, error = %e, "restarting the conversation actor failed; it starts on the next message");
                         }
                     }

@@ -18,8 +18,7 @@ pub struct SessionRegistry {
 impl SessionRegistry {
     /// Adds a session. Returns whether it is the user's first session on this node.
     pub fn insert(&self, handle: Arc<SessionHandle>) -> bool {
-        self.by_id
-            .insert(handle.addr.session_id.clone(), handle.clone());
+        self.by_id.insert(handle.addr.session_id.clone(), handle.clone());
         let mut entry = self.by_user.entry(handle.addr.user_id.clone()).or_default();
         entry.push(handle);
         entry.len() == 1
@@ -73,10 +72,7 @@ impl SessionRegistry {
 
     /// Every session of one user (for moderation).
     pub fn of_user(&self, user: &str) -> Vec<Arc<SessionHandle>> {
-        self.by_user
-            .get(user)
-            .map(|l| l.clone())
-            .unwrap_or_default()
+        self.by_user.get(user).map(|l| l.clone()).unwrap_or_default()
     }
 
     /// Number of sessions.

@@ -27,6 +27,8 @@ pub enum ReplyTo {
     Session(SessionAddr),
     /// The first answer completes the request; later ones are dropped.
     Http(Arc<Mutex<Option<oneshot::Sender<Outcome>>>>),
+    /// The node itself (a call-log message): answers go nowhere.
+    Nobody,
 }
 
 /// The user behind a request and where to answer.
@@ -39,19 +41,18 @@ pub struct Requester {
 impl Requester {
     /// A requester for a WebSocket session.
     pub fn session(addr: SessionAddr) -> Self {
-        Requester {
-            user_id: addr.user_id.clone(),
-            reply: ReplyTo::Session(addr),
-        }
+        Requester { user_id: addr.user_id.clone(), reply: ReplyTo::Session(addr) }
+    }
+
+    /// The node acting on behalf of `user_id`, expecting no answer.
+    pub fn node(user_id: &str) -> Self {
+        Requester { user_id: user_id.into(), reply: ReplyTo::Nobody }
     }
 
     /// A requester for an HTTP request, and the receiver of its outcome.
     pub fn http(user_id: &str) -> (Self, oneshot::Receiver<Outcome>) {
         let (tx, rx) = oneshot::channel();
-        let r = Requester {
-            user_id: user_id.into(),
-            reply: ReplyTo::Http(Arc::new(Mutex::new(Some(tx)))),
-        };
+        let r = Requester { user_id: user_id.into(), reply: ReplyTo::Http(Arc::new(Mutex::new(Some(tx)))) };
         (r, rx)
     }
 
@@ -59,15 +60,11 @@ impl Requester {
     pub fn error(&self, hub: &Hub, code: ErrorCode, message: &str, client_id: Option<&str>) {
         match &self.reply {
             ReplyTo::Session(addr) => {
-                let frame = encode_event(&ServerEvent::Error {
-                    code,
-                    message,
-                    client_id,
-                    retry_after_ms: None,
-                });
+                let frame = encode_event(&ServerEvent::Error { code, message, client_id, retry_after_ms: None });
                 hub.push_to_session(addr, frame);
             }
             ReplyTo::Http(_) => self.done(Outcome::Error(code, message.to_string())),
+            ReplyTo::Nobody => tracing::warn!(code = code.as_str(), message, "a message sent by the node was refused"),
         }
     }
 
@@ -75,22 +72,10 @@ impl Requester {
     pub fn ack(&self, hub: &Hub, conv: &str, client_id: &str, id: &str, seq: u64, ts: i64) {
         match &self.reply {
             ReplyTo::Session(addr) => {
-                hub.push_to_session(
-                    addr,
-                    encode_event(&ServerEvent::Ack {
-                        client_id,
-                        conv,
-                        id,
-                        seq,
-                        ts,
-                    }),
-                );
+                hub.push_to_session(addr, encode_event(&ServerEvent::Ack { client_id, conv, id, seq, ts }));
             }
-            ReplyTo::Http(_) => self.done(Outcome::Acked {
-                id: id.to_string(),
-                seq,
-                ts,
-            }),
+            ReplyTo::Http(_) => self.done(Outcome::Acked { id: id.to_string(), seq, ts }),
+            ReplyTo::Nobody => {}
         }
     }
 

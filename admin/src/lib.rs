@@ -43,14 +43,7 @@ pub fn router(console: Console) -> Router {
 
 async fn metrics(State(c): State<Arc<Console>>) -> Response {
     c.metrics.sessions_active.set(c.hub.sessions.len() as i64);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        c.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], c.metrics.render()).into_response()
 }
 
 /// Checks the bearer token in constant time.
@@ -64,19 +57,11 @@ fn authorised(c: &Console, headers: &HeaderMap) -> bool {
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(serde_json::json!({"error": {"code": code, "message": message}})),
-    )
-        .into_response()
+    (status, Json(serde_json::json!({"error": {"code": code, "message": message}}))).into_response()
 }
 
 fn unauthorised() -> Response {
-    error(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "admin token required",
-    )
+    error(StatusCode::UNAUTHORIZED, "unauthorized", "admin token required")
 }
 
 #[derive(Deserialize)]
@@ -89,11 +74,7 @@ struct BulkUsers {
 /// `POST /admin/api/loadtest/users {prefix, count}`: creates `count` users named
 /// `<prefix><i>` that cannot log in (no password) and answers their ids and access tokens, so a
 /// load test needs no password hashing. Existing names are reused, so setup can be repeated.
-async fn bulk_users(
-    State(c): State<Arc<Console>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
+async fn bulk_users(State(c): State<Arc<Console>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     if !authorised(&c, &headers) {
         return unauthorised();
     }
@@ -103,10 +84,7 @@ async fn bulk_users(
     };
     let valid_prefix = !req.prefix.is_empty()
         && req.prefix.len() <= 24
-        && req
-            .prefix
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+        && req.prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
     if !valid_prefix || req.count == 0 || req.count > MAX_BULK_USERS {
         let msg = format!("prefix must be 1-24 of a-z0-9_.- and count 1-{MAX_BULK_USERS}");
         return error(StatusCode::BAD_REQUEST, "bad_request", &msg);
@@ -119,20 +97,10 @@ async fn bulk_users(
             if let Some(existing) = store.user_by_name(&username).await? {
                 return Ok(existing.user);
             }
-            let user = User {
-                id: new_id(),
-                display_name: username.clone(),
-                username,
-                avatar: None,
-                created_at: now_ms(),
-            };
+            let user =
+                User { id: new_id(), display_name: username.clone(), username, avatar: None, created_at: now_ms() };
             // "!" is not a PHC string: no password ever verifies against it.
-            store
-                .create_user(UserRecord {
-                    user: user.clone(),
-                    password_hash: "!".into(),
-                })
-                .await?;
+            store.create_user(UserRecord { user: user.clone(), password_hash: "!".into() }).await?;
             Ok::<User, StoreError>(user)
         }));
     }
@@ -142,20 +110,8 @@ async fn bulk_users(
             Ok(Ok(u)) => users.push(serde_json::json!({
                 "id": u.id, "username": u.username, "access_token": (c.mint_token)(&u.id),
             })),
-            Ok(Err(e)) => {
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    &e.to_string(),
-                )
-            }
-            Err(_) => {
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "setup task failed",
-                )
-            }
+            Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &e.to_string()),
+            Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "setup task failed"),
         }
     }
     Json(serde_json::json!({ "users": users })).into_response()

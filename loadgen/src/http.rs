@@ -17,13 +17,9 @@ pub struct HttpConn {
 impl HttpConn {
     /// Connects to the `http://host:port` base URL.
     pub async fn connect(base: &str) -> anyhow::Result<Self> {
-        let host = base
-            .strip_prefix("http://")
-            .ok_or_else(|| anyhow!("URL must start with http:// ({base})"))?;
+        let host = base.strip_prefix("http://").ok_or_else(|| anyhow!("URL must start with http:// ({base})"))?;
         let host = host.trim_end_matches('/').to_string();
-        let stream = TcpStream::connect(&host)
-            .await
-            .with_context(|| format!("connecting to {host}"))?;
+        let stream = TcpStream::connect(&host).await.with_context(|| format!("connecting to {host}"))?;
         stream.set_nodelay(true)?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
@@ -40,10 +36,7 @@ impl HttpConn {
         token: Option<&str>,
         body: Option<&serde_json::Value>,
     ) -> anyhow::Result<(u16, serde_json::Value)> {
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", &self.host);
+        let mut req = hyper::Request::builder().method(method).uri(path).header("host", &self.host);
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
@@ -55,10 +48,7 @@ impl HttpConn {
             None => Bytes::new(),
         };
         self.sender.ready().await?;
-        let resp = self
-            .sender
-            .send_request(req.body(Full::new(payload))?)
-            .await?;
+        let resp = self.sender.send_request(req.body(Full::new(payload))?).await?;
         let status = resp.status().as_u16();
         let bytes = resp.into_body().collect().await?.to_bytes();
         let value = if bytes.is_empty() {

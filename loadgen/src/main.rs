@@ -114,29 +114,19 @@ pub struct Opts {
 
 fn main() -> std::process::ExitCode {
     let Command::Run(opts) = Cli::parse().command;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run::run(opts.clone())) {
         Ok(report) => {
             report::print_summary(&report);
             if let Some(path) = &opts.json {
-                if let Err(e) = std::fs::write(
-                    path,
-                    serde_json::to_vec_pretty(&report).expect("report serialises"),
-                ) {
+                if let Err(e) = std::fs::write(path, serde_json::to_vec_pretty(&report).expect("report serialises")) {
                     eprintln!("rookery-loadgen: writing {}: {e}", path.display());
                     return std::process::ExitCode::from(1);
                 }
             }
             let mut failed = false;
             if let Some(max) = opts.max_p99_ms {
-                let p99 = if report.e2e.count > 0 {
-                    report.e2e.p99_ms
-                } else {
-                    report.ack.p99_ms
-                };
+                let p99 = if report.e2e.count > 0 { report.e2e.p99_ms } else { report.ack.p99_ms };
                 if p99 > max {
                     eprintln!("threshold missed: p99 {p99:.2} ms > {max} ms");
                     failed = true;
@@ -144,10 +134,7 @@ fn main() -> std::process::ExitCode {
             }
             if let Some(min) = opts.min_delivery {
                 if report.delivery_ratio < min {
-                    eprintln!(
-                        "threshold missed: delivery {:.4} < {min}",
-                        report.delivery_ratio
-                    );
+                    eprintln!("threshold missed: delivery {:.4} < {min}", report.delivery_ratio);
                     failed = true;
                 }
             }

@@ -160,33 +160,20 @@ pub fn merge(
         let Some(room) = room_of_sender.get(t.conn as usize).copied().flatten() else {
             continue;
         };
-        let recipients: Vec<&ConnTally> = members[room]
-            .iter()
-            .filter(|c| **c != t.conn)
-            .filter_map(|c| by_conn.get(c).copied())
-            .collect();
+        let recipients: Vec<&ConnTally> =
+            members[room].iter().filter(|c| **c != t.conn).filter_map(|c| by_conn.get(c).copied()).collect();
         expected += (t.acked.len() * recipients.len()) as u64;
         if verify {
             for k in &t.acked {
-                missing += recipients
-                    .iter()
-                    .filter(|r| !r.received.contains(&(t.conn, *k)))
-                    .count() as u64;
+                missing += recipients.iter().filter(|r| !r.received.contains(&(t.conn, *k))).count() as u64;
             }
         }
     }
-    report.delivery_ratio = if expected == 0 {
-        1.0
-    } else {
-        (expected - missing.min(expected)) as f64 / expected as f64
-    };
+    report.delivery_ratio =
+        if expected == 0 { 1.0 } else { (expected - missing.min(expected)) as f64 / expected as f64 };
     if !verify {
         // Without the per-message check, the ratio is the count of unique deliveries.
-        report.delivery_ratio = if expected == 0 {
-            1.0
-        } else {
-            (report.delivered as f64 / expected as f64).min(1.0)
-        };
+        report.delivery_ratio = if expected == 0 { 1.0 } else { (report.delivered as f64 / expected as f64).min(1.0) };
     }
     if verify {
         report.verify = Some(Verify {
@@ -212,14 +199,8 @@ pub fn print_summary(r: &Report) {
     if r.sent > 0 || r.acked > 0 {
         println!("  offered        {:>12.0} msgs/s", r.offered_msgs_per_s);
         println!("  sent           {:>12}", r.sent);
-        println!(
-            "  acked          {:>12}   {:>10.0} msgs/s",
-            r.acked, r.msgs_per_s
-        );
-        println!(
-            "  delivered      {:>12}   {:>10.0} deliveries/s",
-            r.delivered, r.deliveries_per_s
-        );
+        println!("  acked          {:>12}   {:>10.0} msgs/s", r.acked, r.msgs_per_s);
+        println!("  delivered      {:>12}   {:>10.0} deliveries/s", r.delivered, r.deliveries_per_s);
         println!("  delivery ratio {:>12.4}", r.delivery_ratio);
         let row = |name: &str, l: &Latency| {
             println!(
@@ -238,15 +219,8 @@ pub fn print_summary(r: &Report) {
     }
     if let Some(i) = &r.idle {
         println!("  idle           {} connections held", i.established);
-        if let (Some(b), Some(a), Some(per)) = (
-            i.server_rss_before,
-            i.server_rss_after,
-            i.bytes_per_connection,
-        ) {
-            println!(
-                "  server RSS     {} → {} bytes ({per:.0} bytes per connection)",
-                b, a
-            );
+        if let (Some(b), Some(a), Some(per)) = (i.server_rss_before, i.server_rss_after, i.bytes_per_connection) {
+            println!("  server RSS     {} → {} bytes ({per:.0} bytes per connection)", b, a);
         }
     }
     if let Some(h) = &r.history {

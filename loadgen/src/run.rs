@@ -48,8 +48,7 @@ impl Shared {
     fn source(&self, conn: usize) -> Option<IpAddr> {
         let n = self.opts.source_addrs.max(1);
         let loopback = self.addrs.iter().all(|a| a.ip().is_loopback());
-        (loopback && n > 1)
-            .then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (conn % n as usize) as u8)))
+        (loopback && n > 1).then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (conn % n as usize) as u8)))
     }
 
     /// The intended send time of message `k` of connection `conn`, ns since the epoch.
@@ -62,18 +61,9 @@ impl Shared {
 
 /// Runs the scenario of `opts` and returns its report.
 pub async fn run(opts: Opts) -> anyhow::Result<Report> {
-    let addrs = opts
-        .url
-        .iter()
-        .map(|u| ws::socket_addr(u))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let addrs = opts.url.iter().map(|u| ws::socket_addr(u)).collect::<anyhow::Result<Vec<_>>>()?;
     let plan = setup::plan(&opts).await?;
-    let room_index = plan
-        .rooms
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r.clone(), i))
-        .collect();
+    let room_index = plan.rooms.iter().enumerate().map(|(i, r)| (r.clone(), i)).collect();
     let shared = Arc::new(Shared {
         opts: opts.clone(),
         plan,
@@ -92,16 +82,16 @@ pub async fn run(opts: Opts) -> anyhow::Result<Report> {
     });
     let mut report = Report {
         target: format!("{:?}", opts.target).to_lowercase(),
-        scenario: serde_json::to_value(opts.scenario)?
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
+        scenario: serde_json::to_value(opts.scenario)?.as_str().unwrap_or_default().to_string(),
         connections: opts.users as u64,
         ..Default::default()
     };
     match opts.scenario {
         Scenario::ConnectStorm => report.connect = Some(connect_storm(&shared).await),
-        Scenario::History => report.history = Some(history(&shared).await?),
+        Scenario::History => {
+            report.history = Some(history(&shared).await?);
+            report.duration_s = opts.duration;
+        }
         _ => messaging(&shared, &mut report).await?,
     }
     Ok(report)
@@ -139,13 +129,7 @@ fn progress(shared: &Arc<Shared>, what: &'static str) -> tokio::task::JoinHandle
 
 fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
+    let kb: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
 
@@ -158,21 +142,10 @@ async fn messaging(shared: &Arc<Shared>, report: &mut Report) -> anyhow::Result<
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         let shared = shared.clone();
-        tasks.push(tokio::spawn(async move {
-            connection(shared, i, start_ns).await
-        }));
+        tasks.push(tokio::spawn(async move { connection(shared, i, start_ns).await }));
     }
-    let senders = shared
-        .plan
-        .conns
-        .iter()
-        .filter(|c| c.sends_to.is_some())
-        .count();
-    let rate = if opts.scenario == Scenario::Idle {
-        0.0
-    } else {
-        opts.rate
-    };
+    let senders = shared.plan.conns.iter().filter(|c| c.sends_to.is_some()).count();
+    let rate = if opts.scenario == Scenario::Idle { 0.0 } else { opts.rate };
     report.offered_msgs_per_s = senders as f64 * rate;
 
     // Wait until the sending window ends.
@@ -185,9 +158,7 @@ async fn messaging(shared: &Arc<Shared>, report: &mut Report) -> anyhow::Result<
         let established = shared.connected.load(Ordering::Relaxed);
         let after = opts.server_pid.and_then(rss_bytes);
         let per = match (rss_before, after) {
-            (Some(b), Some(a)) if established > 0 => {
-                Some(a.saturating_sub(b) as f64 / established as f64)
-            }
+            (Some(b), Some(a)) if established > 0 => Some(a.saturating_sub(b) as f64 / established as f64),
             _ => None,
         };
         idle = Some(IdleReport {
@@ -213,13 +184,7 @@ async fn messaging(shared: &Arc<Shared>, report: &mut Report) -> anyhow::Result<
     let _ = ticker.await;
     report.duration_s = opts.duration;
     report.idle = idle;
-    report::merge(
-        &tallies,
-        &shared.plan.members,
-        &shared.plan.sender_rooms(),
-        opts.verify,
-        report,
-    );
+    report::merge(&tallies, &shared.plan.members, &shared.plan.sender_rooms(), opts.verify, report);
     Ok(())
 }
 
@@ -235,8 +200,7 @@ async fn connection(shared: Arc<Shared>, i: usize, start_ns: u64) -> ConnTally {
     let opts = &shared.opts;
     let plan = &shared.plan.conns[i];
     let tally = Arc::new(Mutex::new(ConnTally::new(i as u32)));
-    let ramp_at =
-        Duration::from_secs_f64(opts.ramp * i as f64 / shared.plan.conns.len().max(1) as f64);
+    let ramp_at = Duration::from_secs_f64(opts.ramp * i as f64 / shared.plan.conns.len().max(1) as f64);
     tokio::time::sleep(ramp_at).await;
     let next_k = Arc::new(AtomicU64::new(0));
     // Highest seq seen per room, for `sync` after a reconnect.
@@ -250,21 +214,13 @@ async fn connection(shared: Arc<Shared>, i: usize, start_ns: u64) -> ConnTally {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let rooms: Vec<String> = plan
-            .rooms
-            .iter()
-            .map(|r| shared.plan.rooms[*r].clone())
-            .collect();
+        let rooms: Vec<String> = plan.rooms.iter().map(|r| shared.plan.rooms[*r].clone()).collect();
         let addr = shared.addrs[i % shared.addrs.len()];
         let path = opts.target.path(&plan.user, &rooms);
         let conn = match ws::connect(addr, shared.source(i), &path, plan.token.as_deref()).await {
             Ok(c) => c,
             Err(e) => {
-                *tally
-                    .lock()
-                    .errors
-                    .entry(format!("connect: {e}"))
-                    .or_default() += 1;
+                *tally.lock().errors.entry(format!("connect: {e}")).or_default() += 1;
                 shared.errors.fetch_add(1, Ordering::Relaxed);
                 first = false;
                 continue;
@@ -276,11 +232,8 @@ async fn connection(shared: Arc<Shared>, i: usize, start_ns: u64) -> ConnTally {
             let _ = ctrl_tx.try_send(Control::Text(g));
         }
         if !first {
-            let since: Vec<(String, u64)> = positions
-                .lock()
-                .iter()
-                .map(|(r, s)| (shared.plan.rooms[*r].clone(), *s))
-                .collect();
+            let since: Vec<(String, u64)> =
+                positions.lock().iter().map(|(r, s)| (shared.plan.rooms[*r].clone(), *s)).collect();
             if let Some(f) = opts.target.sync_frame(&since) {
                 let _ = ctrl_tx.try_send(Control::Text(f));
             }
@@ -317,12 +270,10 @@ async fn connection(shared: Arc<Shared>, i: usize, start_ns: u64) -> ConnTally {
         shared.connected.fetch_sub(1, Ordering::Relaxed);
         first = false;
     }
-    Arc::try_unwrap(tally)
-        .map(|m| m.into_inner())
-        .unwrap_or_else(|arc| {
-            let mut t = arc.lock();
-            std::mem::replace(&mut *t, ConnTally::new(i as u32))
-        })
+    Arc::try_unwrap(tally).map(|m| m.into_inner()).unwrap_or_else(|arc| {
+        let mut t = arc.lock();
+        std::mem::replace(&mut *t, ConnTally::new(i as u32))
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -389,13 +340,7 @@ async fn read_loop(
                 shared.acked.fetch_add(1, Ordering::Relaxed);
                 shared.expected.fetch_add(recipients, Ordering::Relaxed);
             }
-            Incoming::Msg {
-                room,
-                sender,
-                k,
-                intended_ns,
-                seq,
-            } => {
+            Incoming::Msg { room, sender, k, intended_ns, seq } => {
                 if sender as usize == i {
                     continue; // our own copy (Rookery delivers to the sender's sessions too)
                 }
@@ -447,24 +392,17 @@ async fn write_loop(
 ) {
     let opts = &shared.opts;
     let target = opts.target;
-    let sends_to = if opts.scenario == Scenario::Idle || opts.rate <= 0.0 {
-        None
-    } else {
-        shared.plan.conns[i].sends_to
-    };
+    let sends_to =
+        if opts.scenario == Scenario::Idle || opts.rate <= 0.0 { None } else { shared.plan.conns[i].sends_to };
     let room_name = sends_to.map(|r| shared.plan.rooms[r].clone());
     let recipients = sends_to.map_or(0, |r| shared.plan.members[r].len().saturating_sub(1)) as u64;
     loop {
         let k = next_k.load(Ordering::Relaxed);
         let due = shared.intended_ns(i, k, start_ns);
-        let sending = room_name.is_some()
-            && ready_flag.load(Ordering::Relaxed)
-            && !shared.stop_sending.load(Ordering::Relaxed);
-        let wait = if sending {
-            Duration::from_nanos(due.saturating_sub(shared.now_ns()))
-        } else {
-            Duration::from_secs(3600)
-        };
+        let sending =
+            room_name.is_some() && ready_flag.load(Ordering::Relaxed) && !shared.stop_sending.load(Ordering::Relaxed);
+        let wait =
+            if sending { Duration::from_nanos(due.saturating_sub(shared.now_ns())) } else { Duration::from_secs(3600) };
         tokio::select! {
             c = ctrl.recv() => {
                 let Some(c) = c else { return };
@@ -513,27 +451,18 @@ async fn connect_storm(shared: &Arc<Shared>) -> ConnectReport {
             let path = shared.opts.target.path(&plan.user, &[]);
             let addr = shared.addrs[i % shared.addrs.len()];
             let (mut reader, mut writer) =
-                ws::connect(addr, shared.source(i), &path, plan.token.as_deref())
-                    .await
-                    .ok()?;
+                ws::connect(addr, shared.source(i), &path, plan.token.as_deref()).await.ok()?;
             if let Some(g) = shared.opts.target.greeting(&plan.user, &[]) {
-                writer
-                    .write_frame(Frame::text(Payload::Borrowed(g.as_bytes())))
-                    .await
-                    .ok()?;
+                writer.write_frame(Frame::text(Payload::Borrowed(g.as_bytes()))).await.ok()?;
             }
             if !shared.opts.target.ready_on_upgrade() {
                 let room_of = |_: &str| None;
                 loop {
-                    let mut ignore =
-                        |_: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
-                    let frame = tokio::time::timeout(
-                        Duration::from_secs(30),
-                        reader.read_frame(&mut ignore),
-                    )
-                    .await
-                    .ok()?
-                    .ok()?;
+                    let mut ignore = |_: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
+                    let frame = tokio::time::timeout(Duration::from_secs(30), reader.read_frame(&mut ignore))
+                        .await
+                        .ok()?
+                        .ok()?;
                     let text = std::str::from_utf8(&frame.payload).ok()?;
                     if shared.opts.target.parse(text, &room_of) == Incoming::Ready {
                         break;
@@ -549,8 +478,7 @@ async fn connect_storm(shared: &Arc<Shared>) -> ConnectReport {
         }));
     }
     // Everyone connected (or failed): stop the clock, then let them go.
-    while shared.connected.load(Ordering::Relaxed) + shared.errors.load(Ordering::Relaxed)
-        < n as u64
+    while shared.connected.load(Ordering::Relaxed) + shared.errors.load(Ordering::Relaxed) < n as u64
         && tasks.iter().any(|t| !t.is_finished())
         && started.elapsed() < Duration::from_secs(120)
     {
@@ -581,50 +509,42 @@ async fn connect_storm(shared: &Arc<Shared>) -> ConnectReport {
 
 /// Writes `--history-messages` into the first room, then `--users` readers page through it.
 async fn history(shared: &Arc<Shared>) -> anyhow::Result<HistoryReport> {
-    anyhow::ensure!(
-        shared.opts.target == Target::Rookery,
-        "the history scenario runs against Rookery only"
-    );
+    anyhow::ensure!(shared.opts.target == Target::Rookery, "the history scenario runs against Rookery only");
     let opts = &shared.opts;
     let plan = &shared.plan;
     let room = plan.rooms.first().context("no room")?.clone();
-    let writer_conn = &plan.conns[plan.members[0][0] as usize];
-    let (mut reader, mut writer) =
-        ws::connect(shared.addrs[0], None, "/ws", writer_conn.token.as_deref()).await?;
+    // Fill over HTTP, 16 connections at once (the WebSocket send rate limit does not apply).
+    let writer_token = plan.conns[plan.members[0][0] as usize].token.clone();
     let total = opts.history_messages as u64;
-    let fill = tokio::spawn(async move {
-        let mut acks = 0;
-        let mut ignore = |_: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
-        while acks < total {
-            let f = reader.read_frame(&mut ignore).await?;
-            if std::str::from_utf8(&f.payload).is_ok_and(|t| t.starts_with("{\"op\":\"ack\"")) {
-                acks += 1;
+    let base = opts.url[0].replace("ws://", "http://");
+    let mut fillers = Vec::new();
+    for f in 0..16u64 {
+        let (base, room, token, size) = (base.clone(), room.clone(), writer_token.clone(), opts.message_size);
+        fillers.push(tokio::spawn(async move {
+            let mut http = crate::http::HttpConn::connect(&base).await?;
+            for k in (f..total).step_by(16) {
+                let body = serde_json::json!({"client_id": k.to_string(), "body": crate::target::body(0, k, 0, size)});
+                let path = format!("/api/conversations/{room}/messages");
+                let (status, answer) = http.request("POST", &path, token.as_deref(), Some(&body)).await?;
+                anyhow::ensure!(status == 201, "history fill answered {status}: {answer}");
             }
-        }
-        Ok::<_, anyhow::Error>(())
-    });
-    for k in 0..total {
-        let frame =
-            Target::Rookery.send_frame(&room, k, &crate::target::body(0, k, 0, opts.message_size));
-        writer
-            .write_frame(Frame::text(Payload::Borrowed(frame.as_bytes())))
-            .await?;
+            Ok::<_, anyhow::Error>(())
+        }));
     }
-    fill.await??;
+    for f in fillers {
+        f.await??;
+    }
     let ticker = progress(shared, "reading");
     let deadline = Instant::now() + Duration::from_secs_f64(opts.duration);
     let mut tasks = Vec::new();
     for w in 0..opts.users.max(1) {
         let shared = shared.clone();
         let room = room.clone();
-        let token = plan.conns[plan.members[0][w % plan.members[0].len()] as usize]
-            .token
-            .clone();
+        let token = plan.conns[plan.members[0][w % plan.members[0].len()] as usize].token.clone();
         tasks.push(tokio::spawn(async move {
-            let mut http = crate::http::HttpConn::connect(
-                &shared.opts.url[w % shared.opts.url.len()].replace("ws://", "http://"),
-            )
-            .await?;
+            let mut http =
+                crate::http::HttpConn::connect(&shared.opts.url[w % shared.opts.url.len()].replace("ws://", "http://"))
+                    .await?;
             let mut h = report::histogram();
             let mut k = w as u64;
             while Instant::now() < deadline {

@@ -24,13 +24,7 @@ pub enum Incoming {
     /// A send was acknowledged; `k` is the sender's message number.
     Ack { k: u64, seq: Option<u64> },
     /// A message from the load: its room, sender connection, number, intended send time.
-    Msg {
-        room: usize,
-        sender: u32,
-        k: u64,
-        intended_ns: u64,
-        seq: Option<u64>,
-    },
+    Msg { room: usize, sender: u32, k: u64, intended_ns: u64, seq: Option<u64> },
     /// An error answer; `k` when it belongs to a send.
     Error { code: String, k: Option<u64> },
     /// Rookery `synced`.
@@ -72,10 +66,7 @@ impl Target {
     /// Frames to send right after the upgrade.
     pub fn greeting(self, user: &str, rooms: &[String]) -> Option<String> {
         match self {
-            Target::Socketio => Some(format!(
-                "40{}",
-                serde_json::json!({"user": user, "rooms": rooms})
-            )),
+            Target::Socketio => Some(format!("40{}", serde_json::json!({"user": user, "rooms": rooms}))),
             _ => None,
         }
     }
@@ -94,7 +85,8 @@ impl Target {
     pub fn send_frame(self, room_name: &str, k: u64, body: &str) -> String {
         match self {
             Target::Rookery => {
-                serde_json::json!({"op": "send", "conv": room_name, "client_id": k.to_string(), "body": body}).to_string()
+                serde_json::json!({"op": "send", "conv": room_name, "client_id": k.to_string(), "body": body})
+                    .to_string()
             }
             Target::Socketio => {
                 let payload = serde_json::json!({"room": room_name, "client_id": k.to_string(), "body": body});
@@ -107,10 +99,8 @@ impl Target {
     /// The frame that asks Rookery for everything after `since` (after a reconnect).
     pub fn sync_frame(self, since: &[(String, u64)]) -> Option<String> {
         (self == Target::Rookery).then(|| {
-            let map: serde_json::Map<String, serde_json::Value> = since
-                .iter()
-                .map(|(c, s)| (c.clone(), (*s).into()))
-                .collect();
+            let map: serde_json::Map<String, serde_json::Value> =
+                since.iter().map(|(c, s)| (c.clone(), (*s).into())).collect();
             serde_json::json!({"op": "sync", "since": map}).to_string()
         })
     }
@@ -125,13 +115,9 @@ impl Target {
                     return Incoming::Other;
                 };
                 match (room_of(room), parse_body(body)) {
-                    (Some(room), Some((sender, k, intended_ns))) => Incoming::Msg {
-                        room,
-                        sender,
-                        k,
-                        intended_ns,
-                        seq: None,
-                    },
+                    (Some(room), Some((sender, k, intended_ns))) => {
+                        Incoming::Msg { room, sender, k, intended_ns, seq: None }
+                    }
                     _ => Incoming::Other,
                 }
             }
@@ -167,13 +153,9 @@ fn parse_rookery(text: &str, room_of: &dyn Fn(&str) -> Option<usize>) -> Incomin
         "msg" => {
             let room = e.conv.and_then(room_of);
             match (room, e.body.as_deref().and_then(parse_body)) {
-                (Some(room), Some((sender, k, intended_ns))) => Incoming::Msg {
-                    room,
-                    sender,
-                    k,
-                    intended_ns,
-                    seq: e.seq,
-                },
+                (Some(room), Some((sender, k, intended_ns))) => {
+                    Incoming::Msg { room, sender, k, intended_ns, seq: e.seq }
+                }
                 _ => Incoming::Other,
             }
         }
@@ -216,9 +198,7 @@ fn parse_socketio(text: &str, room_of: &dyn Fn(&str) -> Option<usize>) -> Incomi
             return Incoming::Other;
         };
         return match serde_json::from_str::<(SioAck,)>(&rest[digits..]) {
-            Ok((SioAck {
-                error: Some(code), ..
-            },)) => Incoming::Error { code, k: Some(k) },
+            Ok((SioAck { error: Some(code), .. },)) => Incoming::Error { code, k: Some(k) },
             Ok((ack,)) => Incoming::Ack { k, seq: ack.seq },
             Err(_) => Incoming::Other,
         };
@@ -226,16 +206,8 @@ fn parse_socketio(text: &str, room_of: &dyn Fn(&str) -> Option<usize>) -> Incomi
     if let Some(rest) = text.strip_prefix("42") {
         if let Ok((name, msg)) = serde_json::from_str::<(&str, SioMsg<'_>)>(rest) {
             if name == "messageReceived" {
-                if let (Some(room), Some((sender, k, intended_ns))) =
-                    (room_of(msg.room), parse_body(&msg.body))
-                {
-                    return Incoming::Msg {
-                        room,
-                        sender,
-                        k,
-                        intended_ns,
-                        seq: msg.seq,
-                    };
+                if let (Some(room), Some((sender, k, intended_ns))) = (room_of(msg.room), parse_body(&msg.body)) {
+                    return Incoming::Msg { room, sender, k, intended_ns, seq: msg.seq };
                 }
             }
         }
@@ -261,15 +233,8 @@ mod tests {
     #[test]
     fn parses_each_target() {
         let b = body(3, 9, 77, 0);
-        let msg = Incoming::Msg {
-            room: 5,
-            sender: 3,
-            k: 9,
-            intended_ns: 77,
-            seq: Some(2),
-        };
-        let rookery =
-            format!(r#"{{"op":"msg","conv":"r5","seq":2,"sender":"u","body":"{b}","id":"x"}}"#);
+        let msg = Incoming::Msg { room: 5, sender: 3, k: 9, intended_ns: 77, seq: Some(2) };
+        let rookery = format!(r#"{{"op":"msg","conv":"r5","seq":2,"sender":"u","body":"{b}","id":"x"}}"#);
         assert_eq!(Target::Rookery.parse(&rookery, &rooms), msg);
         assert_eq!(
             Target::Rookery.parse(r#"{"op":"ack","client_id":"9","seq":2}"#, &rooms),
@@ -281,20 +246,11 @@ mod tests {
             Target::Socketio.parse(r#"439[{"seq":2,"id":"r5:2"}]"#, &rooms),
             Incoming::Ack { k: 9, seq: Some(2) }
         );
-        assert_eq!(
-            Target::Socketio.parse("2", &rooms),
-            Incoming::Reply("3".into())
-        );
+        assert_eq!(Target::Socketio.parse("2", &rooms), Incoming::Reply("3".into()));
         let raw = format!("r5\n{b}");
         assert_eq!(
             Target::Raw.parse(&raw, &rooms),
-            Incoming::Msg {
-                room: 5,
-                sender: 3,
-                k: 9,
-                intended_ns: 77,
-                seq: None
-            }
+            Incoming::Msg { room: 5, sender: 3, k: 9, intended_ns: 77, seq: None }
         );
         assert_eq!(
             Target::Socketio.send_frame("r1", 4, "hi"),

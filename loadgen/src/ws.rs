@@ -36,9 +36,7 @@ pub fn socket_addr(base: &str) -> anyhow::Result<SocketAddr> {
         .ok_or_else(|| anyhow!("URL must start with ws:// or http:// ({base})"))?;
     let hostport = rest.split('/').next().unwrap_or(rest);
     let hostport = hostport.replace("localhost", "127.0.0.1");
-    hostport
-        .parse()
-        .with_context(|| format!("address {hostport} (use an IP address)"))
+    hostport.parse().with_context(|| format!("address {hostport} (use an IP address)"))
 }
 
 /// Opens a WebSocket to `addr` at `path_and_query`, from `source` (port chosen by the kernel).
@@ -48,18 +46,11 @@ pub async fn connect(
     path_and_query: &str,
     bearer: Option<&str>,
 ) -> anyhow::Result<(Reader, Writer)> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     if let Some(ip) = source {
         socket.bind(SocketAddr::new(ip, 0))?;
     }
-    let stream = socket
-        .connect(addr)
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
+    let stream = socket.connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
     stream.set_nodelay(true)?;
     let mut req = hyper::Request::builder()
         .method("GET")
@@ -67,18 +58,14 @@ pub async fn connect(
         .header("host", addr.to_string())
         .header("upgrade", "websocket")
         .header("connection", "upgrade")
-        .header(
-            "sec-websocket-key",
-            fastwebsockets::handshake::generate_key(),
-        )
+        .header("sec-websocket-key", fastwebsockets::handshake::generate_key())
         .header("sec-websocket-version", "13");
     if let Some(t) = bearer {
         req = req.header("authorization", format!("Bearer {t}"));
     }
     let req = req.body(Empty::<Bytes>::new())?;
-    let (ws, _) = fastwebsockets::handshake::client(&SpawnExecutor, req, stream)
-        .await
-        .map_err(|e| anyhow!("upgrade: {e}"))?;
+    let (ws, _) =
+        fastwebsockets::handshake::client(&SpawnExecutor, req, stream).await.map_err(|e| anyhow!("upgrade: {e}"))?;
     let (read, write): (WebSocketRead<ReadHalf<Io>>, Writer) = ws.split(tokio::io::split);
     Ok((FragmentCollectorRead::new(read), write))
 }

@@ -97,6 +97,24 @@ pub struct ServeArgs {
     /// fsync the store after each group-committed batch. Default: true.
     #[arg(long, env = "ROOKERY_STORE_SYNC")]
     pub store_sync: Option<bool>,
+    /// Sends per second per session (burst: twice as many); 0 for no limit. Default: 50.
+    #[arg(long, env = "ROOKERY_SEND_RATE_LIMIT")]
+    pub send_rate_limit: Option<f64>,
+    /// Typing frames per second per session (burst 5); 0 for no limit. Default: 2.
+    #[arg(long, env = "ROOKERY_TYPING_RATE_LIMIT")]
+    pub typing_rate_limit: Option<f64>,
+    /// Call signalling frames per second per session (burst: twice as many); 0 for no limit.
+    /// Default: 20.
+    #[arg(long, env = "ROOKERY_CALL_RATE_LIMIT")]
+    pub call_rate_limit: Option<f64>,
+    /// Rate-limit refusals within 10 s after which a session is closed with 4008; 0 never.
+    /// Default: 100.
+    #[arg(long, env = "ROOKERY_ABUSE_THRESHOLD")]
+    pub abuse_threshold: Option<u32>,
+    /// Milliseconds a user must stay without sessions before `offline` is announced (quick
+    /// reconnects announce nothing). Default: 3000.
+    #[arg(long, env = "ROOKERY_PRESENCE_GRACE_MS")]
+    pub presence_grace_ms: Option<u64>,
 }
 
 /// Log output format.
@@ -129,6 +147,11 @@ pub struct Config {
     pub login_failures_per_user: u32,
     pub login_failures_per_addr: u32,
     pub store_sync: bool,
+    pub send_rate_limit: f64,
+    pub typing_rate_limit: f64,
+    pub call_rate_limit: f64,
+    pub abuse_threshold: u32,
+    pub presence_grace: Duration,
     /// argon2id parameters (memory KiB, iterations, lanes). Fixed: m=19456, t=2, p=1.
     pub argon2: (u32, u32, u32),
 }
@@ -139,10 +162,7 @@ pub enum ConfigError {
     #[error("reading config file {path}: {detail}")]
     File { path: String, detail: String },
     #[error("invalid setting {setting}: {reason}")]
-    Invalid {
-        setting: &'static str,
-        reason: String,
-    },
+    Invalid { setting: &'static str, reason: String },
 }
 
 impl Config {
@@ -167,6 +187,11 @@ impl Config {
             login_failures_per_user: 5,
             login_failures_per_addr: 30,
             store_sync: true,
+            send_rate_limit: 50.0,
+            typing_rate_limit: 2.0,
+            call_rate_limit: 20.0,
+            abuse_threshold: 100,
+            presence_grace: Duration::from_millis(3000),
             argon2: (19_456, 2, 1),
         }
     }
@@ -178,14 +203,10 @@ impl Config {
     pub fn load(args: ServeArgs) -> Result<Self, ConfigError> {
         let file = match &args.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-                    path: path.display().to_string(),
-                    detail: e.to_string(),
-                })?;
-                toml::from_str::<ServeArgs>(&text).map_err(|e| ConfigError::File {
-                    path: path.display().to_string(),
-                    detail: e.to_string(),
-                })?
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::File { path: path.display().to_string(), detail: e.to_string() })?;
+                toml::from_str::<ServeArgs>(&text)
+                    .map_err(|e| ConfigError::File { path: path.display().to_string(), detail: e.to_string() })?
             }
             None => ServeArgs::default(),
         };
@@ -198,16 +219,10 @@ impl Config {
         if args.scylla.is_some() || file.scylla.is_some() {
             return Err(ConfigError::Invalid {
                 setting: "scylla",
-                reason: "the ScyllaDB store is not available in this version; run without --scylla"
-                    .into(),
+                reason: "the ScyllaDB store is not available in this version; run without --scylla".into(),
             });
         }
-        let d = Config::with_defaults(
-            args.data_dir
-                .clone()
-                .or(file.data_dir.clone())
-                .unwrap_or_else(|| "data".into()),
-        );
+        let d = Config::with_defaults(args.data_dir.clone().or(file.data_dir.clone()).unwrap_or_else(|| "data".into()));
         macro_rules! pick {
             ($field:ident) => {
                 args.$field.clone().or(file.$field.clone())
@@ -223,27 +238,21 @@ impl Config {
             log_format: pick!(log_format).unwrap_or(d.log_format),
             max_body: pick!(max_body).unwrap_or(d.max_body),
             max_frame: pick!(max_frame).unwrap_or(d.max_frame),
-            heartbeat: pick!(heartbeat_ms)
-                .map(Duration::from_millis)
-                .unwrap_or(d.heartbeat),
+            heartbeat: pick!(heartbeat_ms).map(Duration::from_millis).unwrap_or(d.heartbeat),
             outbound_queue: pick!(outbound_queue).unwrap_or(d.outbound_queue),
-            access_ttl: pick!(access_ttl)
-                .map(Duration::from_secs)
-                .unwrap_or(d.access_ttl),
-            refresh_ttl: pick!(refresh_ttl)
-                .map(Duration::from_secs)
-                .unwrap_or(d.refresh_ttl),
-            conv_idle: pick!(conv_idle)
-                .map(Duration::from_secs)
-                .unwrap_or(d.conv_idle),
-            shutdown_grace: pick!(shutdown_grace)
-                .map(Duration::from_secs)
-                .unwrap_or(d.shutdown_grace),
-            login_failures_per_user: pick!(login_failures_per_user)
-                .unwrap_or(d.login_failures_per_user),
-            login_failures_per_addr: pick!(login_failures_per_addr)
-                .unwrap_or(d.login_failures_per_addr),
+            access_ttl: pick!(access_ttl).map(Duration::from_secs).unwrap_or(d.access_ttl),
+            refresh_ttl: pick!(refresh_ttl).map(Duration::from_secs).unwrap_or(d.refresh_ttl),
+            conv_idle: pick!(conv_idle).map(Duration::from_secs).unwrap_or(d.conv_idle),
+            shutdown_grace: pick!(shutdown_grace).map(Duration::from_secs).unwrap_or(d.shutdown_grace),
+            login_failures_per_user: pick!(login_failures_per_user).unwrap_or(d.login_failures_per_user),
+            login_failures_per_addr: pick!(login_failures_per_addr).unwrap_or(d.login_failures_per_addr),
             store_sync: pick!(store_sync).unwrap_or(d.store_sync),
+            send_rate_limit: pick!(send_rate_limit).unwrap_or(d.send_rate_limit),
+            typing_rate_limit: pick!(typing_rate_limit).unwrap_or(d.typing_rate_limit),
+            call_rate_limit: pick!(call_rate_limit).unwrap_or(d.call_rate_limit),
+            abuse_threshold: pick!(abuse_threshold).unwrap_or(d.abuse_threshold),
+            presence_grace: pick!(presence_grace_ms).map(Duration::from_millis).unwrap_or(d.presence_grace),
+
             argon2: d.argon2,
         };
         c.validate()?;
@@ -255,12 +264,7 @@ impl Config {
     /// # Errors
     /// The first invalid setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |setting, reason: &str| {
-            Err(ConfigError::Invalid {
-                setting,
-                reason: reason.to_string(),
-            })
-        };
+        let bad = |setting, reason: &str| Err(ConfigError::Invalid { setting, reason: reason.to_string() });
         if self.max_body == 0 || self.max_body > self.max_frame {
             return bad("max-body", "must be between 1 and max-frame");
         }
@@ -269,6 +273,15 @@ impl Config {
         }
         if self.heartbeat < Duration::from_millis(100) {
             return bad("heartbeat-ms", "must be at least 100");
+        }
+        for (name, v) in [
+            ("send-rate-limit", self.send_rate_limit),
+            ("typing-rate-limit", self.typing_rate_limit),
+            ("call-rate-limit", self.call_rate_limit),
+        ] {
+            if !(0.0..=1_000_000.0).contains(&v) {
+                return Err(ConfigError::Invalid { setting: name, reason: "must be between 0 and 1000000".into() });
+            }
         }
         if self.outbound_queue < 16 {
             return bad("outbound-queue", "must be at least 16");
@@ -299,16 +312,8 @@ mod tests {
     fn layers_file_under_flags() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("rookery.toml");
-        std::fs::write(
-            &file,
-            "max_body = 100\nmax_frame = 4096\nnode_id = \"from-file\"\n",
-        )
-        .unwrap();
-        let args = ServeArgs {
-            config: Some(file),
-            max_body: Some(200),
-            ..Default::default()
-        };
+        std::fs::write(&file, "max_body = 100\nmax_frame = 4096\nnode_id = \"from-file\"\n").unwrap();
+        let args = ServeArgs { config: Some(file), max_body: Some(200), ..Default::default() };
         let c = Config::load(args).unwrap();
         assert_eq!(c.max_body, 200, "a flag beats the file");
         assert_eq!(c.max_frame, 4096, "the file beats the default");
@@ -318,26 +323,14 @@ mod tests {
 
     #[test]
     fn refuses_bad_values_with_the_setting_named() {
-        let e = Config::load(ServeArgs {
-            jwt_secret: Some("short".into()),
-            ..Default::default()
-        })
-        .unwrap_err();
+        let e = Config::load(ServeArgs { jwt_secret: Some("short".into()), ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("jwt-secret"), "{e}");
-        let e = Config::load(ServeArgs {
-            redis: Some("redis://x".into()),
-            ..Default::default()
-        })
-        .unwrap_err();
+        let e = Config::load(ServeArgs { redis: Some("redis://x".into()), ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("redis"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("bad.toml");
         std::fs::write(&file, "no_such_key = 1\n").unwrap();
-        let e = Config::load(ServeArgs {
-            config: Some(file),
-            ..Default::default()
-        })
-        .unwrap_err();
+        let e = Config::load(ServeArgs { config: Some(file), ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("no_such_key"), "{e}");
     }
 }

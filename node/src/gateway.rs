@@ -38,10 +38,7 @@ pub async fn upgrade(State(app): State<Arc<App>>, mut req: Request) -> Response 
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string)
         .or_else(|| {
-            req.uri().query().and_then(|q| {
-                q.split('&')
-                    .find_map(|kv| kv.strip_prefix("token=").map(str::to_string))
-            })
+            req.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=").map(str::to_string)))
         });
     let Some(claims) = token.and_then(|t| app.tokens.verify(&t)) else {
         return ApiError::unauthorized("missing, invalid or expired access token").into_response();
@@ -51,9 +48,7 @@ pub async fn upgrade(State(app): State<Arc<App>>, mut req: Request) -> Response 
     }
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,
-        Err(e) => {
-            return ApiError::bad_request(format!("bad upgrade request: {e}")).into_response()
-        }
+        Err(e) => return ApiError::bad_request(format!("bad upgrade request: {e}")).into_response(),
     };
     let expires_at_ms = claims.exp.saturating_mul(1000);
     let tracker = app.sockets.clone();
@@ -66,25 +61,16 @@ pub async fn upgrade(State(app): State<Arc<App>>, mut req: Request) -> Response 
     response.map(Body::new)
 }
 
-async fn serve<S>(
-    app: Arc<App>,
-    ws: fastwebsockets::WebSocket<S>,
-    user_id: String,
-    expires_at_ms: i64,
-) where
+async fn serve<S>(app: Arc<App>, ws: fastwebsockets::WebSocket<S>, user_id: String, expires_at_ms: i64)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let hub = app.hub.clone();
     let config = &app.config;
-    let addr = SessionAddr {
-        node_id: hub.node_id.clone(),
-        session_id: new_id().into(),
-        user_id: user_id.into(),
-    };
+    let addr = SessionAddr { node_id: hub.node_id.clone(), session_id: new_id().into(), user_id: user_id.into() };
     let span = tracing::info_span!("session", id = %addr.session_id, user = %addr.user_id);
     let _enter = span.enter();
-    let (handle, outbound) =
-        SessionHandle::new(addr.clone(), config.outbound_queue, hub.metrics.clone());
+    let (handle, outbound) = SessionHandle::new(addr.clone(), config.outbound_queue, hub.metrics.clone());
     hub.metrics.ws_connections.inc();
 
     let hello = ServerEvent::Hello {
@@ -92,11 +78,7 @@ async fn serve<S>(
         session_id: &addr.session_id,
         node_id: &hub.node_id,
         heartbeat_ms: config.heartbeat.as_millis() as u64,
-        limits: Limits {
-            max_body: config.max_body,
-            max_frame: config.max_frame,
-            sync_batch: hub.config.sync_batch,
-        },
+        limits: Limits { max_body: config.max_body, max_frame: config.max_frame, sync_batch: hub.config.sync_batch },
     };
     // Queued before the session is registered, so it is always the first frame.
     handle.push(encode_event(&hello));
@@ -167,9 +149,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 let code = match e {
                     WebSocketError::FrameTooLarge => Some(close::TOO_BIG),
                     WebSocketError::InvalidUTF8 => Some(close::INVALID_PAYLOAD),
-                    WebSocketError::UnexpectedEOF
-                    | WebSocketError::IoError(_)
-                    | WebSocketError::ConnectionClosed => None,
+                    WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) | WebSocketError::ConnectionClosed => {
+                        None
+                    }
                     _ => Some(close::PROTOCOL_ERROR),
                 };
                 if let Some(code) = code {
@@ -187,11 +169,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 } else {
                     close::NORMAL
                 };
-                handle.close_with(if code == close::GOING_AWAY {
-                    close::NORMAL
-                } else {
-                    code
-                });
+                handle.close_with(if code == close::GOING_AWAY { close::NORMAL } else { code });
                 return;
             }
             (OpCode::Ping | OpCode::Pong, _) => continue,
@@ -249,9 +227,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                             client_id: e.client_id(),
                             retry_after_ms: None,
                         };
-                        handle
-                            .push_wait(encode_event(&event), Duration::from_secs(10))
-                            .await;
+                        handle.push_wait(encode_event(&event), Duration::from_secs(10)).await;
                     }
                 }
             }
@@ -262,9 +238,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     client_id: None,
                     retry_after_ms: None,
                 };
-                handle
-                    .push_wait(encode_event(&event), Duration::from_secs(10))
-                    .await;
+                handle.push_wait(encode_event(&event), Duration::from_secs(10)).await;
             }
         }
     }
@@ -342,16 +316,10 @@ async fn write_coalesced<W: AsyncWrite + Unpin>(
     outbound: &mut OutboundReceiver,
     first: Bytes,
 ) -> Result<(), WebSocketError> {
-    write
-        .write_frame(Frame::text(Payload::Borrowed(&first)))
-        .await?;
+    write.write_frame(Frame::text(Payload::Borrowed(&first))).await?;
     for _ in 1..MAX_COALESCE {
         match outbound.frames.try_recv() {
-            Ok(next) => {
-                write
-                    .write_frame(Frame::text(Payload::Borrowed(&next)))
-                    .await?
-            }
+            Ok(next) => write.write_frame(Frame::text(Payload::Borrowed(&next))).await?,
             Err(_) => break,
         }
     }

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
+use rookery_actors::limits::Limit;
 use rookery_actors::{Hub, HubConfig, Metrics};
 use rookery_store::embedded::{EmbeddedOptions, EmbeddedStore};
 use rookery_store::Store;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -77,11 +78,7 @@ fn jwt_secret(config: &Config) -> anyhow::Result<String> {
     let path = config.data_dir.join("jwt.secret");
     if let Ok(s) = std::fs::read_to_string(&path) {
         let s = s.trim().to_string();
-        anyhow::ensure!(
-            s.len() >= 32,
-            "{} holds a secret shorter than 32 bytes",
-            path.display()
-        );
+        anyhow::ensure!(s.len() >= 32, "{} holds a secret shorter than 32 bytes", path.display());
         return Ok(s);
     }
     let secret = crate::auth::tokens::random_secret(48);
@@ -97,9 +94,7 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     options.mode(0o600);
-    let mut f = options
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
+    let mut f = options.open(path).with_context(|| format!("creating {}", path.display()))?;
     f.write_all(contents.as_bytes())?;
     f.sync_all()?;
     Ok(())
@@ -115,25 +110,18 @@ pub async fn start(config: Config, chat: TcpListener, admin: TcpListener) -> any
     let admin_addr = admin.local_addr()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let node_id = config
-        .node_id
-        .clone()
-        .unwrap_or_else(|| format!("node-{}", chat_addr.port()));
+    let node_id = config.node_id.clone().unwrap_or_else(|| format!("node-{}", chat_addr.port()));
     let metrics = Arc::new(Metrics::new());
 
     let batch_metrics = metrics.clone();
     let options = EmbeddedOptions {
         no_sync: !config.store_sync,
         observer: Some(Arc::new(move |_, took: Duration| {
-            batch_metrics
-                .store_batch_seconds
-                .observe(took.as_secs_f64())
+            batch_metrics.store_batch_seconds.observe(took.as_secs_f64())
         })),
     };
-    let store: Arc<dyn Store> = Arc::new(
-        EmbeddedStore::open(&config.data_dir.join("store"), options)
-            .context("opening the embedded store")?,
-    );
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(&config.data_dir.join("store"), options).context("opening the embedded store")?);
     let hub_config = HubConfig {
         node_id: node_id.clone(),
         max_body: config.max_body,
@@ -144,6 +132,11 @@ pub async fn start(config: Config, chat: TcpListener, admin: TcpListener) -> any
         conv_tick: Duration::from_secs(1).min(config.conv_idle),
         receipt_coalesce: Duration::from_millis(100),
         max_presence_query: 256,
+        send_limit: Limit { per_s: config.send_rate_limit, burst: config.send_rate_limit * 2.0 },
+        typing_limit: Limit { per_s: config.typing_rate_limit, burst: 5.0 },
+        call_limit: Limit { per_s: config.call_rate_limit, burst: config.call_rate_limit * 2.0 },
+        abuse_threshold: config.abuse_threshold,
+        presence_grace: config.presence_grace,
     };
     let hub = Hub::start(hub_config, store.clone(), metrics.clone()).await?;
     let secret = jwt_secret(&config)?;
@@ -160,10 +153,7 @@ pub async fn start(config: Config, chat: TcpListener, admin: TcpListener) -> any
     let app = Arc::new(App {
         passwords: Passwords::new(config.argon2, cores)?,
         tokens: Tokens::new(secret.as_bytes()),
-        throttle: LoginThrottle::new(
-            config.login_failures_per_user,
-            config.login_failures_per_addr,
-        ),
+        throttle: LoginThrottle::new(config.login_failures_per_user, config.login_failures_per_addr),
         config,
         hub: hub.clone(),
         store,
@@ -177,33 +167,13 @@ pub async fn start(config: Config, chat: TcpListener, admin: TcpListener) -> any
     let minter = app.clone();
     let mint_token: rookery_admin::TokenMinter = Arc::new(move |user: &str| {
         let ttl = minter.config.access_ttl.as_secs() as i64;
-        minter
-            .tokens
-            .access(user, rookery_actors::now_ms() / 1000, ttl)
+        minter.tokens.access(user, rookery_actors::now_ms() / 1000, ttl)
     });
-    let admin_router = rookery_admin::router(rookery_admin::Console {
-        metrics,
-        hub,
-        admin_token: admin_token.clone(),
-        mint_token,
-    });
-    let task = tokio::spawn(serve(
-        app.clone(),
-        chat,
-        chat_router,
-        admin,
-        admin_router,
-        shutdown.clone(),
-    ));
+    let admin_router =
+        rookery_admin::router(rookery_admin::Console { metrics, hub, admin_token: admin_token.clone(), mint_token });
+    let task = tokio::spawn(serve(app.clone(), chat, chat_router, admin, admin_router, shutdown.clone()));
     tracing::info!(%chat_addr, %admin_addr, node_id, "rookery node started");
-    Ok(Node {
-        chat_addr,
-        admin_addr,
-        app,
-        admin_token,
-        shutdown,
-        task,
-    })
+    Ok(Node { chat_addr, admin_addr, app, admin_token, shutdown, task })
 }
 
 async fn serve(

@@ -23,37 +23,15 @@ pub struct Limits {
 #[serde(tag = "op")]
 pub enum ServerEvent<'a> {
     #[serde(rename = "hello")]
-    Hello {
-        user_id: &'a str,
-        session_id: &'a str,
-        node_id: &'a str,
-        heartbeat_ms: u64,
-        limits: Limits,
-    },
+    Hello { user_id: &'a str, session_id: &'a str, node_id: &'a str, heartbeat_ms: u64, limits: Limits },
     #[serde(rename = "ack")]
-    Ack {
-        client_id: &'a str,
-        conv: &'a str,
-        id: &'a str,
-        seq: u64,
-        ts: i64,
-    },
+    Ack { client_id: &'a str, conv: &'a str, id: &'a str, seq: u64, ts: i64 },
     #[serde(rename = "msg")]
     Msg(&'a Message),
     #[serde(rename = "edited")]
-    Edited {
-        conv: &'a str,
-        id: &'a str,
-        seq: u64,
-        body: &'a str,
-        edited_at: i64,
-    },
+    Edited { conv: &'a str, id: &'a str, seq: u64, body: &'a str, edited_at: i64 },
     #[serde(rename = "deleted")]
-    Deleted {
-        conv: &'a str,
-        id: &'a str,
-        seq: u64,
-    },
+    Deleted { conv: &'a str, id: &'a str, seq: u64 },
     #[serde(rename = "receipt")]
     Receipt {
         conv: &'a str,
@@ -64,11 +42,7 @@ pub enum ServerEvent<'a> {
         read_seq: Option<u64>,
     },
     #[serde(rename = "typing")]
-    Typing {
-        conv: &'a str,
-        user_id: &'a str,
-        active: bool,
-    },
+    Typing { conv: &'a str, user_id: &'a str, active: bool },
     #[serde(rename = "presence")]
     Presence {
         user_id: &'a str,
@@ -78,11 +52,37 @@ pub enum ServerEvent<'a> {
     },
     #[serde(rename = "conv")]
     Conv { conversation: &'a Conversation },
-    #[serde(rename = "synced")]
-    Synced {
-        convs: &'a BTreeMap<String, u64>,
-        has_more: &'a BTreeMap<String, bool>,
+    #[serde(rename = "call.offer")]
+    CallOffer {
+        from: &'a str,
+        call_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sdp: Option<&'a str>,
     },
+    #[serde(rename = "call.answer")]
+    CallAnswer {
+        from: &'a str,
+        call_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sdp: Option<&'a str>,
+    },
+    #[serde(rename = "call.ice")]
+    CallIce {
+        from: &'a str,
+        call_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        candidate: Option<&'a serde_json::Value>,
+    },
+    #[serde(rename = "call.end")]
+    CallEnd {
+        from: &'a str,
+        call_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'a str>,
+    },
+
+    #[serde(rename = "synced")]
+    Synced { convs: &'a BTreeMap<String, u64>, has_more: &'a BTreeMap<String, bool> },
     #[serde(rename = "pong")]
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -124,8 +124,7 @@ mod tests {
             edited_at: None,
             deleted: false,
         };
-        let v: serde_json::Value =
-            serde_json::from_slice(&encode_event(&ServerEvent::Msg(&m))).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&encode_event(&ServerEvent::Msg(&m))).unwrap();
         assert_eq!(v["op"], "msg");
         assert_eq!(v["seq"], 3);
         assert_eq!(v["body"], "hi");
@@ -138,9 +137,6 @@ mod tests {
             retry_after_ms: Some(500),
         });
         let v: serde_json::Value = serde_json::from_slice(&e).unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({"op":"error","code":"slow_mode","message":"wait","retry_after_ms":500})
-        );
+        assert_eq!(v, serde_json::json!({"op":"error","code":"slow_mode","message":"wait","retry_after_ms":500}));
     }
 }

@@ -34,11 +34,7 @@ pub enum ClientFrame {
         attachments: Vec<serde_json::Value>,
     },
     #[serde(rename = "edit")]
-    Edit {
-        conv: String,
-        id: String,
-        body: String,
-    },
+    Edit { conv: String, id: String, body: String },
     #[serde(rename = "delete")]
     Delete { conv: String, id: String },
     #[serde(rename = "read")]
@@ -53,23 +49,11 @@ pub enum ClientFrame {
     #[serde(rename = "presence")]
     Presence { users: Vec<String> },
     #[serde(rename = "call.offer")]
-    CallOffer {
-        to: String,
-        call_id: String,
-        sdp: Option<String>,
-    },
+    CallOffer { to: String, call_id: String, sdp: Option<String> },
     #[serde(rename = "call.answer")]
-    CallAnswer {
-        to: String,
-        call_id: String,
-        sdp: Option<String>,
-    },
+    CallAnswer { to: String, call_id: String, sdp: Option<String> },
     #[serde(rename = "call.ice")]
-    CallIce {
-        to: String,
-        call_id: String,
-        candidate: Option<serde_json::Value>,
-    },
+    CallIce { to: String, call_id: String, candidate: Option<serde_json::Value> },
     #[serde(rename = "call.end")]
     CallEnd { to: String, call_id: String },
     #[serde(rename = "ping")]
@@ -113,11 +97,7 @@ pub enum DecodeError {
     UnknownOp(String),
     /// A known op with missing, extra or wrongly typed fields. `client_id` is echoed back when
     /// the frame carried one, so a client can match the error to its send.
-    InvalidFields {
-        op: String,
-        reason: String,
-        client_id: Option<String>,
-    },
+    InvalidFields { op: String, reason: String, client_id: Option<String> },
 }
 
 impl DecodeError {
@@ -169,10 +149,7 @@ fn classify(text: &[u8], typed_err: serde_json::Error) -> DecodeError {
     DecodeError::InvalidFields {
         op: op.to_string(),
         reason: typed_err.to_string(),
-        client_id: obj
-            .get("client_id")
-            .and_then(|v| v.as_str())
-            .map(|s| truncate(s, 128)),
+        client_id: obj.get("client_id").and_then(|v| v.as_str()).map(|s| truncate(s, 128)),
     }
 }
 
@@ -187,64 +164,31 @@ mod tests {
 
     #[test]
     fn decodes_send() {
-        let f = decode_client_frame(br#"{"op":"send","conv":"c","client_id":"k","body":"hi"}"#)
-            .unwrap();
+        let f = decode_client_frame(br#"{"op":"send","conv":"c","client_id":"k","body":"hi"}"#).unwrap();
         assert_eq!(
             f,
-            ClientFrame::Send {
-                conv: "c".into(),
-                client_id: "k".into(),
-                body: "hi".into(),
-                attachments: vec![]
-            }
+            ClientFrame::Send { conv: "c".into(), client_id: "k".into(), body: "hi".into(), attachments: vec![] }
         );
         assert_eq!(f.op(), "send");
     }
 
     #[test]
     fn decodes_sync_with_and_without_since() {
-        assert_eq!(
-            decode_client_frame(br#"{"op":"sync"}"#).unwrap(),
-            ClientFrame::Sync {
-                since: HashMap::new()
-            }
-        );
+        assert_eq!(decode_client_frame(br#"{"op":"sync"}"#).unwrap(), ClientFrame::Sync { since: HashMap::new() });
         let f = decode_client_frame(br#"{"op":"sync","since":{"a":3}}"#).unwrap();
-        assert_eq!(
-            f,
-            ClientFrame::Sync {
-                since: HashMap::from([("a".to_string(), 3)])
-            }
-        );
+        assert_eq!(f, ClientFrame::Sync { since: HashMap::from([("a".to_string(), 3)]) });
     }
 
     #[test]
     fn classifies_errors() {
-        assert!(matches!(
-            decode_client_frame(b"{nope"),
-            Err(DecodeError::Malformed(_))
-        ));
+        assert!(matches!(decode_client_frame(b"{nope"), Err(DecodeError::Malformed(_))));
         assert_eq!(decode_client_frame(b"[1,2]"), Err(DecodeError::NotAnObject));
-        assert_eq!(
-            decode_client_frame(br#"{"conv":"x"}"#),
-            Err(DecodeError::MissingOp)
-        );
-        assert_eq!(
-            decode_client_frame(br#"{"op":7}"#),
-            Err(DecodeError::MissingOp)
-        );
-        assert_eq!(
-            decode_client_frame(br#"{"op":"dance"}"#),
-            Err(DecodeError::UnknownOp("dance".into()))
-        );
-        let e = decode_client_frame(br#"{"op":"send","conv":"c","client_id":"k","body":5}"#)
-            .unwrap_err();
+        assert_eq!(decode_client_frame(br#"{"conv":"x"}"#), Err(DecodeError::MissingOp));
+        assert_eq!(decode_client_frame(br#"{"op":7}"#), Err(DecodeError::MissingOp));
+        assert_eq!(decode_client_frame(br#"{"op":"dance"}"#), Err(DecodeError::UnknownOp("dance".into())));
+        let e = decode_client_frame(br#"{"op":"send","conv":"c","client_id":"k","body":5}"#).unwrap_err();
         assert_eq!(e.client_id(), Some("k"));
-        assert!(
-            e.message().contains("invalid \"send\" frame"),
-            "{}",
-            e.message()
-        );
+        assert!(e.message().contains("invalid \"send\" frame"), "{}", e.message());
         let e = decode_client_frame(br#"{"op":"read","conv":"c","seq":-1}"#).unwrap_err();
         assert!(matches!(e, DecodeError::InvalidFields { .. }));
     }

@@ -13,7 +13,4 @@ mod objects;
 pub use codes::{close, ErrorCode};
 pub use events::{encode_event, Limits, ServerEvent};
 pub use frames::{decode_client_frame, ClientFrame, DecodeError, KNOWN_OPS};
-pub use objects::{
-    is_valid_id, ConvId, Conversation, ConversationKind, Member, Message, Role, Session, User,
-    UserId,
-};
+pub use objects::{is_valid_id, ConvId, Conversation, ConversationKind, Member, Message, Role, Session, User, UserId};

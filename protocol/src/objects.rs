@@ -77,10 +77,7 @@ pub struct Conversation {
 impl Conversation {
     /// The role of `user`, or `None` when they are not a member.
     pub fn role_of(&self, user: &str) -> Option<Role> {
-        self.members
-            .iter()
-            .find(|m| m.user_id == user)
-            .map(|m| m.role)
+        self.members.iter().find(|m| m.user_id == user).map(|m| m.role)
     }
 }
 
@@ -110,8 +107,5 @@ fn is_false(b: &bool) -> bool {
 /// Whether `s` has the shape of an id the node issues (1–64 of `A-Za-z0-9_-`). Anything else
 /// is refused at the edge, before it reaches the store.
 pub fn is_valid_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }

@@ -18,7 +18,12 @@ async fn measure(writers: usize, seconds: f64, body: usize) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let batches = Arc::new(AtomicU64::new(0));
     let b = batches.clone();
-    let options = EmbeddedOptions { no_sync: false, observer: Some(Arc::new(move |_, _| { b.fetch_add(1, Ordering::Relaxed); })) };
+    let options = EmbeddedOptions {
+        no_sync: false,
+        observer: Some(Arc::new(move |_, _| {
+            b.fetch_add(1, Ordering::Relaxed);
+        })),
+    };
     let store = Arc::new(EmbeddedStore::open(dir.path(), options).expect("open store"));
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);

@@ -9,17 +9,12 @@ use std::sync::Arc;
 
 use rookery_protocol::{ConversationKind, Message, Role, User};
 
-use crate::{
-    ConvMeta, CursorUpdate, HistoryQuery, RefreshRecord, RefreshUse, Store, StoreError, UserRecord,
-};
+use crate::{ConvMeta, CursorUpdate, HistoryQuery, RefreshRecord, RefreshUse, Store, StoreError, UserRecord};
 
 fn fresh(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("{prefix}{nanos:x}{}", N.fetch_add(1, Ordering::Relaxed))
 }
 
@@ -37,12 +32,7 @@ fn user(name: &str) -> UserRecord {
 }
 
 fn group(id: &str) -> ConvMeta {
-    ConvMeta {
-        id: id.to_string(),
-        kind: ConversationKind::Group,
-        title: Some("t".into()),
-        created_at: 1,
-    }
+    ConvMeta { id: id.to_string(), kind: ConversationKind::Group, title: Some("t".into()), created_at: 1 }
 }
 
 /// A message for tests.
@@ -83,138 +73,63 @@ pub async fn users(store: &dyn Store) {
     store.create_user(rec.clone()).await.unwrap();
     let mut dup = user(&name);
     dup.user.id = fresh("other");
-    assert!(matches!(
-        store.create_user(dup.clone()).await,
-        Err(StoreError::Conflict(_))
-    ));
-    assert_eq!(
-        store.user(&dup.user.id).await.unwrap(),
-        None,
-        "a refused signup stores nothing"
-    );
+    assert!(matches!(store.create_user(dup.clone()).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.user(&dup.user.id).await.unwrap(), None, "a refused signup stores nothing");
     assert_eq!(store.user(&rec.user.id).await.unwrap(), Some(rec.clone()));
     assert_eq!(store.user_by_name(&name).await.unwrap(), Some(rec.clone()));
     assert_eq!(store.user_by_name(&fresh("nobody")).await.unwrap(), None);
     let mut changed = rec.user.clone();
     changed.display_name = "New Name".into();
     store.update_user(changed).await.unwrap();
-    assert_eq!(
-        store
-            .user(&rec.user.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .user
-            .display_name,
-        "New Name"
-    );
+    assert_eq!(store.user(&rec.user.id).await.unwrap().unwrap().user.display_name, "New Name");
     let mut missing = rec.user.clone();
     missing.id = fresh("missing");
-    assert!(matches!(
-        store.update_user(missing).await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert!(matches!(store.update_user(missing).await, Err(StoreError::NotFound(_))));
 }
 
 /// Refresh tokens are single use; reuse revokes the user's tokens; expiry and revocation hold.
 pub async fn refresh_tokens(store: &dyn Store) {
     let uid = fresh("u");
-    let live = |exp| RefreshRecord {
-        user_id: uid.clone(),
-        expires_at_ms: exp,
-        used: false,
-    };
+    let live = |exp| RefreshRecord { user_id: uid.clone(), expires_at_ms: exp, used: false };
     let (t1, t2, t3) = (fresh("h"), fresh("h"), fresh("h"));
     store.put_refresh(&t1, live(1_000)).await.unwrap();
     store.put_refresh(&t2, live(1_000)).await.unwrap();
-    assert!(
-        matches!(store.use_refresh(&t1, 10).await.unwrap(), RefreshUse::Valid(r) if r.user_id == uid)
-    );
-    assert_eq!(
-        store.use_refresh(&t1, 10).await.unwrap(),
-        RefreshUse::Reused
-    );
-    assert_eq!(
-        store.use_refresh(&t2, 10).await.unwrap(),
-        RefreshUse::Invalid,
-        "reuse revokes the user's other tokens"
-    );
+    assert!(matches!(store.use_refresh(&t1, 10).await.unwrap(), RefreshUse::Valid(r) if r.user_id == uid));
+    assert_eq!(store.use_refresh(&t1, 10).await.unwrap(), RefreshUse::Reused);
+    assert_eq!(store.use_refresh(&t2, 10).await.unwrap(), RefreshUse::Invalid, "reuse revokes the user's other tokens");
     store.put_refresh(&t3, live(100)).await.unwrap();
-    assert_eq!(
-        store.use_refresh(&t3, 100).await.unwrap(),
-        RefreshUse::Invalid,
-        "expired"
-    );
+    assert_eq!(store.use_refresh(&t3, 100).await.unwrap(), RefreshUse::Invalid, "expired");
     let t4 = fresh("h");
     store.put_refresh(&t4, live(1_000)).await.unwrap();
     store.revoke_refresh(&t4).await.unwrap();
-    assert_eq!(
-        store.use_refresh(&t4, 10).await.unwrap(),
-        RefreshUse::Invalid
-    );
+    assert_eq!(store.use_refresh(&t4, 10).await.unwrap(), RefreshUse::Invalid);
     let t5 = fresh("h");
     store.put_refresh(&t5, live(1_000)).await.unwrap();
     store.revoke_user_refresh(&uid).await.unwrap();
-    assert_eq!(
-        store.use_refresh(&t5, 10).await.unwrap(),
-        RefreshUse::Invalid
-    );
-    assert_eq!(
-        store.use_refresh(&fresh("unknown"), 10).await.unwrap(),
-        RefreshUse::Invalid
-    );
+    assert_eq!(store.use_refresh(&t5, 10).await.unwrap(), RefreshUse::Invalid);
+    assert_eq!(store.use_refresh(&fresh("unknown"), 10).await.unwrap(), RefreshUse::Invalid);
 }
 
 /// Groups keep their members and roles; members come and go; a user lists their conversations.
 pub async fn conversations(store: &dyn Store) {
     let (a, b, c) = (fresh("a"), fresh("b"), fresh("c"));
     let id = fresh("g");
-    store
-        .create_conversation(
-            group(&id),
-            vec![(a.clone(), Role::Owner), (b.clone(), Role::Member)],
-        )
-        .await
-        .unwrap();
-    assert!(matches!(
-        store.create_conversation(group(&id), vec![]).await,
-        Err(StoreError::Conflict(_))
-    ));
+    store.create_conversation(group(&id), vec![(a.clone(), Role::Owner), (b.clone(), Role::Member)]).await.unwrap();
+    assert!(matches!(store.create_conversation(group(&id), vec![]).await, Err(StoreError::Conflict(_))));
     assert_eq!(store.conversation(&id).await.unwrap(), Some(group(&id)));
     let mut members = store.members(&id).await.unwrap();
     members.sort();
-    assert_eq!(
-        members,
-        vec![(a.clone(), Role::Owner), (b.clone(), Role::Member)]
-    );
+    assert_eq!(members, vec![(a.clone(), Role::Owner), (b.clone(), Role::Member)]);
     store.put_member(&id, &c, Role::Admin).await.unwrap();
     store.remove_member(&id, &b).await.unwrap();
     let mut members = store.members(&id).await.unwrap();
     members.sort();
-    assert_eq!(
-        members,
-        vec![(a.clone(), Role::Owner), (c.clone(), Role::Admin)]
-    );
-    assert_eq!(
-        store.user_conversations(&c).await.unwrap(),
-        vec![id.clone()]
-    );
+    assert_eq!(members, vec![(a.clone(), Role::Owner), (c.clone(), Role::Admin)]);
+    assert_eq!(store.user_conversations(&c).await.unwrap(), vec![id.clone()]);
     assert!(store.user_conversations(&b).await.unwrap().is_empty());
-    assert!(matches!(
-        store.put_member(&fresh("nope"), &c, Role::Member).await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert!(matches!(store.put_member(&fresh("nope"), &c, Role::Member).await, Err(StoreError::NotFound(_))));
     store.set_title(&id, Some("renamed".into())).await.unwrap();
-    assert_eq!(
-        store
-            .conversation(&id)
-            .await
-            .unwrap()
-            .unwrap()
-            .title
-            .as_deref(),
-        Some("renamed")
-    );
+    assert_eq!(store.conversation(&id).await.unwrap().unwrap().title.as_deref(), Some("renamed"));
     assert_eq!(store.conversation(&fresh("none")).await.unwrap(), None);
 }
 
@@ -225,12 +140,7 @@ pub async fn direct_conversations_are_unique_under_concurrency(store: Arc<dyn St
     for i in 0..16 {
         let (store, a, b) = (store.clone(), a.clone(), b.clone());
         tasks.push(tokio::spawn(async move {
-            let proposed = ConvMeta {
-                id: fresh("d"),
-                kind: ConversationKind::Direct,
-                title: None,
-                created_at: 1,
-            };
+            let proposed = ConvMeta { id: fresh("d"), kind: ConversationKind::Direct, title: None, created_at: 1 };
             // Alternate the argument order: the pair is unordered.
             if i % 2 == 0 {
                 store.direct_conversation(&a, &b, proposed).await.unwrap()
@@ -246,10 +156,7 @@ pub async fn direct_conversations_are_unique_under_concurrency(store: Arc<dyn St
         created += new as usize;
         ids.push(meta.id);
     }
-    assert_eq!(
-        created, 1,
-        "exactly one request creates the direct conversation"
-    );
+    assert_eq!(created, 1, "exactly one request creates the direct conversation");
     ids.dedup();
     assert_eq!(ids.len(), 1, "every request gets the same conversation");
     let mut members = store.members(&ids[0]).await.unwrap();
@@ -265,159 +172,61 @@ pub async fn history_pages(store: &dyn Store) {
     let other = fresh("h");
     let batch: Vec<Message> = (1..=25).map(|s| message(&conv, s, "u", None)).collect();
     store.append_messages(batch).await.unwrap();
-    store
-        .append_messages(vec![message(&other, 1, "u", None)])
-        .await
-        .unwrap();
+    store.append_messages(vec![message(&other, 1, "u", None)]).await.unwrap();
     let seqs = |ms: &[Message]| ms.iter().map(|m| m.seq).collect::<Vec<_>>();
 
-    let (page, more) = store
-        .messages(&conv, HistoryQuery::latest(10))
-        .await
-        .unwrap();
+    let (page, more) = store.messages(&conv, HistoryQuery::latest(10)).await.unwrap();
     assert_eq!(seqs(&page), (16..=25).collect::<Vec<_>>());
     assert!(more);
-    let (page, more) = store
-        .messages(&conv, HistoryQuery::before(16, 10))
-        .await
-        .unwrap();
+    let (page, more) = store.messages(&conv, HistoryQuery::before(16, 10)).await.unwrap();
     assert_eq!(seqs(&page), (6..=15).collect::<Vec<_>>());
     assert!(more);
-    let (page, more) = store
-        .messages(&conv, HistoryQuery::before(6, 10))
-        .await
-        .unwrap();
+    let (page, more) = store.messages(&conv, HistoryQuery::before(6, 10)).await.unwrap();
     assert_eq!(seqs(&page), (1..=5).collect::<Vec<_>>());
     assert!(!more);
-    let (page, more) = store
-        .messages(&conv, HistoryQuery::after(0, 10))
-        .await
-        .unwrap();
+    let (page, more) = store.messages(&conv, HistoryQuery::after(0, 10)).await.unwrap();
     assert_eq!(seqs(&page), (1..=10).collect::<Vec<_>>());
     assert!(more);
-    let (page, more) = store
-        .messages(&conv, HistoryQuery::after(20, 10))
-        .await
-        .unwrap();
+    let (page, more) = store.messages(&conv, HistoryQuery::after(20, 10)).await.unwrap();
     assert_eq!(seqs(&page), (21..=25).collect::<Vec<_>>());
     assert!(!more);
-    let between = HistoryQuery {
-        after_seq: Some(3),
-        before_seq: Some(7),
-        limit: 10,
-    };
-    assert_eq!(
-        seqs(&store.messages(&conv, between).await.unwrap().0),
-        vec![4, 5, 6]
-    );
-    assert!(store
-        .messages(&conv, HistoryQuery::before(0, 10))
-        .await
-        .unwrap()
-        .0
-        .is_empty());
+    let between = HistoryQuery { after_seq: Some(3), before_seq: Some(7), limit: 10 };
+    assert_eq!(seqs(&store.messages(&conv, between).await.unwrap().0), vec![4, 5, 6]);
+    assert!(store.messages(&conv, HistoryQuery::before(0, 10)).await.unwrap().0.is_empty());
     assert_eq!(store.last_message(&conv).await.unwrap().unwrap().seq, 25);
     assert_eq!(store.last_message(&fresh("empty")).await.unwrap(), None);
-    assert_eq!(
-        store
-            .message(&conv, &format!("{conv}-m7"))
-            .await
-            .unwrap()
-            .unwrap()
-            .seq,
-        7
-    );
-    assert_eq!(
-        store.count_unread(&conv, "someone", 20, 100).await.unwrap(),
-        5
-    );
-    assert_eq!(
-        store.count_unread(&conv, "someone", 0, 3).await.unwrap(),
-        3,
-        "capped"
-    );
-    assert_eq!(
-        store.count_unread(&conv, "u", 0, 100).await.unwrap(),
-        0,
-        "own messages are never unread"
-    );
+    assert_eq!(store.message(&conv, &format!("{conv}-m7")).await.unwrap().unwrap().seq, 7);
+    assert_eq!(store.count_unread(&conv, "someone", 20, 100).await.unwrap(), 5);
+    assert_eq!(store.count_unread(&conv, "someone", 0, 3).await.unwrap(), 3, "capped");
+    assert_eq!(store.count_unread(&conv, "u", 0, 100).await.unwrap(), 0, "own messages are never unread");
 }
 
 /// `client_id` finds the original message; a taken `seq` is refused and writes nothing.
 pub async fn dedupe_and_seq_conflicts(store: &dyn Store) {
     let conv = fresh("c");
-    store
-        .append_messages(vec![message(&conv, 1, "alice", Some("k1"))])
-        .await
-        .unwrap();
-    let found = store
-        .message_by_client_id(&conv, "alice", "k1")
-        .await
-        .unwrap()
-        .unwrap();
+    store.append_messages(vec![message(&conv, 1, "alice", Some("k1"))]).await.unwrap();
+    let found = store.message_by_client_id(&conv, "alice", "k1").await.unwrap().unwrap();
     assert_eq!(found.seq, 1);
-    assert_eq!(
-        store
-            .message_by_client_id(&conv, "bob", "k1")
-            .await
-            .unwrap(),
-        None,
-        "dedupe is per sender"
-    );
+    assert_eq!(store.message_by_client_id(&conv, "bob", "k1").await.unwrap(), None, "dedupe is per sender");
     let mut clash = message(&conv, 1, "bob", Some("k2"));
     clash.id = "other-id".into();
-    assert!(matches!(
-        store.append_messages(vec![clash]).await,
-        Err(StoreError::Conflict(_))
-    ));
-    assert_eq!(
-        store
-            .message_by_client_id(&conv, "bob", "k2")
-            .await
-            .unwrap(),
-        None,
-        "a refused append writes nothing"
-    );
+    assert!(matches!(store.append_messages(vec![clash]).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.message_by_client_id(&conv, "bob", "k2").await.unwrap(), None, "a refused append writes nothing");
     assert_eq!(store.message(&conv, "other-id").await.unwrap(), None);
-    assert_eq!(
-        store
-            .messages(&conv, HistoryQuery::latest(10))
-            .await
-            .unwrap()
-            .0
-            .len(),
-        1
-    );
+    assert_eq!(store.messages(&conv, HistoryQuery::latest(10)).await.unwrap().0.len(), 1);
 }
 
 /// Edits and deletes replace the stored message.
 pub async fn edits(store: &dyn Store) {
     let conv = fresh("e");
-    store
-        .append_messages(vec![message(&conv, 1, "u", None)])
-        .await
-        .unwrap();
-    let mut m = store
-        .message(&conv, &format!("{conv}-m1"))
-        .await
-        .unwrap()
-        .unwrap();
+    store.append_messages(vec![message(&conv, 1, "u", None)]).await.unwrap();
+    let mut m = store.message(&conv, &format!("{conv}-m1")).await.unwrap().unwrap();
     m.body = "edited".into();
     m.edited_at = Some(5);
     store.update_message(m.clone()).await.unwrap();
-    assert_eq!(
-        store
-            .messages(&conv, HistoryQuery::latest(1))
-            .await
-            .unwrap()
-            .0,
-        vec![m.clone()]
-    );
+    assert_eq!(store.messages(&conv, HistoryQuery::latest(1)).await.unwrap().0, vec![m.clone()]);
     let ghost = message(&conv, 9, "u", None);
-    assert!(matches!(
-        store.update_message(ghost).await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert!(matches!(store.update_message(ghost).await, Err(StoreError::NotFound(_))));
 }
 
 /// Cursors only move forward; reading implies delivery.
@@ -430,20 +239,11 @@ pub async fn cursors(store: &dyn Store) {
         delivered_seq: d,
         read_seq: r,
     };
-    store
-        .advance_cursors(vec![up(Some(5), None)])
-        .await
-        .unwrap();
-    store
-        .advance_cursors(vec![up(Some(3), Some(2))])
-        .await
-        .unwrap();
+    store.advance_cursors(vec![up(Some(5), None)]).await.unwrap();
+    store.advance_cursors(vec![up(Some(3), Some(2))]).await.unwrap();
     let cur = store.cursor(&u, &c).await.unwrap();
     assert_eq!((cur.delivered_seq, cur.read_seq), (5, 2));
-    store
-        .advance_cursors(vec![up(None, Some(9)), up(None, Some(4))])
-        .await
-        .unwrap();
+    store.advance_cursors(vec![up(None, Some(9)), up(None, Some(4))]).await.unwrap();
     let cur = store.cursor(&u, &c).await.unwrap();
     assert_eq!((cur.delivered_seq, cur.read_seq), (9, 9));
 }
@@ -456,9 +256,7 @@ pub async fn concurrent_appends_keep_every_message(store: Arc<dyn Store>) {
         for seq in 1..=50u64 {
             let (store, conv) = (store.clone(), conv.clone());
             tasks.push(tokio::spawn(async move {
-                store
-                    .append_messages(vec![message(&conv, seq, "u", Some(&format!("k{seq}")))])
-                    .await
+                store.append_messages(vec![message(&conv, seq, "u", Some(&format!("k{seq}")))]).await
             }));
         }
     }
@@ -466,14 +264,8 @@ pub async fn concurrent_appends_keep_every_message(store: Arc<dyn Store>) {
         t.await.unwrap().unwrap();
     }
     for conv in &convs {
-        let (page, more) = store
-            .messages(conv, HistoryQuery::after(0, 500))
-            .await
-            .unwrap();
+        let (page, more) = store.messages(conv, HistoryQuery::after(0, 500)).await.unwrap();
         assert!(!more);
-        assert_eq!(
-            page.iter().map(|m| m.seq).collect::<Vec<_>>(),
-            (1..=50).collect::<Vec<_>>()
-        );
+        assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), (1..=50).collect::<Vec<_>>());
     }
 }

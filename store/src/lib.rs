@@ -10,9 +10,7 @@ pub mod conformance;
 pub mod embedded;
 mod records;
 
-pub use records::{
-    ConvMeta, Cursor, CursorUpdate, HistoryQuery, RefreshRecord, RefreshUse, UserRecord,
-};
+pub use records::{ConvMeta, Cursor, CursorUpdate, HistoryQuery, RefreshRecord, RefreshUse, UserRecord};
 
 use async_trait::async_trait;
 use rookery_protocol::{Message, Role, User};
@@ -32,10 +30,7 @@ pub enum StoreError {
     Unavailable(String),
     /// A stored record could not be decoded. This is a bug or disk corruption.
     #[error("corrupt record in {keyspace}: {detail}")]
-    Corrupt {
-        keyspace: &'static str,
-        detail: String,
-    },
+    Corrupt { keyspace: &'static str, detail: String },
 }
 
 /// Result of every store call.
@@ -74,19 +69,10 @@ pub trait Store: Send + Sync + 'static {
     // ---- conversations -----------------------------------------------------------------------
 
     /// Creates a conversation with its first members.
-    async fn create_conversation(
-        &self,
-        meta: ConvMeta,
-        members: Vec<(String, Role)>,
-    ) -> StoreResult<()>;
+    async fn create_conversation(&self, meta: ConvMeta, members: Vec<(String, Role)>) -> StoreResult<()>;
     /// The one direct conversation of the pair `a`, `b`: returns the existing one with `false`,
     /// or creates `proposed` (members `a` and `b`, both `Member`) and returns it with `true`.
-    async fn direct_conversation(
-        &self,
-        a: &str,
-        b: &str,
-        proposed: ConvMeta,
-    ) -> StoreResult<(ConvMeta, bool)>;
+    async fn direct_conversation(&self, a: &str, b: &str, proposed: ConvMeta) -> StoreResult<(ConvMeta, bool)>;
     /// A conversation's metadata.
     async fn conversation(&self, id: &str) -> StoreResult<Option<ConvMeta>>;
     /// Changes a conversation's title.
@@ -115,20 +101,9 @@ pub trait Store: Send + Sync + 'static {
     /// The newest message of a conversation.
     async fn last_message(&self, conv: &str) -> StoreResult<Option<Message>>;
     /// The message a sender stored earlier with this `client_id`, for dedupe.
-    async fn message_by_client_id(
-        &self,
-        conv: &str,
-        sender: &str,
-        client_id: &str,
-    ) -> StoreResult<Option<Message>>;
+    async fn message_by_client_id(&self, conv: &str, sender: &str, client_id: &str) -> StoreResult<Option<Message>>;
     /// How many messages after `after_seq` were sent by someone other than `user`, up to `cap`.
-    async fn count_unread(
-        &self,
-        conv: &str,
-        user: &str,
-        after_seq: u64,
-        cap: usize,
-    ) -> StoreResult<usize>;
+    async fn count_unread(&self, conv: &str, user: &str, after_seq: u64, cap: usize) -> StoreResult<usize>;
 
     // ---- cursors -----------------------------------------------------------------------------
 

@@ -73,28 +73,16 @@ pub struct HistoryQuery {
 impl HistoryQuery {
     /// The newest `limit` messages.
     pub fn latest(limit: usize) -> Self {
-        HistoryQuery {
-            after_seq: None,
-            before_seq: None,
-            limit,
-        }
+        HistoryQuery { after_seq: None, before_seq: None, limit }
     }
 
     /// The oldest `limit` messages after `seq`.
     pub fn after(seq: u64, limit: usize) -> Self {
-        HistoryQuery {
-            after_seq: Some(seq),
-            before_seq: None,
-            limit,
-        }
+        HistoryQuery { after_seq: Some(seq), before_seq: None, limit }
     }
 
     /// The newest `limit` messages before `seq`.
     pub fn before(seq: u64, limit: usize) -> Self {
-        HistoryQuery {
-            after_seq: None,
-            before_seq: Some(seq),
-            limit,
-        }
+        HistoryQuery { after_seq: None, before_seq: Some(seq), limit }
     }
 }

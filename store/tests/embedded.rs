@@ -20,10 +20,7 @@ async fn acked_writes_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
-        store
-            .append_messages((1..=3).map(|s| message("conv", s, "u", None)).collect())
-            .await
-            .unwrap();
+        store.append_messages((1..=3).map(|s| message("conv", s, "u", None)).collect()).await.unwrap();
     }
     // The first handle is dropped; the writer thread ends once its channel closes, and the
     // directory lock is released when the database is dropped. Wait for that with a deadline.
@@ -38,14 +35,8 @@ async fn acked_writes_survive_reopening() {
             Err(e) => panic!("reopen: {e}"),
         }
     };
-    let (page, _) = store
-        .messages("conv", HistoryQuery::after(0, 10))
-        .await
-        .unwrap();
-    assert_eq!(
-        page.iter().map(|m| m.seq).collect::<Vec<_>>(),
-        vec![1, 2, 3]
-    );
+    let (page, _) = store.messages("conv", HistoryQuery::after(0, 10)).await.unwrap();
+    assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,26 +57,13 @@ async fn group_commit_batches_concurrent_writes() {
     for i in 0..500u64 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            store
-                .append_messages(vec![message(
-                    &format!("c{}", i % 10),
-                    i / 10 + 1,
-                    "u",
-                    None,
-                )])
-                .await
+            store.append_messages(vec![message(&format!("c{}", i % 10), i / 10 + 1, "u", None)]).await
         }));
     }
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    let (b, j) = (
-        batches.load(Ordering::Relaxed),
-        jobs.load(Ordering::Relaxed),
-    );
+    let (b, j) = (batches.load(Ordering::Relaxed), jobs.load(Ordering::Relaxed));
     assert_eq!(j, 500);
-    assert!(
-        b < 250,
-        "500 concurrent appends took {b} batches (fsyncs); group commit should fold them"
-    );
+    assert!(b < 250, "500 concurrent appends took {b} batches (fsyncs); group commit should fold them");
 }

@@ -19,8 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fastwebsockets::{
-    upgrade, FragmentCollectorRead, Frame, OpCode, Payload, WebSocket, WebSocketError,
-    WebSocketRead, WebSocketWrite,
+    upgrade, FragmentCollectorRead, Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead, WebSocketWrite,
 };
 use http_body_util::Empty;
 use hyper::body::Incoming;
@@ -80,9 +79,7 @@ fn parse_args() -> Result<SocketAddr, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    listen
-        .parse()
-        .map_err(|e| format!("bad --listen {listen:?}: {e}"))
+    listen.parse().map_err(|e| format!("bad --listen {listen:?}: {e}"))
 }
 
 async fn run(addr: SocketAddr) -> std::io::Result<()> {
@@ -113,9 +110,7 @@ async fn run(addr: SocketAddr) -> std::io::Result<()> {
         // Small frames must leave at once, not wait for Nagle's algorithm (as Rookery does).
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
-            let conn = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service_fn(route))
-                .with_upgrades();
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service_fn(route)).with_upgrades();
             let _ = conn.await;
         });
     }
@@ -219,10 +214,7 @@ where
     drop(tx);
     // The writer ends once the reader's control queue is closed (after any close reply);
     // don't let a peer that stopped reading pin this task forever.
-    if tokio::time::timeout(Duration::from_secs(5), &mut writer)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(Duration::from_secs(5), &mut writer).await.is_err() {
         writer.abort();
     }
 }
@@ -241,11 +233,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     loop {
         let mut obligated = |f: Frame<'_>| {
             let payload = Bytes::copy_from_slice(&f.payload);
-            let owed = if f.opcode == OpCode::Close {
-                Ctrl::Close(payload)
-            } else {
-                Ctrl::Pong(payload)
-            };
+            let owed = if f.opcode == OpCode::Close { Ctrl::Close(payload) } else { Ctrl::Pong(payload) };
             // A client that floods pings loses pongs, nothing else.
             let _ = ctrl.try_send(owed);
             std::future::ready(Ok::<(), Infallible>(()))
@@ -256,9 +244,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 let code: u16 = match e {
                     WebSocketError::FrameTooLarge => 1009,
                     WebSocketError::InvalidUTF8 => 1007,
-                    WebSocketError::UnexpectedEOF
-                    | WebSocketError::IoError(_)
-                    | WebSocketError::ConnectionClosed => return,
+                    WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) | WebSocketError::ConnectionClosed => {
+                        return
+                    }
                     _ => 1002,
                 };
                 let _ = ctrl.try_send(Ctrl::Close(Bytes::copy_from_slice(&code.to_be_bytes())));
@@ -336,13 +324,9 @@ async fn write_batch<W: AsyncWrite + Unpin>(
     data: &mut mpsc::Receiver<Bytes>,
     first: Bytes,
 ) -> Result<(), WebSocketError> {
-    write
-        .write_frame(Frame::text(Payload::Borrowed(&first)))
-        .await?;
+    write.write_frame(Frame::text(Payload::Borrowed(&first))).await?;
     while let Ok(next) = data.try_recv() {
-        write
-            .write_frame(Frame::text(Payload::Borrowed(&next)))
-            .await?;
+        write.write_frame(Frame::text(Payload::Borrowed(&next))).await?;
     }
     write.flush().await
 }

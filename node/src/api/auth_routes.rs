@@ -43,8 +43,7 @@ pub struct RefreshBody {
 /// Usernames: 3–32 of `a-z0-9_.-`.
 pub fn valid_username(u: &str) -> bool {
     (3..=32).contains(&u.len())
-        && u.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
+        && u.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
 }
 
 /// Display names: 1–64 characters, no control characters.
@@ -64,22 +63,8 @@ pub async fn issue_session(app: &App, user: User) -> Result<Session, ApiError> {
     let access_token = app.tokens.access(&user.id, now / 1000, ttl as i64);
     let (refresh_token, hash) = new_refresh_token();
     let expires_at_ms = now + app.config.refresh_ttl.as_millis() as i64;
-    app.store
-        .put_refresh(
-            &hash,
-            RefreshRecord {
-                user_id: user.id.clone(),
-                expires_at_ms,
-                used: false,
-            },
-        )
-        .await?;
-    Ok(Session {
-        user,
-        access_token,
-        refresh_token,
-        expires_in: ttl,
-    })
+    app.store.put_refresh(&hash, RefreshRecord { user_id: user.id.clone(), expires_at_ms, used: false }).await?;
+    Ok(Session { user, access_token, refresh_token, expires_in: ttl })
 }
 
 pub async fn signup(
@@ -87,18 +72,14 @@ pub async fn signup(
     ApiJson(body): ApiJson<SignupBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     if !valid_username(&body.username) {
-        return Err(ApiError::bad_request(
-            "username must be 3-32 characters of a-z, 0-9, _ . -",
-        ));
+        return Err(ApiError::bad_request("username must be 3-32 characters of a-z, 0-9, _ . -"));
     }
     if !valid_password(&body.password) {
         return Err(ApiError::bad_request("password must be 8-256 characters"));
     }
     let display_name = body.display_name.unwrap_or_else(|| body.username.clone());
     if !valid_display_name(&display_name) {
-        return Err(ApiError::bad_request(
-            "display_name must be 1-64 printable characters",
-        ));
+        return Err(ApiError::bad_request("display_name must be 1-64 printable characters"));
     }
     // Cheap check first so a taken name costs no hash; the store re-checks atomically.
     if app.store.user_by_name(&body.username).await?.is_some() {
@@ -108,25 +89,10 @@ pub async fn signup(
         tracing::error!(error = %e, "hashing failed");
         ApiError::internal()
     })?;
-    let user = User {
-        id: new_id(),
-        username: body.username,
-        display_name,
-        avatar: None,
-        created_at: now_ms(),
-    };
-    match app
-        .store
-        .create_user(UserRecord {
-            user: user.clone(),
-            password_hash,
-        })
-        .await
-    {
+    let user = User { id: new_id(), username: body.username, display_name, avatar: None, created_at: now_ms() };
+    match app.store.create_user(UserRecord { user: user.clone(), password_hash }).await {
         Ok(()) => {}
-        Err(StoreError::Conflict(_)) => {
-            return Err(ApiError::new(ErrorCode::Conflict, "username is taken"))
-        }
+        Err(StoreError::Conflict(_)) => return Err(ApiError::new(ErrorCode::Conflict, "username is taken")),
         Err(e) => return Err(e.into()),
     }
     Ok((StatusCode::CREATED, Json(issue_session(&app, user).await?)))
@@ -147,11 +113,7 @@ pub async fn login(
             retry_after: Some(secs),
         });
     }
-    let record = if valid_username(&body.username) {
-        app.store.user_by_name(&body.username).await?
-    } else {
-        None
-    };
+    let record = if valid_username(&body.username) { app.store.user_by_name(&body.username).await? } else { None };
     let phc = record.as_ref().map(|r| r.password_hash.clone());
     if !app.passwords.verify(body.password, phc).await {
         app.throttle.failed(&body.username, &addr, now);
@@ -169,17 +131,11 @@ pub async fn refresh(
     let hash = hash_refresh_token(&body.refresh_token);
     match app.store.use_refresh(&hash, now_ms()).await? {
         RefreshUse::Valid(record) => {
-            let user = app
-                .store
-                .user(&record.user_id)
-                .await?
-                .ok_or_else(|| ApiError::unauthorized("unknown user"))?;
+            let user = app.store.user(&record.user_id).await?.ok_or_else(|| ApiError::unauthorized("unknown user"))?;
             Ok(Json(issue_session(&app, user.user).await?))
         }
         RefreshUse::Reused => {
-            tracing::warn!(
-                "a used refresh token was presented again; the user's refresh tokens were revoked"
-            );
+            tracing::warn!("a used refresh token was presented again; the user's refresh tokens were revoked");
             Err(ApiError::unauthorized("refresh token already used"))
         }
         RefreshUse::Invalid => Err(ApiError::unauthorized("invalid or expired refresh token")),
@@ -201,8 +157,7 @@ pub async fn logout(
         struct LogoutBody {
             refresh_token: Option<String>,
         }
-        let parsed: LogoutBody =
-            serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let parsed: LogoutBody = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
         match parsed.refresh_token {
             Some(t) => app.store.revoke_refresh(&hash_refresh_token(&t)).await?,
             None => app.store.revoke_user_refresh(&user).await?,

@@ -12,8 +12,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use rookery_actors::{new_id, now_ms, ConvMsg, Outcome, Requester, RouteError};
 use rookery_protocol::{
-    encode_event, is_valid_id, Conversation, ConversationKind, ErrorCode, Member, Message, Role,
-    ServerEvent,
+    encode_event, is_valid_id, Conversation, ConversationKind, ErrorCode, Member, Message, Role, ServerEvent,
 };
 use rookery_store::{ConvMeta, HistoryQuery};
 use serde::{Deserialize, Serialize};
@@ -53,11 +52,7 @@ fn valid_title(t: &str) -> bool {
 }
 
 /// The conversation with its members if `user` is one of them; 404 otherwise.
-pub async fn load_as_member(
-    app: &App,
-    conv: &str,
-    user: &str,
-) -> Result<(Conversation, Role), ApiError> {
+pub async fn load_as_member(app: &App, conv: &str, user: &str) -> Result<(Conversation, Role), ApiError> {
     let not_found = || ApiError::not_found("no such conversation");
     if !is_valid_id(conv) {
         return Err(not_found());
@@ -76,14 +71,7 @@ fn assemble(meta: ConvMeta, members: Vec<(String, Role)>, last_seq: u64) -> Conv
         id: meta.id,
         kind: meta.kind,
         title: meta.title,
-        members: members
-            .into_iter()
-            .map(|(user_id, role)| Member {
-                user_id,
-                role,
-                read_seq: None,
-            })
-            .collect(),
+        members: members.into_iter().map(|(user_id, role)| Member { user_id, role, read_seq: None }).collect(),
         created_at: meta.created_at,
         last_seq,
     }
@@ -104,10 +92,7 @@ fn announce(app: &App, conv: &Conversation, also: &[String]) {
 async fn check_users_exist(app: &App, ids: &[String]) -> Result<(), ApiError> {
     for id in ids {
         if !is_valid_id(id) || app.store.user(id).await?.is_none() {
-            return Err(ApiError::not_found(format!(
-                "no such user: {}",
-                id.chars().take(64).collect::<String>()
-            )));
+            return Err(ApiError::not_found(format!("no such user: {}", id.chars().take(64).collect::<String>())));
         }
     }
     Ok(())
@@ -119,33 +104,22 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     if body.members.len() > MAX_MEMBERS_PER_REQUEST {
-        return Err(ApiError::bad_request(format!(
-            "at most {MAX_MEMBERS_PER_REQUEST} members per request"
-        )));
+        return Err(ApiError::bad_request(format!("at most {MAX_MEMBERS_PER_REQUEST} members per request")));
     }
     let now = now_ms();
     match body.kind {
         ConversationKind::Direct => {
             let [other] = body.members.as_slice() else {
-                return Err(ApiError::bad_request(
-                    "a direct conversation names exactly one other member",
-                ));
+                return Err(ApiError::bad_request("a direct conversation names exactly one other member"));
             };
             if *other == me {
-                return Err(ApiError::bad_request(
-                    "a direct conversation needs another user",
-                ));
+                return Err(ApiError::bad_request("a direct conversation needs another user"));
             }
             if body.title.is_some() {
                 return Err(ApiError::bad_request("direct conversations have no title"));
             }
             check_users_exist(&app, std::slice::from_ref(other)).await?;
-            let proposed = ConvMeta {
-                id: new_id(),
-                kind: ConversationKind::Direct,
-                title: None,
-                created_at: now,
-            };
+            let proposed = ConvMeta { id: new_id(), kind: ConversationKind::Direct, title: None, created_at: now };
             let (meta, created) = app.store.direct_conversation(&me, other, proposed).await?;
             // Someone who left their direct conversation rejoins it by asking for it again.
             let members = app.store.members(&meta.id).await?;
@@ -160,38 +134,22 @@ pub async fn create(
             if created || rejoined {
                 announce(&app, &conv, &[]);
             }
-            let status = if created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
+            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
             Ok((status, Json(conv)))
         }
         ConversationKind::Group => {
-            let title = body
-                .title
-                .ok_or_else(|| ApiError::bad_request("a group needs a title"))?;
+            let title = body.title.ok_or_else(|| ApiError::bad_request("a group needs a title"))?;
             if !valid_title(&title) {
-                return Err(ApiError::bad_request(
-                    "title must be 1-100 printable characters",
-                ));
+                return Err(ApiError::bad_request("title must be 1-100 printable characters"));
             }
             let mut others: Vec<String> = body.members.into_iter().filter(|m| *m != me).collect();
             others.sort();
             others.dedup();
             check_users_exist(&app, &others).await?;
-            let meta = ConvMeta {
-                id: new_id(),
-                kind: ConversationKind::Group,
-                title: Some(title),
-                created_at: now,
-            };
-            let mut members: Vec<(String, Role)> =
-                others.into_iter().map(|u| (u, Role::Member)).collect();
+            let meta = ConvMeta { id: new_id(), kind: ConversationKind::Group, title: Some(title), created_at: now };
+            let mut members: Vec<(String, Role)> = others.into_iter().map(|u| (u, Role::Member)).collect();
             members.push((me.clone(), Role::Owner));
-            app.store
-                .create_conversation(meta.clone(), members.clone())
-                .await?;
+            app.store.create_conversation(meta.clone(), members.clone()).await?;
             members.sort();
             let conv = assemble(meta, members, 0);
             announce(&app, &conv, &[]);
@@ -200,10 +158,7 @@ pub async fn create(
     }
 }
 
-pub async fn list(
-    State(app): State<Arc<App>>,
-    AuthUser(me): AuthUser,
-) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn list(State(app): State<Arc<App>>, AuthUser(me): AuthUser) -> Result<Json<serde_json::Value>, ApiError> {
     let mut out = Vec::new();
     for id in app.store.user_conversations(&me).await? {
         let Some(meta) = app.store.conversation(&id).await? else {
@@ -212,28 +167,12 @@ pub async fn list(
         let members = app.store.members(&id).await?;
         let last_message = app.store.last_message(&id).await?;
         let read_seq = app.store.cursor(&me, &id).await?.read_seq;
-        let unread = app
-            .store
-            .count_unread(&id, &me, read_seq, UNREAD_CAP)
-            .await?;
+        let unread = app.store.count_unread(&id, &me, read_seq, UNREAD_CAP).await?;
         let conversation = assemble(meta, members, last_message.as_ref().map_or(0, |m| m.seq));
-        out.push(ListedConversation {
-            conversation,
-            last_message,
-            read_seq,
-            unread,
-        });
+        out.push(ListedConversation { conversation, last_message, read_seq, unread });
     }
-    let activity = |c: &ListedConversation| {
-        c.last_message
-            .as_ref()
-            .map_or(c.conversation.created_at, |m| m.ts)
-    };
-    out.sort_by(|a, b| {
-        activity(b)
-            .cmp(&activity(a))
-            .then_with(|| b.conversation.id.cmp(&a.conversation.id))
-    });
+    let activity = |c: &ListedConversation| c.last_message.as_ref().map_or(c.conversation.created_at, |m| m.ts);
+    out.sort_by(|a, b| activity(b).cmp(&activity(a)).then_with(|| b.conversation.id.cmp(&a.conversation.id)));
     Ok(Json(serde_json::json!({ "conversations": out })))
 }
 
@@ -271,9 +210,7 @@ pub async fn patch(
 
     if let Some(title) = body.title {
         if !valid_title(&title) {
-            return Err(ApiError::bad_request(
-                "title must be 1-100 printable characters",
-            ));
+            return Err(ApiError::bad_request("title must be 1-100 printable characters"));
         }
         app.store.set_title(&id, Some(title.clone())).await?;
         conv.title = Some(title);
@@ -297,19 +234,13 @@ pub async fn add_members(
 ) -> Result<Json<Conversation>, ApiError> {
     let (conv, my_role) = load_as_member(&app, &id, &me).await?;
     if conv.kind == ConversationKind::Direct {
-        return Err(ApiError::bad_request(
-            "a direct conversation has exactly two members",
-        ));
+        return Err(ApiError::bad_request("a direct conversation has exactly two members"));
     }
     if !my_role.can_manage() {
-        return Err(ApiError::forbidden(
-            "only an owner or admin can add members",
-        ));
+        return Err(ApiError::forbidden("only an owner or admin can add members"));
     }
     if body.user_ids.is_empty() || body.user_ids.len() > MAX_MEMBERS_PER_REQUEST {
-        return Err(ApiError::bad_request(format!(
-            "user_ids must name 1-{MAX_MEMBERS_PER_REQUEST} users"
-        )));
+        return Err(ApiError::bad_request(format!("user_ids must name 1-{MAX_MEMBERS_PER_REQUEST} users")));
     }
     let role = body.role.unwrap_or(Role::Member);
     if role == Role::Owner {
@@ -334,19 +265,13 @@ pub async fn remove_member(
     Path((id, user)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let (conv, my_role) = load_as_member(&app, &id, &me).await?;
-    let target_role = conv
-        .role_of(&user)
-        .ok_or_else(|| ApiError::not_found("not a member"))?;
+    let target_role = conv.role_of(&user).ok_or_else(|| ApiError::not_found("not a member"))?;
     if user != me {
         if conv.kind == ConversationKind::Direct || !my_role.can_manage() {
-            return Err(ApiError::forbidden(
-                "only an owner or admin can remove other members",
-            ));
+            return Err(ApiError::forbidden("only an owner or admin can remove other members"));
         }
         if target_role == Role::Owner || (target_role == Role::Admin && my_role != Role::Owner) {
-            return Err(ApiError::forbidden(
-                "cannot remove a member of equal or higher role",
-            ));
+            return Err(ApiError::forbidden("cannot remove a member of equal or higher role"));
         }
     }
     app.store.remove_member(&id, &user).await?;
@@ -355,15 +280,10 @@ pub async fn remove_member(
     // A group never stays without an owner: when the last owner leaves, the senior remaining
     // member (an admin before a member, then the lowest id) becomes owner.
     if target_role == Role::Owner && !after.members.iter().any(|m| m.role == Role::Owner) {
-        let heir = after
-            .members
-            .iter_mut()
-            .max_by(|a, b| a.role.cmp(&b.role).then_with(|| b.user_id.cmp(&a.user_id)));
+        let heir = after.members.iter_mut().max_by(|a, b| a.role.cmp(&b.role).then_with(|| b.user_id.cmp(&a.user_id)));
         if let Some(heir) = heir {
             heir.role = Role::Owner;
-            app.store
-                .put_member(&id, &heir.user_id, Role::Owner)
-                .await?;
+            app.store.put_member(&id, &heir.user_id, Role::Owner).await?;
         }
     }
 
@@ -391,20 +311,9 @@ pub async fn messages(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request("limit must be 1-500"));
     }
-    let (messages, has_more) = app
-        .store
-        .messages(
-            &id,
-            HistoryQuery {
-                after_seq: p.after_seq,
-                before_seq: p.before_seq,
-                limit,
-            },
-        )
-        .await?;
-    Ok(Json(
-        serde_json::json!({ "messages": messages, "has_more": has_more }),
-    ))
+    let (messages, has_more) =
+        app.store.messages(&id, HistoryQuery { after_seq: p.after_seq, before_seq: p.before_seq, limit }).await?;
+    Ok(Json(serde_json::json!({ "messages": messages, "has_more": has_more })))
 }
 
 #[derive(Deserialize)]
@@ -429,18 +338,13 @@ pub async fn send(
         return Err(ApiError::bad_request("client_id must be 1-128 bytes"));
     }
     if body.body.len() > app.config.max_body {
-        return Err(ApiError::new(
-            ErrorCode::TooLarge,
-            format!("body is over {} bytes", app.config.max_body),
-        ));
+        return Err(ApiError::new(ErrorCode::TooLarge, format!("body is over {} bytes", app.config.max_body)));
     }
     if body.body.trim().is_empty() {
         return Err(ApiError::bad_request("body must not be empty"));
     }
     if !body.attachments.is_empty() {
-        return Err(ApiError::bad_request(
-            "attachments are not supported by this node",
-        ));
+        return Err(ApiError::bad_request("attachments are not supported by this node"));
     }
     if !is_valid_id(&id) {
         return Err(ApiError::not_found("no such conversation"));
@@ -461,21 +365,71 @@ pub async fn send(
     }
     match tokio::time::timeout(SEND_TIMEOUT, outcome).await {
         Ok(Ok(Outcome::Acked { id: msg_id, .. })) => {
-            let m = app
-                .store
-                .message(&id, &msg_id)
-                .await?
-                .ok_or_else(ApiError::internal)?;
+            let m = app.store.message(&id, &msg_id).await?.ok_or_else(ApiError::internal)?;
             Ok((StatusCode::CREATED, Json(m)))
         }
-        Ok(Ok(Outcome::Error(ErrorCode::NotMember, _))) => {
-            Err(ApiError::not_found("no such conversation"))
-        }
+        Ok(Ok(Outcome::Error(ErrorCode::NotMember, _))) => Err(ApiError::not_found("no such conversation")),
         Ok(Ok(Outcome::Error(code, message))) => Err(ApiError::new(code, message)),
         Ok(Ok(Outcome::Updated(_))) | Ok(Err(_)) => Err(ApiError::internal()),
-        Err(_) => Err(ApiError::new(
-            ErrorCode::Unavailable,
-            "the conversation did not answer in time",
-        )),
+        Err(_) => Err(ApiError::new(ErrorCode::Unavailable, "the conversation did not answer in time")),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EditBody {
+    body: String,
+}
+
+/// Sends an edit or delete to the conversation's actor and waits for its answer.
+async fn update_message(
+    app: &App,
+    me: &str,
+    conv: &str,
+    msg: impl FnOnce(Requester) -> ConvMsg,
+) -> Result<Message, ApiError> {
+    if !is_valid_id(conv) {
+        return Err(ApiError::not_found("no such conversation"));
+    }
+    let (from, outcome) = Requester::http(me);
+    match app.hub.router.route(conv, msg(from)).await {
+        Ok(()) => {}
+        Err(RouteError::NotFound) => return Err(ApiError::not_found("no such conversation")),
+        Err(RouteError::Unavailable(e)) => return Err(ApiError::new(ErrorCode::Unavailable, e)),
+    }
+    match tokio::time::timeout(SEND_TIMEOUT, outcome).await {
+        Ok(Ok(Outcome::Updated(m))) => Ok(*m),
+        Ok(Ok(Outcome::Error(ErrorCode::NotMember, _))) => Err(ApiError::not_found("no such conversation")),
+        Ok(Ok(Outcome::Error(code, message))) => Err(ApiError::new(code, message)),
+        Ok(Ok(Outcome::Acked { .. })) | Ok(Err(_)) => Err(ApiError::internal()),
+        Err(_) => Err(ApiError::new(ErrorCode::Unavailable, "the conversation did not answer in time")),
+    }
+}
+
+/// `PATCH /api/conversations/{id}/messages/{msg_id}`: edit one's own message.
+pub async fn edit_message(
+    State(app): State<Arc<App>>,
+    AuthUser(me): AuthUser,
+    Path((id, msg_id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<EditBody>,
+) -> Result<Json<Message>, ApiError> {
+    if body.body.len() > app.config.max_body {
+        return Err(ApiError::new(ErrorCode::TooLarge, format!("body is over {} bytes", app.config.max_body)));
+    }
+    if body.body.trim().is_empty() {
+        return Err(ApiError::bad_request("body must not be empty"));
+    }
+    let m = update_message(&app, &me, &id, |from| ConvMsg::Edit { from, id: msg_id, body: body.body }).await?;
+    Ok(Json(m))
+}
+
+/// `DELETE /api/conversations/{id}/messages/{msg_id}`: delete one's own message, or any as an
+/// owner or admin.
+pub async fn delete_message(
+    State(app): State<Arc<App>>,
+    AuthUser(me): AuthUser,
+    Path((id, msg_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    update_message(&app, &me, &id, |from| ConvMsg::Delete { from, id: msg_id }).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -41,21 +41,12 @@ impl FromRequestParts<Arc<App>> for AuthUser {
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-        let claims = app
-            .tokens
-            .verify(token)
-            .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
+        let claims = app.tokens.verify(token).ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
         Ok(AuthUser(claims.sub))
     }
 }
 
 /// The bearer token of a request, if any.
 pub fn bearer(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
 }

@@ -31,34 +31,20 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/auth/logout", post(auth_routes::logout))
         .route("/api/users/me", get(users::me).patch(users::patch_me))
         .route("/api/users/{id}", get(users::by_id))
+        .route("/api/conversations", post(conversations::create).get(conversations::list))
+        .route("/api/conversations/{id}", get(conversations::get).patch(conversations::patch))
+        .route("/api/conversations/{id}/members", post(conversations::add_members))
+        .route("/api/conversations/{id}/members/{user_id}", delete(conversations::remove_member))
+        .route("/api/conversations/{id}/messages", get(conversations::messages).post(conversations::send))
         .route(
-            "/api/conversations",
-            post(conversations::create).get(conversations::list),
-        )
-        .route(
-            "/api/conversations/{id}",
-            get(conversations::get).patch(conversations::patch),
-        )
-        .route(
-            "/api/conversations/{id}/members",
-            post(conversations::add_members),
-        )
-        .route(
-            "/api/conversations/{id}/members/{user_id}",
-            delete(conversations::remove_member),
-        )
-        .route(
-            "/api/conversations/{id}/messages",
-            get(conversations::messages).post(conversations::send),
+            "/api/conversations/{id}/messages/{msg_id}",
+            axum::routing::patch(conversations::edit_message).delete(conversations::delete_message),
         )
         .route("/ws", get(crate::gateway::upgrade))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            count_requests,
-        ))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), count_requests))
         .with_state(app)
 }
 
@@ -69,11 +55,9 @@ async fn healthz(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     match app.store.ping().await {
         Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
-        Err(_) => error::ApiError::new(
-            rookery_protocol::ErrorCode::Unavailable,
-            "store is not answering",
-        )
-        .into_response(),
+        Err(_) => {
+            error::ApiError::new(rookery_protocol::ErrorCode::Unavailable, "store is not answering").into_response()
+        }
     }
 }
 
@@ -90,21 +74,11 @@ async fn not_found() -> error::ApiError {
 
 /// Counts requests by matched route (never the raw path) and status.
 async fn count_requests(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_string();
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
     let started = Instant::now();
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
-    app.metrics
-        .http_requests
-        .with_label_values(&[&route, &status])
-        .inc();
-    app.metrics
-        .http_request_seconds
-        .with_label_values(&[&route])
-        .observe(started.elapsed().as_secs_f64());
+    app.metrics.http_requests.with_label_values(&[&route, &status]).inc();
+    app.metrics.http_request_seconds.with_label_values(&[&route]).observe(started.elapsed().as_secs_f64());
     response
 }

@@ -12,10 +12,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, AuthUser};
 use crate::server::App;
 
-pub async fn me(
-    State(app): State<Arc<App>>,
-    AuthUser(user): AuthUser,
-) -> Result<Json<User>, ApiError> {
+pub async fn me(State(app): State<Arc<App>>, AuthUser(user): AuthUser) -> Result<Json<User>, ApiError> {
     get_user(&app, &user).await.map(Json)
 }
 
@@ -34,26 +31,18 @@ pub async fn patch_me(
     let mut u = get_user(&app, &user).await?;
     if let Some(d) = body.display_name {
         if !valid_display_name(&d) {
-            return Err(ApiError::bad_request(
-                "display_name must be 1-64 printable characters",
-            ));
+            return Err(ApiError::bad_request("display_name must be 1-64 printable characters"));
         }
         u.display_name = d;
     }
     if body.avatar.is_some() {
-        return Err(ApiError::bad_request(
-            "avatars are not supported by this node",
-        ));
+        return Err(ApiError::bad_request("avatars are not supported by this node"));
     }
     app.store.update_user(u.clone()).await?;
     Ok(Json(u))
 }
 
-pub async fn by_id(
-    State(app): State<Arc<App>>,
-    _: AuthUser,
-    Path(id): Path<String>,
-) -> Result<Json<User>, ApiError> {
+pub async fn by_id(State(app): State<Arc<App>>, _: AuthUser, Path(id): Path<String>) -> Result<Json<User>, ApiError> {
     get_user(&app, &id).await.map(Json)
 }
 
@@ -61,10 +50,5 @@ pub async fn get_user(app: &App, id: &str) -> Result<User, ApiError> {
     if !is_valid_id(id) {
         return Err(ApiError::not_found("no such user"));
     }
-    Ok(app
-        .store
-        .user(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such user"))?
-        .user)
+    Ok(app.store.user(id).await?.ok_or_else(|| ApiError::not_found("no such user"))?.user)
 }

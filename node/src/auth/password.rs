@@ -7,9 +7,7 @@
 
 use std::sync::Arc;
 
-use argon2::password_hash::{
-    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
-};
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
 
@@ -36,11 +34,7 @@ impl Passwords {
     pub fn new((m, t, p): (u32, u32, u32), max_concurrent: usize) -> Result<Self, HashError> {
         let params = Params::new(m, t, p, None).map_err(|e| HashError(e.to_string()))?;
         let decoy = hash_blocking(&params, &uuid::Uuid::new_v4().to_string())?;
-        Ok(Passwords {
-            params,
-            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
-            decoy: Arc::new(decoy),
-        })
+        Ok(Passwords { params, permits: Arc::new(Semaphore::new(max_concurrent.max(1))), decoy: Arc::new(decoy) })
     }
 
     /// Hashes `password` into a PHC string.
@@ -48,11 +42,7 @@ impl Passwords {
     /// # Errors
     /// When hashing itself fails.
     pub async fn hash(&self, password: String) -> Result<String, HashError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| HashError(e.to_string()))?;
+        let _permit = self.permits.acquire().await.map_err(|e| HashError(e.to_string()))?;
         let params = self.params.clone();
         tokio::task::spawn_blocking(move || hash_blocking(&params, &password))
             .await
@@ -68,11 +58,8 @@ impl Passwords {
         let known = phc.is_some();
         let phc = phc.unwrap_or_else(|| self.decoy.to_string());
         let ok = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&phc).is_ok_and(|parsed| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
+            PasswordHash::new(&phc)
+                .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
         })
         .await
         .unwrap_or(false);

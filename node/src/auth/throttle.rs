@@ -29,12 +29,7 @@ pub struct LoginThrottle {
 impl LoginThrottle {
     /// Allows `user_limit` failures per username and `addr_limit` per address per minute.
     pub fn new(user_limit: u32, addr_limit: u32) -> Self {
-        LoginThrottle {
-            per_user: DashMap::new(),
-            per_addr: DashMap::new(),
-            user_limit,
-            addr_limit,
-        }
+        LoginThrottle { per_user: DashMap::new(), per_addr: DashMap::new(), user_limit, addr_limit }
     }
 
     /// `Some(retry_after)` when a login for `user` from `addr` must be refused now.
@@ -45,10 +40,7 @@ impl LoginThrottle {
                 (elapsed < WINDOW && w.failures >= limit).then(|| WINDOW - elapsed)
             })
         };
-        match (
-            blocked(&self.per_user, user, self.user_limit),
-            blocked(&self.per_addr, addr, self.addr_limit),
-        ) {
+        match (blocked(&self.per_user, user, self.user_limit), blocked(&self.per_addr, addr, self.addr_limit)) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         }
@@ -73,15 +65,9 @@ fn bump(table: &DashMap<String, Window>, key: &str, now: Instant) {
             table.clear();
         }
     }
-    let mut w = table.entry(key.to_string()).or_insert(Window {
-        started: now,
-        failures: 0,
-    });
+    let mut w = table.entry(key.to_string()).or_insert(Window { started: now, failures: 0 });
     if now.saturating_duration_since(w.started) >= WINDOW {
-        *w = Window {
-            started: now,
-            failures: 0,
-        };
+        *w = Window { started: now, failures: 0 };
     }
     w.failures += 1;
 }
@@ -98,25 +84,14 @@ mod tests {
             assert!(t.check("alice", "1.1.1.1", t0).is_none());
             t.failed("alice", "1.1.1.1", t0);
         }
-        let wait = t
-            .check("alice", "9.9.9.9", t0 + Duration::from_secs(10))
-            .expect("user blocked");
+        let wait = t.check("alice", "9.9.9.9", t0 + Duration::from_secs(10)).expect("user blocked");
         assert_eq!(wait, Duration::from_secs(50));
-        assert!(
-            t.check("bob", "9.9.9.9", t0).is_none(),
-            "other users are not affected"
-        );
-        assert!(
-            t.check("alice", "1.1.1.1", t0 + WINDOW).is_none(),
-            "the window ends"
-        );
+        assert!(t.check("bob", "9.9.9.9", t0).is_none(), "other users are not affected");
+        assert!(t.check("alice", "1.1.1.1", t0 + WINDOW).is_none(), "the window ends");
         for i in 0..5 {
             t.failed(&format!("u{i}"), "2.2.2.2", t0);
         }
-        assert!(
-            t.check("fresh", "2.2.2.2", t0).is_some(),
-            "address blocked across usernames"
-        );
+        assert!(t.check("fresh", "2.2.2.2", t0).is_some(), "address blocked across usernames");
         t.succeeded("alice");
         assert!(t.check("alice", "3.3.3.3", t0).is_none());
     }

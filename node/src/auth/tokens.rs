@@ -36,21 +36,12 @@ impl Tokens {
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         validation.leeway = 0;
-        Tokens {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            validation,
-        }
+        Tokens { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation }
     }
 
     /// An access token for `user_id` valid for `ttl_s` seconds from `now_s`.
     pub fn access(&self, user_id: &str, now_s: i64, ttl_s: i64) -> String {
-        let claims = AccessClaims {
-            sub: user_id.to_string(),
-            iss: ISSUER.into(),
-            iat: now_s,
-            exp: now_s + ttl_s,
-        };
+        let claims = AccessClaims { sub: user_id.to_string(), iss: ISSUER.into(), iat: now_s, exp: now_s + ttl_s };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing cannot fail")
     }
@@ -58,9 +49,7 @@ impl Tokens {
     /// The claims of a valid token; `None` for a bad signature, another algorithm, another
     /// issuer, an expired token or garbage.
     pub fn verify(&self, token: &str) -> Option<AccessClaims> {
-        jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation)
-            .ok()
-            .map(|d| d.claims)
+        jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation).ok().map(|d| d.claims)
     }
 }
 
@@ -101,60 +90,34 @@ mod tests {
         // Expired.
         assert!(t.verify(&t.access("u1", far - 120, 60)).is_none());
         // Another key.
-        assert!(Tokens::new(b"another secret another secret xx")
-            .verify(&tok)
-            .is_none());
+        assert!(Tokens::new(b"another secret another secret xx").verify(&tok).is_none());
         // Garbage.
         assert!(t.verify("not.a.jwt").is_none());
         // Another issuer.
-        let claims = AccessClaims {
-            sub: "u1".into(),
-            iss: "evil".into(),
-            iat: far,
-            exp: far + 60,
-        };
-        let forged = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(SECRET),
-        )
-        .unwrap();
+        let claims = AccessClaims { sub: "u1".into(), iss: "evil".into(), iat: far, exp: far + 60 };
+        let forged =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).unwrap();
         assert!(t.verify(&forged).is_none());
         // alg none: header {"alg":"none"} with the right claims and no signature.
         let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-        let body = serde_json::to_string(&AccessClaims {
-            sub: "u1".into(),
-            iss: ISSUER.into(),
-            iat: far,
-            exp: far + 60,
-        })
-        .unwrap();
+        let body =
+            serde_json::to_string(&AccessClaims { sub: "u1".into(), iss: ISSUER.into(), iat: far, exp: far + 60 })
+                .unwrap();
         let none = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(&body));
         assert!(t.verify(&none).is_none());
         // HS512 with the same secret: the algorithm is pinned.
-        let hs512 = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS512),
-            &claims_for(far),
-            &EncodingKey::from_secret(SECRET),
-        )
-        .unwrap();
+        let hs512 =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS512), &claims_for(far), &EncodingKey::from_secret(SECRET))
+                .unwrap();
         assert!(t.verify(&hs512).is_none());
     }
 
     fn claims_for(now: i64) -> AccessClaims {
-        AccessClaims {
-            sub: "u1".into(),
-            iss: ISSUER.into(),
-            iat: now,
-            exp: now + 60,
-        }
+        AccessClaims { sub: "u1".into(), iss: ISSUER.into(), iat: now, exp: now + 60 }
     }
 
     fn chrono_now() -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
     }
 
     #[test]

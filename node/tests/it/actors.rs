@@ -15,19 +15,13 @@ async fn a_conversation_actor_that_panics_restarts_and_history_is_intact() {
     let mut aws = n.ws(&a).await;
     let mut bws = n.ws(&b).await;
     for i in 1..=3 {
-        assert_eq!(
-            aws.send_msg(&id, &format!("k{i}"), &format!("m{i}")).await["seq"],
-            i
-        );
+        assert_eq!(aws.send_msg(&id, &format!("k{i}"), &format!("m{i}")).await["seq"], i);
     }
     let hub = &n.node().app.hub;
     hub.router.route(&id, ConvMsg::InjectPanic).await.unwrap();
     let text = n.metrics().await;
     eventually("the restart to be counted", || async {
-        metric(
-            &n.metrics().await,
-            "rookery_actor_restarts_total{kind=\"conversation\"}",
-        ) == 1.0
+        metric(&n.metrics().await, "rookery_actor_restarts_total{kind=\"conversation\"}") == 1.0
     })
     .await;
     drop(text);
@@ -35,11 +29,7 @@ async fn a_conversation_actor_that_panics_restarts_and_history_is_intact() {
     let ack = aws.send_msg(&id, "k4", "after the crash").await;
     assert_eq!(ack["op"], "ack");
     assert_eq!(ack["seq"], 4);
-    assert_eq!(
-        aws.send_msg(&id, "k2", "m2").await["seq"],
-        2,
-        "dedupe survives the restart"
-    );
+    assert_eq!(aws.send_msg(&id, "k2", "m2").await["seq"], 2, "dedupe survives the restart");
     loop {
         let m = bws.expect_op("msg").await;
         if m["seq"] == 4 {
@@ -47,15 +37,8 @@ async fn a_conversation_actor_that_panics_restarts_and_history_is_intact() {
             break;
         }
     }
-    let (_, page) = n
-        .get(&format!("/api/conversations/{id}/messages"), tok(&b))
-        .await;
-    let seqs: Vec<u64> = page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_u64().unwrap())
-        .collect();
+    let (_, page) = n.get(&format!("/api/conversations/{id}/messages"), tok(&b)).await;
+    let seqs: Vec<u64> = page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, vec![1, 2, 3, 4]);
 }
 
@@ -65,10 +48,7 @@ async fn a_crashed_session_never_affects_another() {
     let (a, b) = (n.signup("alice").await, n.signup("bob").await);
     let id = n.group(&a, &[&b]).await;
     let mut victim = n.ws_raw(tok(&a)).await.unwrap();
-    let victim_id = victim.expect_op("hello").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let victim_id = victim.expect_op("hello").await["session_id"].as_str().unwrap().to_string();
     let mut survivor = n.ws(&a).await;
     let mut bws = n.ws(&b).await;
     let hub = n.node().app.hub.clone();
@@ -79,10 +59,7 @@ async fn a_crashed_session_never_affects_another() {
     assert_eq!(ack["op"], "ack");
     assert_eq!(bws.expect_op("msg").await["body"], "still here");
     eventually("the crash to be counted", || async {
-        metric(
-            &n.metrics().await,
-            "rookery_actor_restarts_total{kind=\"session\"}",
-        ) == 1.0
+        metric(&n.metrics().await, "rookery_actor_restarts_total{kind=\"session\"}") == 1.0
     })
     .await;
     assert_eq!(hub.sessions.of_user(uid(&a)).len(), 1);
@@ -98,20 +75,10 @@ async fn idle_conversation_actors_stop_and_start_again_on_demand() {
     let hub = n.node().app.hub.clone();
     assert_eq!(hub.router.running(), 1);
     assert_eq!(metric(&n.metrics().await, "rookery_groups_active"), 1.0);
-    eventually("the idle actor to stop", || async {
-        hub.router.running() == 0
-    })
-    .await;
-    eventually("the gauge to drop", || async {
-        metric(&n.metrics().await, "rookery_groups_active") == 0.0
-    })
-    .await;
+    eventually("the idle actor to stop", || async { hub.router.running() == 0 }).await;
+    eventually("the gauge to drop", || async { metric(&n.metrics().await, "rookery_groups_active") == 0.0 }).await;
     let ack = aws.send_msg(&id, "k2", "two").await;
     assert_eq!(ack["seq"], 2, "a new actor continues from the store");
     assert_eq!(hub.router.running(), 1);
-    assert_eq!(
-        aws.send_msg(&id, "k1", "one").await["seq"],
-        1,
-        "dedupe reaches the store"
-    );
+    assert_eq!(aws.send_msg(&id, "k1", "one").await["seq"], 1, "dedupe reaches the store");
 }

@@ -14,66 +14,26 @@ async fn signup_validates_and_keeps_usernames_unique() {
     assert_eq!(s["expires_in"], 900);
     assert!(s["refresh_token"].as_str().unwrap().len() >= 32);
 
-    let (status, body) = n
-        .post(
-            "/api/auth/signup",
-            None,
-            json!({"username":"alice","password":"password123"}),
-        )
-        .await;
+    let (status, body) = n.post("/api/auth/signup", None, json!({"username":"alice","password":"password123"})).await;
     assert_eq!(status, 409);
     assert_eq!(body["error"]["code"], "conflict");
 
-    for bad in [
-        "ab",
-        "UPPER",
-        "has space",
-        "x".repeat(33).as_str(),
-        "émile",
-        "",
-    ] {
-        let (status, body) = n
-            .post(
-                "/api/auth/signup",
-                None,
-                json!({"username": bad, "password":"password123"}),
-            )
-            .await;
+    for bad in ["ab", "UPPER", "has space", "x".repeat(33).as_str(), "émile", ""] {
+        let (status, body) = n.post("/api/auth/signup", None, json!({"username": bad, "password":"password123"})).await;
         assert_eq!(status, 400, "username {bad:?}");
         assert_eq!(body["error"]["code"], "bad_request");
     }
     for bad in ["short", &"p".repeat(257)] {
-        let (status, _) = n
-            .post(
-                "/api/auth/signup",
-                None,
-                json!({"username":"bob","password": bad}),
-            )
-            .await;
+        let (status, _) = n.post("/api/auth/signup", None, json!({"username":"bob","password": bad})).await;
         assert_eq!(status, 400);
     }
-    let (status, _) = n
-        .post(
-            "/api/auth/signup",
-            None,
-            json!({"username":"bob","password":"password123","display_name":""}),
-        )
-        .await;
+    let (status, _) =
+        n.post("/api/auth/signup", None, json!({"username":"bob","password":"password123","display_name":""})).await;
     assert_eq!(status, 400);
-    let (status, _) = n
-        .post(
-            "/api/auth/signup",
-            None,
-            json!({"username":"bob","password":12345678}),
-        )
-        .await;
+    let (status, _) = n.post("/api/auth/signup", None, json!({"username":"bob","password":12345678})).await;
     assert_eq!(status, 400, "wrong type");
     let (status, body) = n
-        .post(
-            "/api/auth/signup",
-            None,
-            json!({"username":"bob.b-1_x","password":"password123","display_name":"Bob B"}),
-        )
+        .post("/api/auth/signup", None, json!({"username":"bob.b-1_x","password":"password123","display_name":"Bob B"}))
         .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["user"]["display_name"], "Bob B");
@@ -83,29 +43,11 @@ async fn signup_validates_and_keeps_usernames_unique() {
 async fn login_answers_the_same_for_unknown_users_and_wrong_passwords() {
     let n = TestNode::start().await;
     n.signup("alice").await;
-    let (status, body) = n
-        .post(
-            "/api/auth/login",
-            None,
-            json!({"username":"alice","password":"password123"}),
-        )
-        .await;
+    let (status, body) = n.post("/api/auth/login", None, json!({"username":"alice","password":"password123"})).await;
     assert_eq!(status, 200);
     assert_eq!(body["user"]["username"], "alice");
-    let (s1, wrong) = n
-        .post(
-            "/api/auth/login",
-            None,
-            json!({"username":"alice","password":"nope-nope"}),
-        )
-        .await;
-    let (s2, unknown) = n
-        .post(
-            "/api/auth/login",
-            None,
-            json!({"username":"nobody","password":"nope-nope"}),
-        )
-        .await;
+    let (s1, wrong) = n.post("/api/auth/login", None, json!({"username":"alice","password":"nope-nope"})).await;
+    let (s2, unknown) = n.post("/api/auth/login", None, json!({"username":"nobody","password":"nope-nope"})).await;
     assert_eq!((s1, s2), (401, 401));
     assert_eq!(wrong, unknown);
 }
@@ -119,13 +61,7 @@ async fn login_is_throttled_per_username_and_per_address() {
     .await;
     n.signup("alice").await;
     for _ in 0..3 {
-        let (s, _) = n
-            .post(
-                "/api/auth/login",
-                None,
-                json!({"username":"alice","password":"wrong-password"}),
-            )
-            .await;
+        let (s, _) = n.post("/api/auth/login", None, json!({"username":"alice","password":"wrong-password"})).await;
         assert_eq!(s, 401);
     }
     // Throttled now, even with the right password.
@@ -137,34 +73,19 @@ async fn login_is_throttled_per_username_and_per_address() {
         .await
         .unwrap();
     assert_eq!(r.status(), 429);
-    let retry: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry));
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limited");
 
     // Per address: failures spread over other usernames also block this client address.
     for i in 0..3 {
-        let (s, _) = n
-            .post(
-                "/api/auth/login",
-                None,
-                json!({"username": format!("ghost{i}"),"password":"wrong-password"}),
-            )
-            .await;
+        let (s, _) =
+            n.post("/api/auth/login", None, json!({"username": format!("ghost{i}"),"password":"wrong-password"})).await;
         assert_eq!(s, 401);
     }
     n.signup("carol").await;
-    let (s, _) = n
-        .post(
-            "/api/auth/login",
-            None,
-            json!({"username":"carol","password":"password123"}),
-        )
-        .await;
+    let (s, _) = n.post("/api/auth/login", None, json!({"username":"carol","password":"password123"})).await;
     assert_eq!(s, 429, "the address is throttled across usernames");
 }
 
@@ -173,9 +94,7 @@ async fn refresh_tokens_rotate_and_a_reused_one_is_refused() {
     let n = TestNode::start().await;
     let s = n.signup("alice").await;
     let first = s["refresh_token"].as_str().unwrap();
-    let (status, rotated) = n
-        .post("/api/auth/refresh", None, json!({"refresh_token": first}))
-        .await;
+    let (status, rotated) = n.post("/api/auth/refresh", None, json!({"refresh_token": first})).await;
     assert_eq!(status, 200);
     let second = rotated["refresh_token"].as_str().unwrap();
     assert_ne!(first, second);
@@ -183,22 +102,12 @@ async fn refresh_tokens_rotate_and_a_reused_one_is_refused() {
     assert_eq!((status, me["username"].as_str()), (200, Some("alice")));
 
     // Reusing the first token is refused, and (a replay means theft) revokes the rotated one.
-    let (status, body) = n
-        .post("/api/auth/refresh", None, json!({"refresh_token": first}))
-        .await;
+    let (status, body) = n.post("/api/auth/refresh", None, json!({"refresh_token": first})).await;
     assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "unauthorized");
-    let (status, _) = n
-        .post("/api/auth/refresh", None, json!({"refresh_token": second}))
-        .await;
+    let (status, _) = n.post("/api/auth/refresh", None, json!({"refresh_token": second})).await;
     assert_eq!(status, 401);
-    let (status, _) = n
-        .post(
-            "/api/auth/refresh",
-            None,
-            json!({"refresh_token": "garbage"}),
-        )
-        .await;
+    let (status, _) = n.post("/api/auth/refresh", None, json!({"refresh_token": "garbage"})).await;
     assert_eq!(status, 401);
 }
 
@@ -206,54 +115,18 @@ async fn refresh_tokens_rotate_and_a_reused_one_is_refused() {
 async fn logout_revokes_the_refresh_token() {
     let n = TestNode::start().await;
     let s = n.signup("alice").await;
-    let (status, _) = n
-        .post(
-            "/api/auth/logout",
-            Some(tok(&s)),
-            json!({"refresh_token": s["refresh_token"]}),
-        )
-        .await;
+    let (status, _) = n.post("/api/auth/logout", Some(tok(&s)), json!({"refresh_token": s["refresh_token"]})).await;
     assert_eq!(status, 204);
-    let (status, _) = n
-        .post(
-            "/api/auth/refresh",
-            None,
-            json!({"refresh_token": s["refresh_token"]}),
-        )
-        .await;
+    let (status, _) = n.post("/api/auth/refresh", None, json!({"refresh_token": s["refresh_token"]})).await;
     assert_eq!(status, 401);
 
     // Without a body, every refresh token of the user stops working.
-    let (_, a) = n
-        .post(
-            "/api/auth/login",
-            None,
-            json!({"username":"alice","password":"password123"}),
-        )
-        .await;
-    let (_, b) = n
-        .post(
-            "/api/auth/login",
-            None,
-            json!({"username":"alice","password":"password123"}),
-        )
-        .await;
-    let r = n
-        .http
-        .post(n.url("/api/auth/logout"))
-        .bearer_auth(tok(&a))
-        .send()
-        .await
-        .unwrap();
+    let (_, a) = n.post("/api/auth/login", None, json!({"username":"alice","password":"password123"})).await;
+    let (_, b) = n.post("/api/auth/login", None, json!({"username":"alice","password":"password123"})).await;
+    let r = n.http.post(n.url("/api/auth/logout")).bearer_auth(tok(&a)).send().await.unwrap();
     assert_eq!(r.status(), 204);
     for t in [&a, &b] {
-        let (status, _) = n
-            .post(
-                "/api/auth/refresh",
-                None,
-                json!({"refresh_token": t["refresh_token"]}),
-            )
-            .await;
+        let (status, _) = n.post("/api/auth/refresh", None, json!({"refresh_token": t["refresh_token"]})).await;
         assert_eq!(status, 401);
     }
     let (status, _) = n.post("/api/auth/logout", None, json!({})).await;
@@ -261,24 +134,15 @@ async fn logout_revokes_the_refresh_token() {
 }
 
 fn mint(sub: &str, iss: &str, exp_offset: i64, alg: Algorithm, secret: &str) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let claims = json!({"sub": sub, "iss": iss, "iat": now, "exp": now + exp_offset});
-    encode(
-        &Header::new(alg),
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
+    encode(&Header::new(alg), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
 }
 
 /// The claims of `token` under an `{"alg":"none"}` header and no signature.
 fn alg_none(token: &str) -> String {
     use base64::Engine;
-    let header =
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
     let claims = token.split('.').nth(1).unwrap();
     format!("{header}.{claims}.")
 }
@@ -289,22 +153,12 @@ async fn bad_tokens_are_refused_on_the_api_and_the_gateway() {
     let s = n.signup("alice").await;
     let id = uid(&s);
     let good = mint(id, "rookery", 60, Algorithm::HS256, JWT_SECRET);
-    assert_eq!(
-        n.get("/api/users/me", &good).await.0,
-        200,
-        "a well-formed token works"
-    );
+    assert_eq!(n.get("/api/users/me", &good).await.0, 200, "a well-formed token works");
     let bad = [
         mint(id, "rookery", -5, Algorithm::HS256, JWT_SECRET),
         mint(id, "someone-else", 60, Algorithm::HS256, JWT_SECRET),
         mint(id, "rookery", 60, Algorithm::HS384, JWT_SECRET),
-        mint(
-            id,
-            "rookery",
-            60,
-            Algorithm::HS256,
-            "another-secret-another-secret-xxxxx",
-        ),
+        mint(id, "rookery", 60, Algorithm::HS256, "another-secret-another-secret-xxxxx"),
         "garbage".to_string(),
         alg_none(&good),
     ];
@@ -345,18 +199,11 @@ async fn profiles_read_and_update() {
     let n = TestNode::start().await;
     let a = n.signup("alice").await;
     let b = n.signup("bob").await;
-    let (status, u) = n
-        .patch("/api/users/me", tok(&a), json!({"display_name":"Alice A"}))
-        .await;
+    let (status, u) = n.patch("/api/users/me", tok(&a), json!({"display_name":"Alice A"})).await;
     assert_eq!((status, u["display_name"].as_str()), (200, Some("Alice A")));
     let (status, u) = n.get(&format!("/api/users/{}", uid(&a)), tok(&b)).await;
     assert_eq!((status, u["display_name"].as_str()), (200, Some("Alice A")));
     assert!(u.get("password_hash").is_none());
     assert_eq!(n.get("/api/users/nope", tok(&b)).await.0, 404);
-    assert_eq!(
-        n.patch("/api/users/me", tok(&a), json!({"display_name":""}))
-            .await
-            .0,
-        400
-    );
+    assert_eq!(n.patch("/api/users/me", tok(&a), json!({"display_name":""})).await.0, 400);
 }

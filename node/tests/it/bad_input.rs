@@ -26,52 +26,28 @@ async fn malformed_frames_get_an_error_and_the_connection_stays_open() {
         (r#"{"conv":"x"}"#.into(), "\"op\""),
         (r#"{"op":42}"#.into(), "\"op\""),
         (r#"{"op":"dance"}"#.into(), "unknown op"),
-        (
-            json!({"op":"send","conv":id,"client_id":"k","body":17}).to_string(),
-            "invalid \"send\"",
-        ),
-        (
-            json!({"op":"send","conv":id,"body":"no client id"}).to_string(),
-            "invalid \"send\"",
-        ),
-        (
-            json!({"op":"read","conv":id,"seq":"five"}).to_string(),
-            "invalid \"read\"",
-        ),
-        (
-            json!({"op":"send","conv":id,"client_id":"k","body":"x","extra":1}).to_string(),
-            "invalid \"send\"",
-        ),
+        (json!({"op":"send","conv":id,"client_id":"k","body":17}).to_string(), "invalid \"send\""),
+        (json!({"op":"send","conv":id,"body":"no client id"}).to_string(), "invalid \"send\""),
+        (json!({"op":"read","conv":id,"seq":"five"}).to_string(), "invalid \"read\""),
+        (json!({"op":"send","conv":id,"client_id":"k","body":"x","extra":1}).to_string(), "invalid \"send\""),
     ];
     for (frame, expect) in &cases {
         ws.send_text(frame).await;
         let e = ws.event().await;
         assert_eq!(e["op"], "error", "{frame}");
         assert_eq!(e["code"], "bad_request", "{frame}");
-        assert!(
-            e["message"].as_str().unwrap().contains(expect),
-            "{frame}: {e}"
-        );
+        assert!(e["message"].as_str().unwrap().contains(expect), "{frame}: {e}");
     }
     // The client_id of a malformed send is echoed so the client can match it.
-    ws.send_text(&json!({"op":"send","conv":id,"client_id":"mine","body":[]}).to_string())
-        .await;
+    ws.send_text(&json!({"op":"send","conv":id,"client_id":"mine","body":[]}).to_string()).await;
     assert_eq!(ws.event().await["client_id"], "mine");
 
     ws.send_binary(b"\x00\x01binary").await;
     let e = ws.event().await;
-    assert_eq!(
-        (e["op"].as_str(), e["code"].as_str()),
-        (Some("error"), Some("bad_request"))
-    );
+    assert_eq!((e["op"].as_str(), e["code"].as_str()), (Some("error"), Some("bad_request")));
     still_works(&mut ws).await;
-    let (_, page) = n
-        .get(&format!("/api/conversations/{id}/messages"), tok(&a))
-        .await;
-    assert!(
-        page["messages"].as_array().unwrap().is_empty(),
-        "nothing was stored"
-    );
+    let (_, page) = n.get(&format!("/api/conversations/{id}/messages"), tok(&a)).await;
+    assert!(page["messages"].as_array().unwrap().is_empty(), "nothing was stored");
     assert_eq!(ws.send_msg(&id, "ok", "fine").await["seq"], 1);
 }
 
@@ -91,15 +67,12 @@ async fn an_oversized_frame_closes_with_1009() {
     let id = n.group(&a, &[&b]).await;
     let mut other = n.ws(&b).await;
     let mut ws = n.ws(&a).await;
-    let huge =
-        json!({"op":"send","conv":id,"client_id":"big","body":"x".repeat(70 * 1024)}).to_string();
+    let huge = json!({"op":"send","conv":id,"client_id":"big","body":"x".repeat(70 * 1024)}).to_string();
     ws.send_text(&huge).await;
     assert_eq!(ws.expect_close().await, 1009);
     // Others are unaffected and nothing was stored.
     still_works(&mut other).await;
-    let (_, page) = n
-        .get(&format!("/api/conversations/{id}/messages"), tok(&b))
-        .await;
+    let (_, page) = n.get(&format!("/api/conversations/{id}/messages"), tok(&b)).await;
     assert!(page["messages"].as_array().unwrap().is_empty());
 }
 
@@ -114,48 +87,25 @@ async fn a_fragmented_message_is_reassembled_up_to_the_limit() {
     let mut ws = n.ws(&a).await;
     let parts = [r#"{"op":"pi"#, r#"ng","t"#, r#"":7}"#];
     ws.stream
-        .send(Message::Frame(Frame::message(
-            parts[0].as_bytes().to_vec(),
-            OpCode::Data(Data::Text),
-            false,
-        )))
+        .send(Message::Frame(Frame::message(parts[0].as_bytes().to_vec(), OpCode::Data(Data::Text), false)))
         .await
         .unwrap();
     ws.stream
-        .send(Message::Frame(Frame::message(
-            parts[1].as_bytes().to_vec(),
-            OpCode::Data(Data::Continue),
-            false,
-        )))
+        .send(Message::Frame(Frame::message(parts[1].as_bytes().to_vec(), OpCode::Data(Data::Continue), false)))
         .await
         .unwrap();
     ws.stream
-        .send(Message::Frame(Frame::message(
-            parts[2].as_bytes().to_vec(),
-            OpCode::Data(Data::Continue),
-            true,
-        )))
+        .send(Message::Frame(Frame::message(parts[2].as_bytes().to_vec(), OpCode::Data(Data::Continue), true)))
         .await
         .unwrap();
     assert_eq!(ws.event().await, json!({"op":"pong","t":7}));
     // Many small fragments adding up past the limit close with 1009.
     let chunk = vec![b'x'; 16 * 1024];
-    ws.stream
-        .send(Message::Frame(Frame::message(
-            chunk.clone(),
-            OpCode::Data(Data::Text),
-            false,
-        )))
-        .await
-        .unwrap();
+    ws.stream.send(Message::Frame(Frame::message(chunk.clone(), OpCode::Data(Data::Text), false))).await.unwrap();
     for _ in 0..5 {
         if ws
             .stream
-            .send(Message::Frame(Frame::message(
-                chunk.clone(),
-                OpCode::Data(Data::Continue),
-                false,
-            )))
+            .send(Message::Frame(Frame::message(chunk.clone(), OpCode::Data(Data::Continue), false)))
             .await
             .is_err()
         {
@@ -172,13 +122,10 @@ async fn a_client_that_stops_reading_is_closed_with_4009_and_others_keep_receivi
         // far less than the 600 messages the slow client is sent.
         c.outbound_queue = 128;
         c.max_body = 60_000;
+        c.send_rate_limit = 0.0;
     })
     .await;
-    let (a, b, slow) = (
-        n.signup("alice").await,
-        n.signup("bob").await,
-        n.signup("slow").await,
-    );
+    let (a, b, slow) = (n.signup("alice").await, n.signup("bob").await, n.signup("slow").await);
     let id = n.group(&a, &[&b, &slow]).await;
     let mut slow_ws = n.ws(&slow).await; // never read from until the end
     let mut sender = n.ws(&a).await;
@@ -191,11 +138,7 @@ async fn a_client_that_stops_reading_is_closed_with_4009_and_others_keep_receivi
         while last < total {
             let e = reader.event().await;
             if e["op"] == "msg" {
-                assert_eq!(
-                    e["seq"].as_u64().unwrap(),
-                    last + 1,
-                    "in order, none missing"
-                );
+                assert_eq!(e["seq"].as_u64().unwrap(), last + 1, "in order, none missing");
                 last += 1;
             }
         }
@@ -207,9 +150,7 @@ async fn a_client_that_stops_reading_is_closed_with_4009_and_others_keep_receivi
         let mut next = 0;
         while acked < total {
             while next < total && next - acked < 32 {
-                sender
-                    .send(json!({"op":"send","conv":id,"client_id":format!("k{next}"),"body":body}))
-                    .await;
+                sender.send(json!({"op":"send","conv":id,"client_id":format!("k{next}"),"body":body})).await;
                 next += 1;
             }
             if sender.event().await["op"] == "ack" {
@@ -218,17 +159,12 @@ async fn a_client_that_stops_reading_is_closed_with_4009_and_others_keep_receivi
         }
     });
     sender_task.await.unwrap();
-    let mut reader = tokio::time::timeout(Duration::from_secs(30), reader_task)
-        .await
-        .expect("reader got everything")
-        .unwrap();
+    let mut reader =
+        tokio::time::timeout(Duration::from_secs(30), reader_task).await.expect("reader got everything").unwrap();
     still_works(&mut reader).await;
     assert_eq!(slow_ws.expect_close().await, 4009);
     let text = n.metrics().await;
-    assert_eq!(
-        metric(&text, "rookery_slow_consumer_disconnects_total"),
-        1.0
-    );
+    assert_eq!(metric(&text, "rookery_slow_consumer_disconnects_total"), 1.0);
 }
 
 #[tokio::test]
@@ -237,9 +173,7 @@ async fn a_silent_connection_is_closed_after_two_heartbeats() {
     let a = n.signup("alice").await;
     // A raw TCP client that upgrades and then never answers pings.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(n.node().chat_addr)
-        .await
-        .unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(n.node().chat_addr).await.unwrap();
     let req = format!(
         "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {}\r\n\r\n",
         tok(&a)
@@ -250,22 +184,14 @@ async fn a_silent_connection_is_closed_after_two_heartbeats() {
     let mut chunk = [0u8; 4096];
     // Read until the server closes the TCP connection.
     loop {
-        match tokio::time::timeout(PATIENCE, tcp.read(&mut chunk))
-            .await
-            .expect("closed in time")
-        {
+        match tokio::time::timeout(PATIENCE, tcp.read(&mut chunk)).await.expect("closed in time") {
             Ok(0) | Err(_) => break,
             Ok(k) => buf.extend_from_slice(&chunk[..k]),
         }
     }
     let elapsed = started.elapsed();
-    assert!(
-        elapsed >= Duration::from_millis(400),
-        "closed after {elapsed:?}"
-    );
+    assert!(elapsed >= Duration::from_millis(400), "closed after {elapsed:?}");
     // The close frame (opcode 0x8) with code 4000 is in what the server sent.
-    let close = buf
-        .windows(4)
-        .any(|w| w[0] == 0x88 && w[2..4] == 4000u16.to_be_bytes());
+    let close = buf.windows(4).any(|w| w[0] == 0x88 && w[2..4] == 4000u16.to_be_bytes());
     assert!(close, "no close frame with 4000");
 }

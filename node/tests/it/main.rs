@@ -4,6 +4,7 @@ mod actors;
 mod auth;
 mod bad_input;
 mod conversations;
+mod features;
 mod messaging;
 mod metrics;
 mod process;

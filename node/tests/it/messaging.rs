@@ -26,11 +26,7 @@ async fn hello_announces_the_session_and_limits() {
 #[tokio::test]
 async fn a_message_is_acked_then_delivered_to_every_session_of_every_member() {
     let n = TestNode::start().await;
-    let (a, b, c) = (
-        n.signup("alice").await,
-        n.signup("bob").await,
-        n.signup("carol").await,
-    );
+    let (a, b, c) = (n.signup("alice").await, n.signup("bob").await, n.signup("carol").await);
     let id = n.group(&a, &[&b]).await;
     let mut a1 = n.ws(&a).await;
     let mut a2 = n.ws(&a).await;
@@ -38,10 +34,15 @@ async fn a_message_is_acked_then_delivered_to_every_session_of_every_member() {
     let mut b2 = n.ws(&b).await;
     let mut outsider = n.ws(&c).await;
 
-    a1.send(json!({"op":"send","conv":id,"client_id":"c-1","body":"hello team"}))
-        .await;
-    let ack = a1.event().await;
-    assert_eq!(ack["op"], "ack", "the ack comes first: {ack}");
+    a1.send(json!({"op":"send","conv":id,"client_id":"c-1","body":"hello team"})).await;
+    let ack = loop {
+        let e = a1.event().await;
+        assert_ne!(e["op"], "msg", "the ack comes before the message");
+        if e["op"] == "ack" {
+            break e;
+        }
+    };
+
     assert_eq!(ack["client_id"], "c-1");
     assert_eq!(ack["conv"], id.as_str());
     assert_eq!(ack["seq"], 1);
@@ -71,7 +72,8 @@ async fn seq_strictly_increases_under_concurrent_senders() {
         tasks.push(tokio::spawn(async move {
             // Pipelined: all sends first, then all acks.
             for i in 0..50 {
-                ws.send(json!({"op":"send","conv":id,"client_id":format!("{who}{i}"),"body":format!("{who} {i}")})).await;
+                ws.send(json!({"op":"send","conv":id,"client_id":format!("{who}{i}"),"body":format!("{who} {i}")}))
+                    .await;
             }
             let mut acks = 0;
             while acks < 50 {
@@ -110,8 +112,7 @@ async fn a_repeated_client_id_returns_the_original_ack_and_stores_nothing() {
     assert_eq!(first, again);
     // Pipelined duplicates while the first is in flight get the same ack too.
     for _ in 0..3 {
-        ws.send(json!({"op":"send","conv":id,"client_id":"burst","body":"x"}))
-            .await;
+        ws.send(json!({"op":"send","conv":id,"client_id":"burst","body":"x"})).await;
     }
     let mut acks = Vec::new();
     while acks.len() < 3 {
@@ -125,32 +126,13 @@ async fn a_repeated_client_id_returns_the_original_ack_and_stores_nothing() {
     let mut bws = n.ws(&b).await;
     let other = bws.send_msg(&id, "same", "bob's").await;
     assert_ne!(other["id"], first["id"]);
-    let (_, page) = n
-        .get(&format!("/api/conversations/{id}/messages"), tok(&a))
-        .await;
-    let bodies: Vec<&str> = page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["body"].as_str().unwrap())
-        .collect();
+    let (_, page) = n.get(&format!("/api/conversations/{id}/messages"), tok(&a)).await;
+    let bodies: Vec<&str> = page["messages"].as_array().unwrap().iter().map(|m| m["body"].as_str().unwrap()).collect();
     assert_eq!(bodies, vec!["once", "x", "bob's"]);
     // Over HTTP as well.
     let path = format!("/api/conversations/{id}/messages");
-    let (s1, m1) = n
-        .post(
-            &path,
-            Some(tok(&a)),
-            json!({"client_id":"http-1","body":"via http"}),
-        )
-        .await;
-    let (s2, m2) = n
-        .post(
-            &path,
-            Some(tok(&a)),
-            json!({"client_id":"http-1","body":"via http"}),
-        )
-        .await;
+    let (s1, m1) = n.post(&path, Some(tok(&a)), json!({"client_id":"http-1","body":"via http"})).await;
+    let (s2, m2) = n.post(&path, Some(tok(&a)), json!({"client_id":"http-1","body":"via http"})).await;
     assert_eq!((s1, s2), (201, 201));
     assert_eq!(m1["id"], m2["id"]);
     assert_eq!(m1["seq"], 4);
@@ -177,10 +159,7 @@ async fn bodies_over_the_limit_are_refused_and_not_stored() {
             json!({"client_id":"h","body":"y".repeat(101)}),
         )
         .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (413, Some("too_large"))
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (413, Some("too_large")));
 }
 
 #[tokio::test]
@@ -202,8 +181,7 @@ async fn an_offline_member_catches_up_through_sync_in_order() {
     drop(bws);
 
     for i in 1..=5 {
-        aws.send_msg(&g1, &format!("k{i}"), &format!("missed {i}"))
-            .await;
+        aws.send_msg(&g1, &format!("k{i}"), &format!("missed {i}")).await;
     }
     aws.send_msg(&g2, "other", "in g2").await;
 
@@ -222,16 +200,10 @@ async fn an_offline_member_catches_up_through_sync_in_order() {
             other => panic!("unexpected {other}"),
         }
     };
-    let g1_msgs: Vec<_> = got
-        .iter()
-        .filter(|m| m.0 == g1)
-        .map(|m| (m.1, m.2.clone()))
-        .collect();
+    let g1_msgs: Vec<_> = got.iter().filter(|m| m.0 == g1).map(|m| (m.1, m.2.clone())).collect();
     assert_eq!(
         g1_msgs,
-        (2..=6)
-            .map(|s| (s, format!("missed {}", s - 1)))
-            .collect::<Vec<_>>(),
+        (2..=6).map(|s| (s, format!("missed {}", s - 1))).collect::<Vec<_>>(),
         "only what was missed, in order"
     );
     assert_eq!(got.iter().filter(|m| m.0 == g2).count(), 1);
@@ -256,13 +228,12 @@ async fn an_offline_member_catches_up_through_sync_in_order() {
 
 #[tokio::test]
 async fn sync_pages_with_has_more() {
-    let n = TestNode::start().await;
+    let n = TestNode::start_with(|c| c.send_rate_limit = 0.0).await;
     let (a, b) = (n.signup("alice").await, n.signup("bob").await);
     let id = n.group(&a, &[&b]).await;
     let mut aws = n.ws(&a).await;
     for i in 0..520 {
-        aws.send(json!({"op":"send","conv":id,"client_id":format!("k{i}"),"body":"x"}))
-            .await;
+        aws.send(json!({"op":"send","conv":id,"client_id":format!("k{i}"),"body":"x"})).await;
     }
     let mut acks = 0;
     while acks < 520 {
@@ -275,8 +246,7 @@ async fn sync_pages_with_has_more() {
     let synced = bws.expect_op("synced").await;
     assert_eq!(synced["convs"][&id], 500);
     assert_eq!(synced["has_more"][&id], true);
-    bws.send(json!({"op":"sync","since":{id.clone(): 500}}))
-        .await;
+    bws.send(json!({"op":"sync","since":{id.clone(): 500}})).await;
     let mut n_msgs = 0;
     let synced = loop {
         let e = bws.event().await;
@@ -307,20 +277,13 @@ async fn reads_raise_cursors_and_emit_coalesced_receipts() {
     assert_eq!(r["conv"], id.as_str());
     assert_eq!(r["user_id"], b["user"]["id"]);
     assert_eq!(r["read_seq"], 5);
-    assert_eq!(
-        bws.expect_op("receipt").await["read_seq"],
-        5,
-        "the reader's sessions get it too"
-    );
+    assert_eq!(bws.expect_op("receipt").await["read_seq"], 5, "the reader's sessions get it too");
     // Reading past the end is clamped; cursors never go back.
     bws.send(json!({"op":"read","conv":id,"seq":99})).await;
     bws.send(json!({"op":"read","conv":id,"seq":2})).await;
     aws.expect_silence(Duration::from_millis(400)).await;
     let store = &n.node().app.store;
-    eventually("read cursor", || async {
-        store.cursor(uid(&b), &id).await.unwrap().read_seq == 5
-    })
-    .await;
+    eventually("read cursor", || async { store.cursor(uid(&b), &id).await.unwrap().read_seq == 5 }).await;
     let c = store.cursor(uid(&b), &id).await.unwrap();
     assert_eq!(c.delivered_seq, 5, "reading implies delivery");
 }
@@ -333,29 +296,13 @@ async fn messages_to_a_member_who_joins_later_and_leaves() {
     let mut aws = n.ws(&a).await;
     let mut bws = n.ws(&b).await;
     aws.send_msg(&id, "k1", "before bob").await;
-    let (s, _) = n
-        .post(
-            &format!("/api/conversations/{id}/members"),
-            Some(tok(&a)),
-            json!({"user_ids":[uid(&b)]}),
-        )
-        .await;
+    let (s, _) =
+        n.post(&format!("/api/conversations/{id}/members"), Some(tok(&a)), json!({"user_ids":[uid(&b)]})).await;
     assert_eq!(s, 200);
-    assert_eq!(
-        bws.expect_op("conv").await["conversation"]["id"],
-        id.as_str()
-    );
+    assert_eq!(bws.expect_op("conv").await["conversation"]["id"], id.as_str());
     aws.send_msg(&id, "k2", "with bob").await;
     assert_eq!(bws.expect_op("msg").await["body"], "with bob");
-    assert_eq!(
-        n.delete(
-            &format!("/api/conversations/{id}/members/{}", uid(&b)),
-            tok(&b)
-        )
-        .await
-        .0,
-        204
-    );
+    assert_eq!(n.delete(&format!("/api/conversations/{id}/members/{}", uid(&b)), tok(&b)).await.0, 204);
     bws.expect_op("conv").await;
     aws.send_msg(&id, "k3", "after bob").await;
     let e = bws.send_msg(&id, "b1", "can I?").await;
@@ -383,9 +330,7 @@ async fn history_cursors_and_tokens_survive_a_graceful_restart() {
     let config = crate::support::test_config(n.dir.path());
     let dir = n.stop().await;
     let n = TestNode::start_in(dir, config).await;
-    let (status, page) = n
-        .get(&format!("/api/conversations/{id}/messages"), tok(&b))
-        .await;
+    let (status, page) = n.get(&format!("/api/conversations/{id}/messages"), tok(&b)).await;
     assert_eq!(status, 200, "the access token is still valid");
     assert_eq!(page["messages"].as_array().unwrap().len(), 3);
     let (_, list) = n.get("/api/conversations", tok(&b)).await;

@@ -40,19 +40,10 @@ async fn metrics_follow_real_traffic() {
     assert_eq!(metric(&text, "rookery_message_ack_seconds_count"), 5.0);
     assert!(metric(&text, "rookery_store_write_seconds_count") >= 5.0);
     assert_eq!(metric(&text, "rookery_cluster_nodes"), 1.0);
-    assert_eq!(
-        metric(
-            &text,
-            "rookery_http_requests_total{route=\"/api/auth/signup\",status=\"201\"}"
-        ),
-        2.0
-    );
+    assert_eq!(metric(&text, "rookery_http_requests_total{route=\"/api/auth/signup\",status=\"201\"}"), 2.0);
     assert!(!text.contains(uid(&a)), "no user ids in labels");
     drop(aws);
-    eventually("connections to drop", || async {
-        metric(&n.metrics().await, "rookery_ws_connections") == 1.0
-    })
-    .await;
+    eventually("connections to drop", || async { metric(&n.metrics().await, "rookery_ws_connections") == 1.0 }).await;
     // Unknown paths are counted under one label, not by raw path.
     n.get("/api/no/such/route/xyz", tok(&a)).await;
     let text = n.metrics().await;
@@ -63,25 +54,12 @@ async fn metrics_follow_real_traffic() {
 #[tokio::test]
 async fn health_and_readiness() {
     let n = TestNode::start().await;
-    let r: serde_json::Value = n
-        .http
-        .get(n.url("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: serde_json::Value = n.http.get(n.url("/healthz")).send().await.unwrap().json().await.unwrap();
     assert_eq!(r["status"], "ok");
     assert!(r["node_id"].as_str().unwrap().starts_with("node-"));
     let r = n.http.get(n.url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let r = n
-        .http
-        .get(format!("{}/admin/api/overview", n.admin_base))
-        .send()
-        .await
-        .unwrap();
+    let r = n.http.get(format!("{}/admin/api/overview", n.admin_base)).send().await.unwrap();
     assert_eq!(r.status(), 401, "the admin API needs the admin token");
     let r = n
         .http

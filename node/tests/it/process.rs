@@ -21,14 +21,7 @@ struct Proc {
 /// Starts `rookery serve` on ephemeral ports in `dir` and reads the addresses it prints.
 fn spawn(dir: &std::path::Path, extra: &[&str]) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rookery"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .args(extra)
         .env("ROOKERY_LOG", "warn")
@@ -39,39 +32,24 @@ fn spawn(dir: &std::path::Path, extra: &[&str]) -> Proc {
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let addr = loop {
-        let line = lines
-            .next()
-            .expect("rookery exited before it was ready")
-            .unwrap();
+        let line = lines.next().expect("rookery exited before it was ready").unwrap();
         if let Some(rest) = line.strip_prefix("rookery is running: chat and API on http://") {
             break rest.split(',').next().unwrap().to_string();
         }
     };
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Proc {
-        child,
-        base: format!("http://{addr}"),
-        ws_base: format!("ws://{addr}"),
-    }
+    Proc { child, base: format!("http://{addr}"), ws_base: format!("ws://{addr}") }
 }
 
 impl Proc {
     /// A client for this process, borrowing the support helpers.
     fn client(&self) -> TestClient {
-        TestClient {
-            http: reqwest::Client::new(),
-            base: self.base.clone(),
-            ws_base: self.ws_base.clone(),
-        }
+        TestClient { http: reqwest::Client::new(), base: self.base.clone(), ws_base: self.ws_base.clone() }
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
         assert!(ok, "kill {sig}");
     }
 
@@ -81,10 +59,7 @@ impl Proc {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "rookery did not exit within {within:?}"
-            );
+            assert!(Instant::now() < deadline, "rookery did not exit within {within:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -114,35 +89,20 @@ impl TestClient {
     }
 
     async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
+        let r = self.http.get(format!("{}{path}", self.base)).bearer_auth(token).send().await.unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
     async fn signup(&self, name: &str) -> Value {
-        let (s, v) = self
-            .post(
-                "/api/auth/signup",
-                None,
-                json!({"username":name,"password":"password123"}),
-            )
-            .await;
+        let (s, v) = self.post("/api/auth/signup", None, json!({"username":name,"password":"password123"})).await;
         assert_eq!(s, 201);
         v
     }
 
     async fn ws(&self, token: &str) -> Ws {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut req = format!("{}/ws", self.ws_base)
-            .into_client_request()
-            .unwrap();
-        req.headers_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let mut req = format!("{}/ws", self.ws_base).into_client_request().unwrap();
+        req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
         let (stream, _) = tokio_tungstenite::connect_async(req).await.unwrap();
         let mut ws = Ws { stream };
         ws.expect_op("hello").await;
@@ -154,12 +114,8 @@ impl TestClient {
         let mut out: Vec<Value> = Vec::new();
         let mut after = 0;
         loop {
-            let (s, page) = self
-                .get(
-                    &format!("/api/conversations/{conv}/messages?after_seq={after}&limit=500"),
-                    token,
-                )
-                .await;
+            let (s, page) =
+                self.get(&format!("/api/conversations/{conv}/messages?after_seq={after}&limit=500"), token).await;
             assert_eq!(s, 200, "{page}");
             let msgs = page["messages"].as_array().unwrap().clone();
             if let Some(last) = msgs.last() {
@@ -179,13 +135,9 @@ type Acked = Arc<Mutex<HashMap<String, (String, u64, String)>>>;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_loses_no_acked_message() {
     let dir = tempfile::tempdir().unwrap();
-    let mut p = spawn(dir.path(), &[]);
+    let mut p = spawn(dir.path(), &["--send-rate-limit", "0"]);
     let c = p.client();
-    let users = [
-        c.signup("user0").await,
-        c.signup("user1").await,
-        c.signup("user2").await,
-    ];
+    let users = [c.signup("user0").await, c.signup("user1").await, c.signup("user2").await];
     let (s, g) = c
         .post(
             "/api/conversations",
@@ -235,10 +187,7 @@ async fn sigkill_mid_stream_loses_no_acked_message() {
     p.child.kill().unwrap();
     p.wait_exit(Duration::from_secs(10));
     for t in tasks {
-        tokio::time::timeout(PATIENCE, t)
-            .await
-            .expect("clients notice the drop")
-            .unwrap();
+        tokio::time::timeout(PATIENCE, t).await.expect("clients notice the drop").unwrap();
     }
     let acked = acked.lock().clone();
     drop(p);
@@ -254,21 +203,13 @@ async fn sigkill_mid_stream_loses_no_acked_message() {
         assert!(seq > last, "history out of order: {seq} after {last}");
         last = seq;
         by_client
-            .entry((
-                m["sender"].as_str().unwrap().into(),
-                m["client_id"].as_str().unwrap().into(),
-            ))
+            .entry((m["sender"].as_str().unwrap().into(), m["client_id"].as_str().unwrap().into()))
             .or_default()
             .push(seq);
     }
-    assert!(
-        by_client.values().all(|seqs| seqs.len() == 1),
-        "a message was stored twice"
-    );
+    assert!(by_client.values().all(|seqs| seqs.len() == 1), "a message was stored twice");
     for (client_id, (sender, seq, id)) in &acked {
-        let found = history
-            .iter()
-            .find(|m| m["client_id"] == client_id.as_str() && m["sender"] == sender.as_str());
+        let found = history.iter().find(|m| m["client_id"] == client_id.as_str() && m["sender"] == sender.as_str());
         let m = found.unwrap_or_else(|| panic!("acked message {client_id} (seq {seq}) lost"));
         assert_eq!(m["seq"].as_u64().unwrap(), *seq);
         assert_eq!(m["id"].as_str().unwrap(), id);
@@ -286,22 +227,14 @@ async fn sigterm_closes_sessions_with_1001_and_exits_cleanly() {
     let mut p = spawn(dir.path(), &["--shutdown-grace", "5"]);
     let c = p.client();
     let (a, b) = (c.signup("alice").await, c.signup("bob").await);
-    let (_, g) = c
-        .post(
-            "/api/conversations",
-            Some(tok(&a)),
-            json!({"kind":"group","title":"t","members":[uid(&b)]}),
-        )
-        .await;
+    let (_, g) =
+        c.post("/api/conversations", Some(tok(&a)), json!({"kind":"group","title":"t","members":[uid(&b)]})).await;
     let conv = g["id"].as_str().unwrap().to_string();
     let mut aws = c.ws(tok(&a)).await;
     let mut bws = c.ws(tok(&b)).await;
     let mut acks = Vec::new();
     for i in 0..20 {
-        acks.push(
-            aws.send_msg(&conv, &format!("k{i}"), "before shutdown")
-                .await,
-        );
+        acks.push(aws.send_msg(&conv, &format!("k{i}"), "before shutdown").await);
     }
     let started = Instant::now();
     p.signal("-TERM");
@@ -309,11 +242,7 @@ async fn sigterm_closes_sessions_with_1001_and_exits_cleanly() {
     assert_eq!(aws.expect_close().await, 1001);
     let status = p.wait_exit(Duration::from_secs(8));
     assert!(status.success(), "exit status {status:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(6),
-        "took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(6), "took {:?}", started.elapsed());
     drop(p);
 
     let p = spawn(dir.path(), &[]);

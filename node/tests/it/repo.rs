@@ -2,9 +2,7 @@
 
 #[test]
 fn ci_runs_the_readme_test_command() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
     let command = readme
@@ -13,12 +11,6 @@ fn ci_runs_the_readme_test_command() {
         .nth(2)
         .expect("the README marks its test command with <!-- test-command --> above a code block")
         .trim();
-    assert!(
-        ci.lines().any(|l| l.trim() == command),
-        ".ci/run must run `{command}`"
-    );
-    assert!(
-        readme.contains("cargo run --release -- serve"),
-        "the README gives the command that runs the node"
-    );
+    assert!(ci.lines().any(|l| l.trim() == command), ".ci/run must run `{command}`");
+    assert!(readme.contains("cargo run --release -- serve"), "the README gives the command that runs the node");
 }

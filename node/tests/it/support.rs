@@ -73,13 +73,7 @@ impl TestNode {
 
     /// Signs up `name` with a fixed password; returns the `Session` JSON.
     pub async fn signup(&self, name: &str) -> Value {
-        let r = self
-            .post(
-                "/api/auth/signup",
-                None,
-                json!({"username": name, "password": "password123"}),
-            )
-            .await;
+        let r = self.post("/api/auth/signup", None, json!({"username": name, "password": "password123"})).await;
         assert_eq!(r.0, 201, "signup {name}: {}", r.1);
         r.1
     }
@@ -94,51 +88,22 @@ impl TestNode {
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        into_pair(
-            self.http
-                .get(self.url(path))
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
+        into_pair(self.http.get(self.url(path)).bearer_auth(token).send().await.unwrap()).await
     }
 
     pub async fn patch(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
-        into_pair(
-            self.http
-                .patch(self.url(path))
-                .bearer_auth(token)
-                .json(&body)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
+        into_pair(self.http.patch(self.url(path)).bearer_auth(token).json(&body).send().await.unwrap()).await
     }
 
     pub async fn delete(&self, path: &str, token: &str) -> (u16, Value) {
-        into_pair(
-            self.http
-                .delete(self.url(path))
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
+        into_pair(self.http.delete(self.url(path)).bearer_auth(token).send().await.unwrap()).await
     }
 
     /// Creates a group owned by `owner` with `members`; returns its id.
     pub async fn group(&self, owner: &Value, members: &[&Value]) -> String {
         let ids: Vec<&str> = members.iter().map(|m| uid(m)).collect();
         let (s, c) = self
-            .post(
-                "/api/conversations",
-                Some(tok(owner)),
-                json!({"kind":"group","title":"team","members": ids}),
-            )
+            .post("/api/conversations", Some(tok(owner)), json!({"kind":"group","title":"team","members": ids}))
             .await;
         assert_eq!(s, 201, "{c}");
         c["id"].as_str().unwrap().to_string()
@@ -154,25 +119,15 @@ impl TestNode {
 
     /// Opens a WebSocket with `token` in the Authorization header.
     pub async fn ws_raw(&self, token: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-        let mut req = format!("{}/ws", self.ws_base)
-            .into_client_request()
-            .unwrap();
-        req.headers_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let mut req = format!("{}/ws", self.ws_base).into_client_request().unwrap();
+        req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
         let (stream, _) = tokio_tungstenite::connect_async(req).await?;
         Ok(Ws { stream })
     }
 
     /// The Prometheus text of the admin listener.
     pub async fn metrics(&self) -> String {
-        self.http
-            .get(format!("{}/metrics", self.admin_base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.http.get(format!("{}/metrics", self.admin_base)).send().await.unwrap().text().await.unwrap()
     }
 
     /// Stops the node (graceful shutdown) and returns its data directory.
@@ -201,10 +156,7 @@ pub fn uid(session: &Value) -> &str {
 /// A value of a metric line `name{labels} value` (labels as written, or none).
 pub fn metric(text: &str, name_and_labels: &str) -> f64 {
     text.lines()
-        .find_map(|l| {
-            l.strip_prefix(name_and_labels)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
+        .find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.strip_prefix(' ')))
         .unwrap_or_else(|| panic!("metric {name_and_labels} missing"))
         .trim()
         .parse()
@@ -219,10 +171,7 @@ where
 {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -241,24 +190,15 @@ pub enum Next {
 
 impl Ws {
     pub async fn send(&mut self, v: Value) {
-        self.stream
-            .send(WsMessage::text(v.to_string()))
-            .await
-            .unwrap();
+        self.stream.send(WsMessage::text(v.to_string())).await.unwrap();
     }
 
     pub async fn send_text(&mut self, s: &str) {
-        self.stream
-            .send(WsMessage::text(s.to_string()))
-            .await
-            .unwrap();
+        self.stream.send(WsMessage::text(s.to_string())).await.unwrap();
     }
 
     pub async fn send_binary(&mut self, b: &[u8]) {
-        self.stream
-            .send(WsMessage::binary(b.to_vec()))
-            .await
-            .unwrap();
+        self.stream.send(WsMessage::binary(b.to_vec())).await.unwrap();
     }
 
     /// Sends a text frame whose payload is not valid UTF-8.
@@ -269,9 +209,7 @@ impl Ws {
 
     /// The next event or the close, within `PATIENCE`.
     pub async fn next(&mut self) -> Next {
-        self.next_within(PATIENCE)
-            .await
-            .expect("nothing arrived in time")
+        self.next_within(PATIENCE).await.expect("nothing arrived in time")
     }
 
     /// The next event or the close, or `None` if nothing arrives within `wait`.
@@ -284,9 +222,7 @@ impl Ws {
             };
             match item {
                 Some(Ok(WsMessage::Text(t))) => {
-                    return Some(Next::Event(
-                        serde_json::from_str(&t).expect("events are JSON"),
-                    ))
+                    return Some(Next::Event(serde_json::from_str(&t).expect("events are JSON")))
                 }
                 Some(Ok(WsMessage::Close(frame))) => {
                     return Some(Next::Closed(frame.map_or(1005, |f| u16::from(f.code))))
@@ -328,8 +264,7 @@ impl Ws {
 
     /// Sends a message and waits for its ack (skipping other events); returns the ack.
     pub async fn send_msg(&mut self, conv: &str, client_id: &str, body: &str) -> Value {
-        self.send(json!({"op":"send","conv":conv,"client_id":client_id,"body":body}))
-            .await;
+        self.send(json!({"op":"send","conv":conv,"client_id":client_id,"body":body})).await;
         loop {
             let e = self.event().await;
             if e["client_id"] == client_id && (e["op"] == "ack" || e["op"] == "error") {

@@ -34,8 +34,7 @@ pub use writer::BatchObserver;
 use writer::{Keyspaces, Ks, Txn, Writer};
 
 use crate::{
-    ConvMeta, Cursor, CursorUpdate, HistoryQuery, RefreshRecord, RefreshUse, Store, StoreError,
-    StoreResult, UserRecord,
+    ConvMeta, Cursor, CursorUpdate, HistoryQuery, RefreshRecord, RefreshUse, Store, StoreError, StoreResult, UserRecord,
 };
 
 /// Options of the embedded store.
@@ -62,8 +61,7 @@ impl EmbeddedStore {
     /// `Unavailable` when the directory cannot be created or the database cannot be opened (for
     /// example another process holds it).
     pub fn open(dir: &Path, options: EmbeddedOptions) -> StoreResult<Self> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
         let db = Database::builder(dir)
             .open()
             .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", dir.display())))?;
@@ -131,17 +129,13 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 fn decode<T: DeserializeOwned>(ks: Ks, bytes: &[u8]) -> StoreResult<T> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        keyspace: ks.name(),
-        detail: e.to_string(),
-    })
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { keyspace: ks.name(), detail: e.to_string() })
 }
 
 fn seq_of(ks: Ks, bytes: &[u8]) -> StoreResult<u64> {
-    let arr: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
-        keyspace: ks.name(),
-        detail: "seq is not 8 bytes".into(),
-    })?;
+    let arr: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt { keyspace: ks.name(), detail: "seq is not 8 bytes".into() })?;
     Ok(u64::from_be_bytes(arr))
 }
 
@@ -155,16 +149,8 @@ fn revoke_all_refresh(txn: &mut Txn<'_>, user_id: &str) -> StoreResult<()> {
 }
 
 fn add_member(txn: &mut Txn<'_>, conv: &str, user: &str, role: Role) {
-    txn.put(
-        Ks::Members,
-        key(&[conv.as_bytes(), user.as_bytes()]),
-        encode(&role),
-    );
-    txn.put(
-        Ks::UserConvs,
-        key(&[user.as_bytes(), conv.as_bytes()]),
-        Vec::new(),
-    );
+    txn.put(Ks::Members, key(&[conv.as_bytes(), user.as_bytes()]), encode(&role));
+    txn.put(Ks::UserConvs, key(&[user.as_bytes(), conv.as_bytes()]), Vec::new());
 }
 
 #[async_trait]
@@ -174,17 +160,10 @@ impl Store for EmbeddedStore {
             .submit(move |txn| {
                 let name = record.user.username.as_bytes().to_vec();
                 if txn.get(Ks::Usernames, &name)?.is_some() {
-                    return Err(StoreError::Conflict(format!(
-                        "username {:?}",
-                        record.user.username
-                    )));
+                    return Err(StoreError::Conflict(format!("username {:?}", record.user.username)));
                 }
                 txn.put(Ks::Usernames, name, record.user.id.as_bytes().to_vec());
-                txn.put(
-                    Ks::Users,
-                    record.user.id.as_bytes().to_vec(),
-                    encode(&record),
-                );
+                txn.put(Ks::Users, record.user.id.as_bytes().to_vec(), encode(&record));
                 Ok(())
             })
             .await
@@ -221,11 +200,7 @@ impl Store for EmbeddedStore {
         let hash = token_hash.to_string();
         self.writer
             .submit(move |txn| {
-                txn.put(
-                    Ks::UserRefresh,
-                    key(&[record.user_id.as_bytes(), hash.as_bytes()]),
-                    Vec::new(),
-                );
+                txn.put(Ks::UserRefresh, key(&[record.user_id.as_bytes(), hash.as_bytes()]), Vec::new());
                 txn.put(Ks::Refresh, hash.into_bytes(), encode(&record));
                 Ok(())
             })
@@ -270,16 +245,10 @@ impl Store for EmbeddedStore {
 
     async fn revoke_user_refresh(&self, user_id: &str) -> StoreResult<()> {
         let user = user_id.to_string();
-        self.writer
-            .submit(move |txn| revoke_all_refresh(txn, &user))
-            .await
+        self.writer.submit(move |txn| revoke_all_refresh(txn, &user)).await
     }
 
-    async fn create_conversation(
-        &self,
-        meta: ConvMeta,
-        members: Vec<(String, Role)>,
-    ) -> StoreResult<()> {
+    async fn create_conversation(&self, meta: ConvMeta, members: Vec<(String, Role)>) -> StoreResult<()> {
         self.writer
             .submit(move |txn| {
                 let k = meta.id.as_bytes().to_vec();
@@ -295,37 +264,22 @@ impl Store for EmbeddedStore {
             .await
     }
 
-    async fn direct_conversation(
-        &self,
-        a: &str,
-        b: &str,
-        proposed: ConvMeta,
-    ) -> StoreResult<(ConvMeta, bool)> {
-        let (lo, hi) = if a <= b {
-            (a.to_string(), b.to_string())
-        } else {
-            (b.to_string(), a.to_string())
-        };
+    async fn direct_conversation(&self, a: &str, b: &str, proposed: ConvMeta) -> StoreResult<(ConvMeta, bool)> {
+        let (lo, hi) = if a <= b { (a.to_string(), b.to_string()) } else { (b.to_string(), a.to_string()) };
         self.writer
             .submit(move |txn| {
                 let pair = key(&[lo.as_bytes(), hi.as_bytes()]);
                 if let Some(id) = txn.get(Ks::Directs, &pair)? {
-                    let raw = txn
-                        .get(Ks::Convs, &id)?
-                        .ok_or_else(|| StoreError::Corrupt {
-                            keyspace: "directs",
-                            detail: "dangling conversation".into(),
-                        })?;
+                    let raw = txn.get(Ks::Convs, &id)?.ok_or_else(|| StoreError::Corrupt {
+                        keyspace: "directs",
+                        detail: "dangling conversation".into(),
+                    })?;
                     return Ok((decode(Ks::Convs, &raw)?, false));
                 }
                 txn.put(Ks::Directs, pair, proposed.id.as_bytes().to_vec());
                 add_member(txn, &proposed.id, &lo, Role::Member);
                 add_member(txn, &proposed.id, &hi, Role::Member);
-                txn.put(
-                    Ks::Convs,
-                    proposed.id.as_bytes().to_vec(),
-                    encode(&proposed),
-                );
+                txn.put(Ks::Convs, proposed.id.as_bytes().to_vec(), encode(&proposed));
                 Ok((proposed, true))
             })
             .await
@@ -355,10 +309,8 @@ impl Store for EmbeddedStore {
         self.scan(Ks::Members, &prefix(conv))?
             .into_iter()
             .map(|(user, role)| {
-                let user = String::from_utf8(user).map_err(|e| StoreError::Corrupt {
-                    keyspace: "members",
-                    detail: e.to_string(),
-                })?;
+                let user = String::from_utf8(user)
+                    .map_err(|e| StoreError::Corrupt { keyspace: "members", detail: e.to_string() })?;
                 Ok((user, decode(Ks::Members, &role)?))
             })
             .collect()
@@ -392,10 +344,8 @@ impl Store for EmbeddedStore {
         self.scan(Ks::UserConvs, &prefix(user))?
             .into_iter()
             .map(|(conv, _)| {
-                String::from_utf8(conv).map_err(|e| StoreError::Corrupt {
-                    keyspace: "user_convs",
-                    detail: e.to_string(),
-                })
+                String::from_utf8(conv)
+                    .map_err(|e| StoreError::Corrupt { keyspace: "user_convs", detail: e.to_string() })
             })
             .collect()
     }
@@ -406,23 +356,12 @@ impl Store for EmbeddedStore {
                 for m in &messages {
                     let k = msg_key(&m.conv, m.seq);
                     if txn.get(Ks::Messages, &k)?.is_some() {
-                        return Err(StoreError::Conflict(format!(
-                            "seq {} in conversation {}",
-                            m.seq, m.conv
-                        )));
+                        return Err(StoreError::Conflict(format!("seq {} in conversation {}", m.seq, m.conv)));
                     }
                     let seq = m.seq.to_be_bytes().to_vec();
-                    txn.put(
-                        Ks::MessageIds,
-                        key(&[m.conv.as_bytes(), m.id.as_bytes()]),
-                        seq.clone(),
-                    );
+                    txn.put(Ks::MessageIds, key(&[m.conv.as_bytes(), m.id.as_bytes()]), seq.clone());
                     if let Some(client_id) = &m.client_id {
-                        txn.put(
-                            Ks::Dedupe,
-                            key(&[m.conv.as_bytes(), m.sender.as_bytes(), client_id.as_bytes()]),
-                            seq,
-                        );
+                        txn.put(Ks::Dedupe, key(&[m.conv.as_bytes(), m.sender.as_bytes(), client_id.as_bytes()]), seq);
                     }
                     txn.put(Ks::Messages, k, encode(m));
                 }
@@ -492,12 +431,7 @@ impl Store for EmbeddedStore {
         Ok(self.messages(conv, HistoryQuery::latest(1)).await?.0.pop())
     }
 
-    async fn message_by_client_id(
-        &self,
-        conv: &str,
-        sender: &str,
-        client_id: &str,
-    ) -> StoreResult<Option<Message>> {
+    async fn message_by_client_id(&self, conv: &str, sender: &str, client_id: &str) -> StoreResult<Option<Message>> {
         let k = key(&[conv.as_bytes(), sender.as_bytes(), client_id.as_bytes()]);
         match self.get_raw(Ks::Dedupe, &k)? {
             Some(seq) => self.get_json(Ks::Messages, &msg_key(conv, seq_of(Ks::Dedupe, &seq)?)),
@@ -505,13 +439,7 @@ impl Store for EmbeddedStore {
         }
     }
 
-    async fn count_unread(
-        &self,
-        conv: &str,
-        user: &str,
-        after_seq: u64,
-        cap: usize,
-    ) -> StoreResult<usize> {
+    async fn count_unread(&self, conv: &str, user: &str, after_seq: u64, cap: usize) -> StoreResult<usize> {
         let lo = msg_key(conv, after_seq.saturating_add(1));
         let hi = msg_key(conv, u64::MAX);
         let mut n = 0;
@@ -529,9 +457,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn cursor(&self, user: &str, conv: &str) -> StoreResult<Cursor> {
-        Ok(self
-            .get_json(Ks::Cursors, &key(&[user.as_bytes(), conv.as_bytes()]))?
-            .unwrap_or_default())
+        Ok(self.get_json(Ks::Cursors, &key(&[user.as_bytes(), conv.as_bytes()]))?.unwrap_or_default())
     }
 
     async fn advance_cursors(&self, updates: Vec<CursorUpdate>) -> StoreResult<()> {

@@ -103,12 +103,7 @@ pub(crate) struct Txn<'a> {
 impl Txn<'_> {
     /// Reads a key, seeing this job's and this batch's earlier writes.
     pub(crate) fn get(&self, ks: Ks, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
-        if let Some((_, v)) = self
-            .own
-            .iter()
-            .rev()
-            .find(|((k, kk), _)| *k == ks && kk == key)
-        {
+        if let Some((_, v)) = self.own.iter().rev().find(|((k, kk), _)| *k == ks && kk == key) {
             return Ok(v.clone());
         }
         if let Some(v) = self.batch.get(&(ks, key.to_vec())) {
@@ -133,9 +128,7 @@ impl Txn<'_> {
     pub(crate) fn scan_keys(&self, ks: Ks, prefix: &[u8]) -> StoreResult<Vec<Vec<u8>>> {
         let mut out = Vec::new();
         for guard in self.keyspaces.get(ks).prefix(prefix) {
-            let (k, _) = guard
-                .into_inner()
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let (k, _) = guard.into_inner().map_err(|e| StoreError::Unavailable(e.to_string()))?;
             out.push(k.to_vec());
         }
         Ok(out)
@@ -159,11 +152,7 @@ pub(crate) struct Writer {
 pub type BatchObserver = Arc<dyn Fn(usize, std::time::Duration) + Send + Sync>;
 
 impl Writer {
-    pub(crate) fn start(
-        keyspaces: Arc<Keyspaces>,
-        sync: bool,
-        observer: Option<BatchObserver>,
-    ) -> Self {
+    pub(crate) fn start(keyspaces: Arc<Keyspaces>, sync: bool, observer: Option<BatchObserver>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         std::thread::Builder::new()
             .name("rookery-store-writer".into())
@@ -189,22 +178,12 @@ impl Writer {
                 let _ = done_tx.send(durable.and(result));
             })
         });
-        self.tx
-            .send(Request::Job(job))
-            .await
-            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
-        done_rx
-            .await
-            .map_err(|_| StoreError::Unavailable("the store writer stopped".into()))?
+        self.tx.send(Request::Job(job)).await.map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+        done_rx.await.map_err(|_| StoreError::Unavailable("the store writer stopped".into()))?
     }
 }
 
-fn run(
-    keyspaces: Arc<Keyspaces>,
-    mut rx: mpsc::Receiver<Request>,
-    sync: bool,
-    observer: Option<BatchObserver>,
-) {
+fn run(keyspaces: Arc<Keyspaces>, mut rx: mpsc::Receiver<Request>, sync: bool, observer: Option<BatchObserver>) {
     let mut jobs: Vec<Job> = Vec::with_capacity(64);
     while let Some(first) = rx.blocking_recv() {
         let Request::Job(job) = first;
@@ -220,11 +199,7 @@ fn run(
         let mut overlay: Overlay = HashMap::new();
         let mut completions: Vec<Completion> = Vec::with_capacity(n);
         for job in jobs.drain(..) {
-            let mut txn = Txn {
-                keyspaces: &keyspaces,
-                batch: &overlay,
-                own: Vec::new(),
-            };
+            let mut txn = Txn { keyspaces: &keyspaces, batch: &overlay, own: Vec::new() };
             let completion = job(&mut txn);
             let own = std::mem::take(&mut txn.own);
             for (k, v) in own {
@@ -255,14 +230,9 @@ fn commit(keyspaces: &Keyspaces, overlay: Overlay, sync: bool) -> StoreResult<()
             None => batch.remove(keyspaces.get(ks), key),
         }
     }
-    batch
-        .commit()
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    batch.commit().map_err(|e| StoreError::Unavailable(e.to_string()))?;
     if sync {
-        keyspaces
-            .db
-            .persist(PersistMode::SyncAll)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        keyspaces.db.persist(PersistMode::SyncAll).map_err(|e| StoreError::Unavailable(e.to_string()))?;
     }
     Ok(())
 }
