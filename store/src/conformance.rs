@@ -54,6 +54,8 @@ pub fn message(conv: &str, seq: u64, sender: &str, client_id: Option<&str>) -> M
 /// Runs every check against `store`.
 pub async fn run_all(store: Arc<dyn Store>) {
     users(&*store).await;
+    user_search(&*store).await;
+
     refresh_tokens(&*store).await;
     conversations(&*store).await;
     direct_conversations_are_unique_under_concurrency(store.clone()).await;
@@ -268,4 +270,39 @@ pub async fn concurrent_appends_keep_every_message(store: Arc<dyn Store>) {
         assert!(!more);
         assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), (1..=50).collect::<Vec<_>>());
     }
+}
+
+/// Users are found by username or display-name prefix, case-insensitively, page by page.
+pub async fn user_search(store: &dyn Store) {
+    let tag = fresh("s");
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let mut r = user(&format!("{tag}user{i}"));
+        r.user.display_name = format!("Person {i}");
+        ids.push(r.user.id.clone());
+        store.create_user(r).await.unwrap();
+    }
+    let mut named = user(&format!("{tag}zed"));
+    named.user.display_name = format!("{tag}ZedDisplay").to_uppercase();
+    store.create_user(named.clone()).await.unwrap();
+    let (page, next) = store.search_users(&format!("{tag}user"), None, 3).await.unwrap();
+    assert_eq!(page.len(), 3);
+    let (rest, last) = store.search_users(&format!("{tag}user"), next.as_deref(), 3).await.unwrap();
+    assert_eq!(rest.len(), 2);
+    assert_eq!(last, None);
+    let mut all: Vec<String> = page.iter().chain(&rest).map(|u| u.id.clone()).collect();
+    all.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(all, want, "every match exactly once across pages");
+    // Display names match case-insensitively.
+    let (found, _) = store.search_users(&format!("{tag}zeddis"), None, 10).await.unwrap();
+    assert_eq!(found.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(), vec![named.user.id.as_str()]);
+    // A renamed user is found by the new name only.
+    let mut renamed = named.user.clone();
+    renamed.display_name = format!("{tag}Other");
+    store.update_user(renamed).await.unwrap();
+    assert!(store.search_users(&format!("{tag}zeddis"), None, 10).await.unwrap().0.is_empty());
+    assert_eq!(store.search_users(&format!("{tag}oth"), None, 10).await.unwrap().0.len(), 1);
+    assert!(store.search_users(&fresh("nomatch"), None, 10).await.unwrap().0.is_empty());
 }

@@ -53,6 +53,15 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<UserRecord>>;
     /// Replaces the public profile of an existing user (the username never changes).
     async fn update_user(&self, user: User) -> StoreResult<()>;
+    /// Users whose username or display name (case-insensitively) starts with `prefix`, in key
+    /// order, at most `limit`, resuming after `cursor`; returns the cursor of the next page when
+    /// there may be more. Served from an index: the cost grows with the page, not the user count.
+    async fn search_users(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<(Vec<User>, Option<String>)>;
 
     // ---- refresh tokens ----------------------------------------------------------------------
 

@@ -52,3 +52,32 @@ pub async fn get_user(app: &App, id: &str) -> Result<User, ApiError> {
     }
     Ok(app.store.user(id).await?.ok_or_else(|| ApiError::not_found("no such user"))?.user)
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    q: String,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// `GET /api/users?q=<prefix>&limit=<n>&cursor=<c>`: users whose username or display name
+/// starts with `q` (case-insensitive), `limit` per page (default 20, at most 100), and
+/// `next_cursor` when there may be more.
+pub async fn search(
+    State(app): State<Arc<App>>,
+    _: AuthUser,
+    params: Result<axum::extract::Query<SearchParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let axum::extract::Query(p) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let q = p.q.trim();
+    if q.is_empty() || q.chars().count() > 64 || q.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("q must be 1-64 printable characters"));
+    }
+    let limit = p.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be 1-100"));
+    }
+    let (users, next) = app.store.search_users(q, p.cursor.as_deref(), limit).await?;
+    Ok(Json(serde_json::json!({ "users": users, "next_cursor": next })))
+}

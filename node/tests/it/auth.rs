@@ -207,3 +207,32 @@ async fn profiles_read_and_update() {
     assert_eq!(n.get("/api/users/nope", tok(&b)).await.0, 404);
     assert_eq!(n.patch("/api/users/me", tok(&a), json!({"display_name":""})).await.0, 400);
 }
+
+#[tokio::test]
+async fn users_are_found_by_username_or_display_name_prefix_page_by_page() {
+    let n = TestNode::start().await;
+    let me = n.signup("searcher").await;
+    for i in 0..5 {
+        let (s, _) = n
+            .post(
+                "/api/auth/signup",
+                None,
+                json!({"username": format!("match{i}"), "password":"password123", "display_name": format!("Zed {i}")}),
+            )
+            .await;
+        assert_eq!(s, 201);
+    }
+    let (status, page) = n.get("/api/users?q=match&limit=3", tok(&me)).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["users"].as_array().unwrap().len(), 3);
+    let cursor = page["next_cursor"].as_str().unwrap().to_string();
+    let (_, rest) = n.get(&format!("/api/users?q=match&limit=3&cursor={cursor}"), tok(&me)).await;
+    assert_eq!(rest["users"].as_array().unwrap().len(), 2);
+    assert!(rest["next_cursor"].is_null());
+    let (_, by_display) = n.get("/api/users?q=zed%203", tok(&me)).await;
+    assert_eq!(by_display["users"][0]["username"], "match3");
+    assert!(by_display["users"][0].get("password_hash").is_none());
+    assert_eq!(n.get("/api/users?q=", tok(&me)).await.0, 400);
+    assert_eq!(n.get("/api/users?q=x&limit=101", tok(&me)).await.0, 400);
+    assert_eq!(n.http.get(n.url("/api/users?q=match")).send().await.unwrap().status(), 401);
+}

@@ -163,6 +163,9 @@ impl Store for EmbeddedStore {
                     return Err(StoreError::Conflict(format!("username {:?}", record.user.username)));
                 }
                 txn.put(Ks::Usernames, name, record.user.id.as_bytes().to_vec());
+                for term in search_terms(&record.user) {
+                    txn.put(Ks::UserSearch, key(&[term.as_bytes(), record.user.id.as_bytes()]), Vec::new());
+                }
                 txn.put(Ks::Users, record.user.id.as_bytes().to_vec(), encode(&record));
                 Ok(())
             })
@@ -188,12 +191,58 @@ impl Store for EmbeddedStore {
                     return Err(StoreError::NotFound(format!("user {}", user.id)));
                 };
                 let mut record: UserRecord = decode(Ks::Users, &raw)?;
+                for term in search_terms(&record.user) {
+                    txn.delete(Ks::UserSearch, key(&[term.as_bytes(), record.user.id.as_bytes()]));
+                }
                 record.user.display_name = user.display_name;
                 record.user.avatar = user.avatar;
+                for term in search_terms(&record.user) {
+                    txn.put(Ks::UserSearch, key(&[term.as_bytes(), record.user.id.as_bytes()]), Vec::new());
+                }
                 txn.put(Ks::Users, k, encode(&record));
                 Ok(())
             })
             .await
+    }
+
+    async fn search_users(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<(Vec<User>, Option<String>)> {
+        let prefix = prefix.to_lowercase();
+        let start = match cursor.and_then(unhex) {
+            // Resume strictly after the last key returned.
+            Some(mut k) => {
+                k.push(0xff);
+                k
+            }
+            None => prefix.as_bytes().to_vec(),
+        };
+        let mut users: Vec<User> = Vec::new();
+        let mut last_key = None;
+        let mut more = false;
+        for guard in self.ks.get(Ks::UserSearch).range(start..) {
+            let (k, _) = guard.into_inner().map_err(unavailable)?;
+            if !k.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            if users.len() == limit {
+                more = true;
+                break;
+            }
+            let id = k.rsplit(|b| *b == 0).next().unwrap_or_default();
+            last_key = Some(k.to_vec());
+            let id = String::from_utf8_lossy(id);
+            if users.iter().any(|u| u.id == id) {
+                continue;
+            }
+            if let Some(r) = self.get_json::<UserRecord>(Ks::Users, id.as_bytes())? {
+                users.push(r.user);
+            }
+        }
+        Ok((users, if more { last_key.map(|k| hex(&k)) } else { None }))
     }
 
     async fn put_refresh(&self, token_hash: &str, record: RefreshRecord) -> StoreResult<()> {
@@ -494,4 +543,25 @@ impl Store for EmbeddedStore {
     async fn ping(&self) -> StoreResult<()> {
         self.get_raw(Ks::Users, b"\0ping").map(|_| ())
     }
+}
+
+/// The terms a user is found by: the username and the lower-cased display name.
+fn search_terms(user: &User) -> Vec<String> {
+    let display = user.display_name.to_lowercase();
+    if display == user.username {
+        vec![user.username.clone()]
+    } else {
+        vec![user.username.clone(), display]
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || s.len() > 1024 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }

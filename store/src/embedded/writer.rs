@@ -40,10 +40,11 @@ pub(crate) enum Ks {
     MessageIds,
     Dedupe,
     Cursors,
+    UserSearch,
 }
 
 impl Ks {
-    pub(crate) const ALL: [Ks; 12] = [
+    pub(crate) const ALL: [Ks; 13] = [
         Ks::Users,
         Ks::Usernames,
         Ks::Refresh,
@@ -56,6 +57,7 @@ impl Ks {
         Ks::MessageIds,
         Ks::Dedupe,
         Ks::Cursors,
+        Ks::UserSearch,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -72,6 +74,7 @@ impl Ks {
             Ks::MessageIds => "message_ids",
             Ks::Dedupe => "dedupe",
             Ks::Cursors => "cursors",
+            Ks::UserSearch => "user_search",
         }
     }
 }
