@@ -8,6 +8,7 @@
 //! beyond the protocol crate's types; it reaches a client only through its outbound queue
 //! ([`SessionHandle`]).
 
+pub mod attachments;
 pub mod calls;
 pub mod conversation;
 pub mod limits;

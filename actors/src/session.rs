@@ -146,15 +146,22 @@ impl SessionState {
                     let msg = format!("body is {} bytes; the limit is {}", body.len(), limits.max_body);
                     return self.error(ErrorCode::TooLarge, &msg, Some(&client_id)).await;
                 }
-                if body.trim().is_empty() {
-                    return self.error(ErrorCode::BadRequest, "body must not be empty", Some(&client_id)).await;
+                if body.trim().is_empty() && attachments.is_empty() {
+                    let msg = "a message needs a body or attachments";
+                    return self.error(ErrorCode::BadRequest, msg, Some(&client_id)).await;
                 }
-                if !attachments.is_empty() {
-                    return self
-                        .error(ErrorCode::BadRequest, "attachments are not supported by this node", Some(&client_id))
-                        .await;
-                }
+                let attachments = match crate::attachments::resolve(
+                    &*self.hub.store,
+                    &self.handle.addr.user_id,
+                    &attachments,
+                )
+                .await
+                {
+                    Ok(a) => a,
+                    Err((code, msg)) => return self.error(code, &msg, Some(&client_id)).await,
+                };
                 let cid = client_id.clone();
+
                 let msg = ConvMsg::Send {
                     from,
                     client_id,

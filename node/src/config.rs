@@ -115,6 +115,13 @@ pub struct ServeArgs {
     /// reconnects announce nothing). Default: 3000.
     #[arg(long, env = "ROOKERY_PRESENCE_GRACE_MS")]
     pub presence_grace_ms: Option<u64>,
+    /// Where attachment bytes go: a directory, `file:///dir`, or `s3://bucket` (builds with
+    /// the `s3` feature). Default: `<data-dir>/blobs`.
+    #[arg(long, env = "ROOKERY_BLOB_STORE")]
+    pub blob_store: Option<String>,
+    /// Largest attachment in bytes; larger uploads get 413. Default: 26214400 (25 MiB).
+    #[arg(long, env = "ROOKERY_MAX_ATTACHMENT")]
+    pub max_attachment: Option<u64>,
 }
 
 /// Log output format.
@@ -152,6 +159,9 @@ pub struct Config {
     pub call_rate_limit: f64,
     pub abuse_threshold: u32,
     pub presence_grace: Duration,
+    /// `None`: `<data-dir>/blobs`.
+    pub blob_store: Option<String>,
+    pub max_attachment: u64,
     /// argon2id parameters (memory KiB, iterations, lanes). Fixed: m=19456, t=2, p=1.
     pub argon2: (u32, u32, u32),
 }
@@ -192,6 +202,8 @@ impl Config {
             call_rate_limit: 20.0,
             abuse_threshold: 100,
             presence_grace: Duration::from_millis(3000),
+            blob_store: None,
+            max_attachment: 25 * 1024 * 1024,
             argon2: (19_456, 2, 1),
         }
     }
@@ -252,6 +264,8 @@ impl Config {
             call_rate_limit: pick!(call_rate_limit).unwrap_or(d.call_rate_limit),
             abuse_threshold: pick!(abuse_threshold).unwrap_or(d.abuse_threshold),
             presence_grace: pick!(presence_grace_ms).map(Duration::from_millis).unwrap_or(d.presence_grace),
+            blob_store: pick!(blob_store),
+            max_attachment: pick!(max_attachment).unwrap_or(d.max_attachment),
 
             argon2: d.argon2,
         };

@@ -26,6 +26,8 @@ pub struct App {
     pub config: Config,
     pub hub: Arc<Hub>,
     pub store: Arc<dyn Store>,
+    /// Attachment bytes.
+    pub blobs: Arc<dyn object_store::ObjectStore>,
     pub passwords: Passwords,
     pub tokens: Tokens,
     pub throttle: LoginThrottle,
@@ -150,6 +152,8 @@ pub async fn start(config: Config, chat: TcpListener, admin: TcpListener) -> any
         }
     };
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let blob_spec = config.blob_store.clone().unwrap_or_else(|| config.data_dir.join("blobs").display().to_string());
+    let blobs = crate::blobs::open(&blob_spec)?;
     let app = Arc::new(App {
         passwords: Passwords::new(config.argon2, cores)?,
         tokens: Tokens::new(secret.as_bytes()),
@@ -157,7 +161,9 @@ pub async fn start(config: Config, chat: TcpListener, admin: TcpListener) -> any
         config,
         hub: hub.clone(),
         store,
+        blobs,
         metrics: metrics.clone(),
+
         sockets: TaskTracker::new(),
         started: Instant::now(),
     });

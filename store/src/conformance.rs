@@ -63,6 +63,8 @@ pub async fn run_all(store: Arc<dyn Store>) {
     dedupe_and_seq_conflicts(&*store).await;
     edits(&*store).await;
     cursors(&*store).await;
+    attachments(&*store).await;
+
     concurrent_appends_keep_every_message(store.clone()).await;
     store.flush().await.expect("flush");
     store.ping().await.expect("ping");
@@ -305,4 +307,30 @@ pub async fn user_search(store: &dyn Store) {
     assert!(store.search_users(&format!("{tag}zeddis"), None, 10).await.unwrap().0.is_empty());
     assert_eq!(store.search_users(&format!("{tag}oth"), None, 10).await.unwrap().0.len(), 1);
     assert!(store.search_users(&fresh("nomatch"), None, 10).await.unwrap().0.is_empty());
+}
+
+/// Attachments keep their metadata, become public on request, and remember where they were shared.
+pub async fn attachments(store: &dyn Store) {
+    let id = fresh("att");
+    let record = crate::AttachmentRecord {
+        id: id.clone(),
+        uploader: "u".into(),
+        name: "cat.png".into(),
+        content_type: "image/png".into(),
+        size: 3,
+        created_at: 1,
+        public: false,
+    };
+    store.put_attachment(record.clone()).await.unwrap();
+    assert_eq!(store.attachment(&id).await.unwrap(), Some(record.clone()));
+    assert!(store.attachment_conversations(&id).await.unwrap().is_empty());
+    let conv = fresh("c");
+    let mut m = message(&conv, 1, "u", None);
+    m.attachments = vec![record.to_message_json(), serde_json::json!({"kind": "call"})];
+    store.append_messages(vec![m]).await.unwrap();
+    assert_eq!(store.attachment_conversations(&id).await.unwrap(), vec![conv]);
+    store.set_attachment_public(&id).await.unwrap();
+    assert!(store.attachment(&id).await.unwrap().unwrap().public);
+    assert!(matches!(store.set_attachment_public(&fresh("none")).await, Err(StoreError::NotFound(_))));
+    assert_eq!(store.attachment(&fresh("none")).await.unwrap(), None);
 }

@@ -10,7 +10,9 @@ pub mod conformance;
 pub mod embedded;
 mod records;
 
-pub use records::{ConvMeta, Cursor, CursorUpdate, HistoryQuery, RefreshRecord, RefreshUse, UserRecord};
+pub use records::{
+    AttachmentRecord, ConvMeta, Cursor, CursorUpdate, HistoryQuery, RefreshRecord, RefreshUse, UserRecord,
+};
 
 use async_trait::async_trait;
 use rookery_protocol::{Message, Role, User};
@@ -113,6 +115,18 @@ pub trait Store: Send + Sync + 'static {
     async fn message_by_client_id(&self, conv: &str, sender: &str, client_id: &str) -> StoreResult<Option<Message>>;
     /// How many messages after `after_seq` were sent by someone other than `user`, up to `cap`.
     async fn count_unread(&self, conv: &str, user: &str, after_seq: u64, cap: usize) -> StoreResult<usize>;
+
+    // ---- attachments -------------------------------------------------------------------------
+
+    /// Stores an attachment's metadata (after its bytes are in the blob store).
+    async fn put_attachment(&self, record: AttachmentRecord) -> StoreResult<()>;
+    /// An attachment's metadata.
+    async fn attachment(&self, id: &str) -> StoreResult<Option<AttachmentRecord>>;
+    /// Makes an attachment readable by every signed-in user (avatars). `NotFound` if absent.
+    async fn set_attachment_public(&self, id: &str) -> StoreResult<()>;
+    /// The conversations where an attachment was shared (appending a message whose
+    /// `attachments` hold `{"id": ...}` objects records it).
+    async fn attachment_conversations(&self, id: &str) -> StoreResult<Vec<String>>;
 
     // ---- cursors -----------------------------------------------------------------------------
 

@@ -86,3 +86,27 @@ impl HistoryQuery {
         HistoryQuery { after_seq: None, before_seq: Some(seq), limit }
     }
 }
+
+/// An uploaded file's metadata; the bytes live in the blob store under `attachments/<id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentRecord {
+    pub id: String,
+    pub uploader: String,
+    pub name: String,
+    pub content_type: String,
+    pub size: u64,
+    pub created_at: i64,
+    /// Readable by every signed-in user (set when the file becomes an avatar).
+    #[serde(default)]
+    pub public: bool,
+}
+
+impl AttachmentRecord {
+    /// The metadata a message carries: `{id, name, content_type, size, url}`.
+    pub fn to_message_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id, "name": self.name, "content_type": self.content_type,
+            "size": self.size, "url": format!("/api/attachments/{}", self.id),
+        })
+    }
+}

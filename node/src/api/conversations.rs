@@ -340,21 +340,22 @@ pub async fn send(
     if body.body.len() > app.config.max_body {
         return Err(ApiError::new(ErrorCode::TooLarge, format!("body is over {} bytes", app.config.max_body)));
     }
-    if body.body.trim().is_empty() {
-        return Err(ApiError::bad_request("body must not be empty"));
-    }
-    if !body.attachments.is_empty() {
-        return Err(ApiError::bad_request("attachments are not supported by this node"));
+    if body.body.trim().is_empty() && body.attachments.is_empty() {
+        return Err(ApiError::bad_request("a message needs a body or attachments"));
     }
     if !is_valid_id(&id) {
         return Err(ApiError::not_found("no such conversation"));
     }
+    let attachments = rookery_actors::attachments::resolve(&*app.store, &me, &body.attachments)
+        .await
+        .map_err(|(code, message)| ApiError::new(code, message))?;
     let (from, outcome) = Requester::http(&me);
     let msg = ConvMsg::Send {
         from,
         client_id: body.client_id,
         body: body.body,
-        attachments: body.attachments,
+        attachments,
+
         received: std::time::Instant::now(),
         permit: None,
     };

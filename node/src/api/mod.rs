@@ -1,5 +1,6 @@
 //! The HTTP API of contract section 2 on the chat listener, with `/ws` beside it.
 
+pub mod attachments;
 pub mod auth_routes;
 pub mod conversations;
 pub mod error;
@@ -41,6 +42,8 @@ pub fn router(app: Arc<App>) -> Router {
             "/api/conversations/{id}/messages/{msg_id}",
             axum::routing::patch(conversations::edit_message).delete(conversations::delete_message),
         )
+        .route("/api/attachments", post(attachments::upload).layer(DefaultBodyLimit::disable()))
+        .route("/api/attachments/{id}", get(attachments::download))
         .route("/ws", get(crate::gateway::upgrade))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

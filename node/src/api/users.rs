@@ -35,9 +35,26 @@ pub async fn patch_me(
         }
         u.display_name = d;
     }
-    if body.avatar.is_some() {
-        return Err(ApiError::bad_request("avatars are not supported by this node"));
+    match body.avatar.as_deref() {
+        None => {}
+        Some("") => u.avatar = None,
+        Some(id) => {
+            // An avatar is an image the user uploaded; it becomes readable by every signed-in user.
+            let a = match rookery_protocol::is_valid_id(id) {
+                true => app.store.attachment(id).await?,
+                false => None,
+            };
+            let Some(a) = a.filter(|a| a.uploader == user) else {
+                return Err(ApiError::not_found("no such attachment"));
+            };
+            if !a.content_type.starts_with("image/") {
+                return Err(ApiError::bad_request("an avatar must be an image"));
+            }
+            app.store.set_attachment_public(id).await?;
+            u.avatar = Some(id.to_string());
+        }
     }
+
     app.store.update_user(u.clone()).await?;
     Ok(Json(u))
 }

@@ -187,3 +187,82 @@ async fn calls_ring_every_session_the_first_answer_wins_and_the_end_is_logged() 
     eve.send(json!({"op":"call.end","to":uid(&b),"call_id":"call1"})).await;
     assert_eq!(eve.expect_op("error").await["code"], "not_found");
 }
+
+async fn upload(n: &TestNode, token: &str, name: &str, content_type: &str, bytes: Vec<u8>) -> (u16, serde_json::Value) {
+    let r = n
+        .http
+        .post(n.url(&format!("/api/attachments?name={name}")))
+        .bearer_auth(token)
+        .header("content-type", content_type)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn attachments_upload_share_and_download_only_for_those_who_may() {
+    let n = TestNode::start_with(|c| c.max_attachment = 1024 * 1024).await;
+    let (a, b, eve) = (n.signup("alice").await, n.signup("bob").await, n.signup("eve").await);
+    let id = n.group(&a, &[&b]).await;
+    let png = [&[0x89u8, b'P', b'N', b'G'][..], &vec![7u8; 300_000]].concat();
+    let (status, att) = upload(&n, tok(&a), "cat%20pic.png", "image/png", png.clone()).await;
+    assert_eq!(status, 201, "{att}");
+    assert_eq!(
+        (att["name"].as_str(), att["content_type"].as_str(), att["size"].as_u64()),
+        (Some("cat pic.png"), Some("image/png"), Some(png.len() as u64))
+    );
+    let att_id = att["id"].as_str().unwrap().to_string();
+    let url = n.url(&format!("/api/attachments/{att_id}"));
+    // Before it is shared, only the uploader reads it.
+    assert_eq!(n.http.get(&url).bearer_auth(tok(&b)).send().await.unwrap().status(), 404);
+    let r = n.http.get(&url).bearer_auth(tok(&a)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Shared in a message: members read it, with the right headers; the message carries metadata.
+    let mut bws = n.ws(&b).await;
+    let mut aws = n.ws(&a).await;
+    aws.send(json!({"op":"send","conv":id,"client_id":"p1","body":"","attachments":[att_id]})).await;
+    assert_eq!(aws.expect_op("ack").await["client_id"], "p1");
+    let m = bws.expect_op("msg").await;
+    assert_eq!(m["attachments"][0]["id"], att_id.as_str());
+    assert_eq!(m["attachments"][0]["url"], format!("/api/attachments/{att_id}"));
+    let r = n.http.get(&url).bearer_auth(tok(&b)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let h = r.headers().clone();
+    assert_eq!(h["content-type"], "image/png");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert!(h["content-disposition"].to_str().unwrap().starts_with("inline; filename=\"cat pic.png\""));
+    assert_eq!(r.bytes().await.unwrap().to_vec(), png);
+    assert_eq!(
+        n.http.get(&url).bearer_auth(tok(&eve)).send().await.unwrap().status(),
+        404,
+        "non-members never read it"
+    );
+    // Others cannot attach a file they may not read; too large is 413.
+    let mut ews = n.ws(&eve).await;
+    let (_, e_group) = n.post("/api/conversations", Some(tok(&eve)), json!({"kind":"group","title":"e"})).await;
+    let e = ews.send_msg(e_group["id"].as_str().unwrap(), "steal", "x").await;
+    assert_eq!(e["op"], "ack");
+    ews.send(json!({"op":"send","conv":e_group["id"],"client_id":"steal2","body":"x","attachments":[att_id]})).await;
+    assert_eq!(ews.expect_op("error").await["code"], "not_found");
+    let (status, body) = upload(&n, tok(&a), "big.bin", "application/octet-stream", vec![0; 1024 * 1024 + 1]).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (413, Some("too_large")));
+    // A script is served as a download, never rendered.
+    let (_, html) = upload(&n, tok(&a), "x.html", "text/html", b"<script>alert(1)</script>".to_vec()).await;
+    let r = n
+        .http
+        .get(n.url(&format!("/api/attachments/{}", html["id"].as_str().unwrap())))
+        .bearer_auth(tok(&a))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["content-disposition"].to_str().unwrap().starts_with("attachment;"));
+    // Avatars: an image of one's own, then readable by everyone signed in.
+    let (status, me) = n.patch("/api/users/me", tok(&a), json!({"avatar": att_id})).await;
+    assert_eq!((status, me["avatar"].as_str()), (200, Some(att_id.as_str())));
+    assert_eq!(n.http.get(&url).bearer_auth(tok(&eve)).send().await.unwrap().status(), 200);
+    assert_eq!(n.patch("/api/users/me", tok(&b), json!({"avatar": att_id})).await.0, 404, "not bob's file");
+    assert_eq!(n.patch("/api/users/me", tok(&a), json!({"avatar": html["id"]})).await.0, 400, "not an image");
+}

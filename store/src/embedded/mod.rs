@@ -34,7 +34,8 @@ pub use writer::BatchObserver;
 use writer::{Keyspaces, Ks, Txn, Writer};
 
 use crate::{
-    ConvMeta, Cursor, CursorUpdate, HistoryQuery, RefreshRecord, RefreshUse, Store, StoreError, StoreResult, UserRecord,
+    AttachmentRecord, ConvMeta, Cursor, CursorUpdate, HistoryQuery, RefreshRecord, RefreshUse, Store, StoreError,
+    StoreResult, UserRecord,
 };
 
 /// Options of the embedded store.
@@ -409,6 +410,11 @@ impl Store for EmbeddedStore {
                     }
                     let seq = m.seq.to_be_bytes().to_vec();
                     txn.put(Ks::MessageIds, key(&[m.conv.as_bytes(), m.id.as_bytes()]), seq.clone());
+                    for a in &m.attachments {
+                        if let Some(id) = a.get("id").and_then(|v| v.as_str()) {
+                            txn.put(Ks::AttachmentConvs, key(&[id.as_bytes(), m.conv.as_bytes()]), Vec::new());
+                        }
+                    }
                     if let Some(client_id) = &m.client_id {
                         txn.put(Ks::Dedupe, key(&[m.conv.as_bytes(), m.sender.as_bytes(), client_id.as_bytes()]), seq);
                     }
@@ -503,6 +509,44 @@ impl Store for EmbeddedStore {
             }
         }
         Ok(n)
+    }
+
+    async fn put_attachment(&self, record: AttachmentRecord) -> StoreResult<()> {
+        self.writer
+            .submit(move |txn| {
+                txn.put(Ks::Attachments, record.id.as_bytes().to_vec(), encode(&record));
+                Ok(())
+            })
+            .await
+    }
+
+    async fn attachment(&self, id: &str) -> StoreResult<Option<AttachmentRecord>> {
+        self.get_json(Ks::Attachments, id.as_bytes())
+    }
+
+    async fn set_attachment_public(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_string();
+        self.writer
+            .submit(move |txn| {
+                let Some(raw) = txn.get(Ks::Attachments, id.as_bytes())? else {
+                    return Err(StoreError::NotFound(format!("attachment {id}")));
+                };
+                let mut record: AttachmentRecord = decode(Ks::Attachments, &raw)?;
+                record.public = true;
+                txn.put(Ks::Attachments, id.into_bytes(), encode(&record));
+                Ok(())
+            })
+            .await
+    }
+
+    async fn attachment_conversations(&self, id: &str) -> StoreResult<Vec<String>> {
+        self.scan(Ks::AttachmentConvs, &prefix(id))?
+            .into_iter()
+            .map(|(conv, _)| {
+                String::from_utf8(conv)
+                    .map_err(|e| StoreError::Corrupt { keyspace: "attachment_convs", detail: e.to_string() })
+            })
+            .collect()
     }
 
     async fn cursor(&self, user: &str, conv: &str) -> StoreResult<Cursor> {

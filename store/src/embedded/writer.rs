@@ -41,10 +41,12 @@ pub(crate) enum Ks {
     Dedupe,
     Cursors,
     UserSearch,
+    Attachments,
+    AttachmentConvs,
 }
 
 impl Ks {
-    pub(crate) const ALL: [Ks; 13] = [
+    pub(crate) const ALL: [Ks; 15] = [
         Ks::Users,
         Ks::Usernames,
         Ks::Refresh,
@@ -58,6 +60,8 @@ impl Ks {
         Ks::Dedupe,
         Ks::Cursors,
         Ks::UserSearch,
+        Ks::Attachments,
+        Ks::AttachmentConvs,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -75,6 +79,8 @@ impl Ks {
             Ks::Dedupe => "dedupe",
             Ks::Cursors => "cursors",
             Ks::UserSearch => "user_search",
+            Ks::Attachments => "attachments",
+            Ks::AttachmentConvs => "attachment_convs",
         }
     }
 }
