@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rookery_protocol::{encode_event, ErrorCode, Message, Role, ServerEvent};
-use rookery_store::{ConvMeta, CursorUpdate, StoreError};
+use rookery_store::{ConvMeta, CursorUpdate, Sanction, StoreError};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::requester::{Outcome, Requester};
@@ -98,6 +98,11 @@ pub struct ConvState {
     hub: Arc<Hub>,
     meta: ConvMeta,
     members: HashMap<Arc<str>, Role>,
+    /// Mutes of this conversation (expired ones are ignored when checked).
+    mutes: HashMap<Arc<str>, Sanction>,
+    /// When each member last sent (for slow mode).
+    last_sent: HashMap<Arc<str>, Instant>,
+
     last_seq: u64,
     last_ts: i64,
     inflight: VecDeque<Pending>,
@@ -130,6 +135,7 @@ impl Actor for ConversationActor {
         let meta =
             store.conversation(&args.id).await?.ok_or_else(|| format!("conversation {} does not exist", args.id))?;
         let members = load_members(&args.hub, &args.id).await?;
+        let mutes = load_mutes(&args.hub, &args.id).await?;
         let last = store.last_message(&args.id).await?;
         myself.send_interval(args.hub.config.conv_tick, || ConvMsg::Tick);
         Ok(ConvState {
@@ -137,6 +143,8 @@ impl Actor for ConversationActor {
             hub: args.hub,
             meta,
             members,
+            mutes,
+            last_sent: HashMap::new(),
             last_seq: last.as_ref().map_or(0, |m| m.seq),
             last_ts: last.as_ref().map_or(0, |m| m.ts),
             inflight: VecDeque::new(),
@@ -223,6 +231,7 @@ impl Actor for ConversationActor {
                     state.meta = meta;
                 }
                 state.members = load_members(&state.hub, &state.id).await?;
+                state.mutes = load_mutes(&state.hub, &state.id).await?;
             }
             ConvMsg::FlushReceipts => {
                 state.receipts_armed = false;
@@ -334,6 +343,12 @@ impl ConvState {
                 return;
             }
         }
+        if let Some(refusal) = self.moderation_refusal(&from.user_id) {
+            let (code, message, retry) = refusal;
+            from.error_retry(&self.hub, code, &message, Some(&key.1), retry);
+            return;
+        }
+        self.last_sent.insert(from.user_id.clone(), Instant::now());
         let seq = self.last_seq + 1;
         self.last_seq = seq;
         let ts = now_ms().max(self.last_ts);
@@ -428,10 +443,39 @@ impl ConvState {
     }
 
     /// Edit (`Some(body)`) or delete (`None`) a message.
+    /// Why a member may not send now: banned, muted, or slow mode (with the wait).
+    fn moderation_refusal(&self, user: &Arc<str>) -> Option<(ErrorCode, String, Option<u64>)> {
+        if let Some(ban) = self.hub.bans.of(user) {
+            return Some((ErrorCode::Banned, format!("banned: {}", ban.reason), None));
+        }
+        let now = now_ms();
+        if let Some(m) = self.mutes.get(user).filter(|m| m.active(now)) {
+            let until = m.until_ms.map(|u| format!(" until {u}")).unwrap_or_default();
+            return Some((ErrorCode::Muted, format!("muted in this conversation{until}: {}", m.reason), None));
+        }
+        let slow = self.meta.slow_mode_s;
+        let exempt = self.members.get(user).is_some_and(|r| r.can_manage());
+        if slow > 0 && !exempt {
+            if let Some(last) = self.last_sent.get(user) {
+                let wait = Duration::from_secs(slow as u64).saturating_sub(last.elapsed());
+                if !wait.is_zero() {
+                    let msg = format!("slow mode: one message every {slow} s");
+                    return Some((ErrorCode::SlowMode, msg, Some(wait.as_millis().max(1) as u64)));
+                }
+            }
+        }
+        None
+    }
+
     async fn edit(&mut self, from: Requester, id: String, body: Option<String>) {
-        let Some(role) = self.members.get(&from.user_id).copied() else {
-            self.reply_error(&from, ErrorCode::NotMember, "not a member of this conversation", None);
-            return;
+        let role = match self.members.get(&from.user_id).copied() {
+            Some(r) => r,
+            // An operator removing a message acts with an owner's rights.
+            None if from.moderator && body.is_none() => Role::Owner,
+            None => {
+                self.reply_error(&from, ErrorCode::NotMember, "not a member of this conversation", None);
+                return;
+            }
         };
         let mut m = match self.hub.store.message(&self.id, &id).await {
             Ok(Some(m)) => m,
@@ -562,4 +606,8 @@ impl ConvState {
             let _ = reply.send(());
         });
     }
+}
+
+async fn load_mutes(hub: &Hub, id: &str) -> Result<HashMap<Arc<str>, Sanction>, StoreError> {
+    Ok(hub.store.mutes(id).await?.into_iter().map(|(u, m)| (Arc::from(u), m)).collect())
 }

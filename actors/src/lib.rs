@@ -13,6 +13,7 @@ pub mod calls;
 pub mod conversation;
 pub mod limits;
 pub mod metrics;
+pub mod moderation;
 pub mod outbound;
 pub mod placement;
 pub mod presence;
@@ -82,6 +83,8 @@ pub struct Hub {
     pub sessions: SessionRegistry,
     pub router: ConversationRouter,
     pub metrics: Arc<Metrics>,
+    /// Bans in force (a cache of the store's).
+    pub bans: moderation::Bans,
     /// Who has been announced online.
     pub presence: presence::Presence,
     /// Calls ringing or running.
@@ -116,11 +119,14 @@ impl Hub {
             sessions: SessionRegistry::default(),
             router: ConversationRouter::default(),
             metrics,
+            bans: moderation::Bans::default(),
             presence: presence::Presence::default(),
             calls: calls::Calls::default(),
             session_actors: dashmap::DashMap::new(),
             session_supervisor: OnceLock::new(),
         });
+        let bans = hub.store.bans().await.map_err(|e| StartError { what: "moderation", detail: e.to_string() })?;
+        hub.bans.load(bans);
         let (conv_sup, _) = Actor::spawn(None, ConversationSupervisor, Arc::downgrade(&hub))
             .await
             .map_err(|e| StartError { what: "conversation", detail: e.to_string() })?;

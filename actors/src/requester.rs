@@ -36,31 +36,49 @@ pub enum ReplyTo {
 pub struct Requester {
     pub user_id: Arc<str>,
     pub reply: ReplyTo,
+    /// An operator acting through the admin API: may delete any message of any conversation.
+    pub moderator: bool,
 }
 
 impl Requester {
     /// A requester for a WebSocket session.
     pub fn session(addr: SessionAddr) -> Self {
-        Requester { user_id: addr.user_id.clone(), reply: ReplyTo::Session(addr) }
+        Requester { user_id: addr.user_id.clone(), reply: ReplyTo::Session(addr), moderator: false }
     }
 
     /// The node acting on behalf of `user_id`, expecting no answer.
     pub fn node(user_id: &str) -> Self {
-        Requester { user_id: user_id.into(), reply: ReplyTo::Nobody }
+        Requester { user_id: user_id.into(), reply: ReplyTo::Nobody, moderator: false }
     }
 
     /// A requester for an HTTP request, and the receiver of its outcome.
     pub fn http(user_id: &str) -> (Self, oneshot::Receiver<Outcome>) {
         let (tx, rx) = oneshot::channel();
-        let r = Requester { user_id: user_id.into(), reply: ReplyTo::Http(Arc::new(Mutex::new(Some(tx)))) };
+        let r = Requester {
+            user_id: user_id.into(),
+            reply: ReplyTo::Http(Arc::new(Mutex::new(Some(tx)))),
+            moderator: false,
+        };
         (r, rx)
     }
 
     /// Answers with an error.
     pub fn error(&self, hub: &Hub, code: ErrorCode, message: &str, client_id: Option<&str>) {
+        self.error_retry(hub, code, message, client_id, None)
+    }
+
+    /// Answers with an error that says when to retry (`slow_mode`, `rate_limited`).
+    pub fn error_retry(
+        &self,
+        hub: &Hub,
+        code: ErrorCode,
+        message: &str,
+        client_id: Option<&str>,
+        retry_after_ms: Option<u64>,
+    ) {
         match &self.reply {
             ReplyTo::Session(addr) => {
-                let frame = encode_event(&ServerEvent::Error { code, message, client_id, retry_after_ms: None });
+                let frame = encode_event(&ServerEvent::Error { code, message, client_id, retry_after_ms });
                 hub.push_to_session(addr, frame);
             }
             ReplyTo::Http(_) => self.done(Outcome::Error(code, message.to_string())),

@@ -441,6 +441,7 @@ impl SessionState {
             kind: rookery_protocol::ConversationKind::Direct,
             title: None,
             created_at: now_ms(),
+            slow_mode_s: 0,
         };
         let conv = match self.hub.store.direct_conversation(&caller, &callee, proposed).await {
             Ok((meta, _)) => meta.id,

@@ -5,11 +5,18 @@
 //! reaches into sockets.
 
 use std::sync::Arc;
+use std::time::Instant;
+
+mod api;
+mod page;
+mod samples;
+
+pub use samples::Samples;
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use rookery_actors::{new_id, now_ms, Hub, Metrics};
 use rookery_protocol::User;
@@ -27,6 +34,10 @@ pub struct Console {
     pub hub: Arc<Hub>,
     pub admin_token: String,
     pub mint_token: TokenMinter,
+    /// The chat listener's address (shown in the node list).
+    pub chat_addr: String,
+    pub started: Instant,
+    pub samples: Arc<Samples>,
 }
 
 /// Most users one load-test setup request creates.
@@ -34,11 +45,40 @@ pub const MAX_BULK_USERS: usize = 50_000;
 
 /// The admin listener's routes.
 pub fn router(console: Console) -> Router {
+    let console = Arc::new(console);
+    let api = Router::new()
+        .route("/overview", get(overview))
+        .route("/nodes", get(api::nodes))
+        .route("/users", get(api::users))
+        .route("/users/{id}", get(api::user))
+        .route("/users/{id}/ban", post(api::ban).delete(api::unban))
+        .route("/users/{id}/kick", post(api::kick))
+        .route("/conversations", get(api::conversations))
+        .route("/conversations/{id}/messages", get(api::messages))
+        .route("/conversations/{id}/mute", post(api::mute))
+        .route("/conversations/{id}/mute/{user_id}", delete(api::unmute))
+        .route("/conversations/{id}/slow_mode", put(api::slow_mode))
+        .route("/messages/{conv}/{id}", delete(api::delete_message))
+        .route("/audit", get(api::audit))
+        .route("/loadtest/users", post(bulk_users))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .route_layer(axum::middleware::from_fn_with_state(console.clone(), require_token));
     Router::new()
+        .route("/", get(page::index))
         .route("/metrics", get(metrics))
-        .route("/admin/api/overview", get(overview))
-        .route("/admin/api/loadtest/users", post(bulk_users))
-        .with_state(Arc::new(console))
+        .nest("/admin/api", api)
+        .with_state(console)
+}
+
+async fn require_token(
+    State(c): State<Arc<Console>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !authorised(&c, req.headers()) {
+        return unauthorised();
+    }
+    next.run(req).await
 }
 
 async fn metrics(State(c): State<Arc<Console>>) -> Response {
@@ -117,17 +157,25 @@ async fn bulk_users(State(c): State<Arc<Console>>, headers: HeaderMap, body: axu
     Json(serde_json::json!({ "users": users })).into_response()
 }
 
-async fn overview(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    if !authorised(&c, &headers) {
-        return unauthorised();
-    }
+async fn overview(State(c): State<Arc<Console>>) -> Response {
+    let series = c.samples.series();
+    let last = series.last().cloned().unwrap_or_default();
     Json(serde_json::json!({
         "node_id": &*c.hub.node_id,
+        "uptime_s": c.started.elapsed().as_secs(),
         "connections": c.metrics.ws_connections.get(),
         "sessions": c.hub.sessions.len(),
         "groups": c.hub.router.running(),
         "messages_received": c.metrics.messages_received.get(),
         "messages_delivered": c.metrics.messages_delivered.get(),
+        "slow_consumer_disconnects": c.metrics.slow_consumer_disconnects.get(),
+        "actor_restarts": {
+            "conversation": c.metrics.actor_restarts.with_label_values(&["conversation"]).get(),
+            "session": c.metrics.actor_restarts.with_label_values(&["session"]).get(),
+        },
+        "rates": {"received_per_s": last.received_per_s, "delivered_per_s": last.delivered_per_s},
+        "ack_latency_ms": {"p50": last.ack_p50_ms, "p99": last.ack_p99_ms},
+        "series": series,
     }))
     .into_response()
 }

@@ -43,6 +43,9 @@ pub async fn upgrade(State(app): State<Arc<App>>, mut req: Request) -> Response 
     let Some(claims) = token.and_then(|t| app.tokens.verify(&t)) else {
         return ApiError::unauthorized("missing, invalid or expired access token").into_response();
     };
+    if let Some(ban) = app.hub.bans.of(&claims.sub) {
+        return ApiError::forbidden(format!("banned: {}", ban.reason)).into_response();
+    }
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return ApiError::bad_request("expected a WebSocket upgrade").into_response();
     }

@@ -175,8 +175,16 @@ pub async fn start(config: Config, chat: TcpListener, admin: TcpListener) -> any
         let ttl = minter.config.access_ttl.as_secs() as i64;
         minter.tokens.access(user, rookery_actors::now_ms() / 1000, ttl)
     });
-    let admin_router =
-        rookery_admin::router(rookery_admin::Console { metrics, hub, admin_token: admin_token.clone(), mint_token });
+    let admin_router = rookery_admin::router(rookery_admin::Console {
+        samples: rookery_admin::Samples::start(metrics.clone()),
+        metrics,
+        hub,
+        admin_token: admin_token.clone(),
+        mint_token,
+        chat_addr: chat_addr.to_string(),
+        started: Instant::now(),
+    });
+
     let task = tokio::spawn(serve(app.clone(), chat, chat_router, admin, admin_router, shutdown.clone()));
     tracing::info!(%chat_addr, %admin_addr, node_id, "rookery node started");
     Ok(Node { chat_addr, admin_addr, app, admin_token, shutdown, task })

@@ -32,7 +32,13 @@ fn user(name: &str) -> UserRecord {
 }
 
 fn group(id: &str) -> ConvMeta {
-    ConvMeta { id: id.to_string(), kind: ConversationKind::Group, title: Some("t".into()), created_at: 1 }
+    ConvMeta {
+        id: id.to_string(),
+        kind: ConversationKind::Group,
+        title: Some("t".into()),
+        created_at: 1,
+        slow_mode_s: 0,
+    }
 }
 
 /// A message for tests.
@@ -64,6 +70,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     edits(&*store).await;
     cursors(&*store).await;
     attachments(&*store).await;
+    moderation(&*store).await;
 
     concurrent_appends_keep_every_message(store.clone()).await;
     store.flush().await.expect("flush");
@@ -144,7 +151,8 @@ pub async fn direct_conversations_are_unique_under_concurrency(store: Arc<dyn St
     for i in 0..16 {
         let (store, a, b) = (store.clone(), a.clone(), b.clone());
         tasks.push(tokio::spawn(async move {
-            let proposed = ConvMeta { id: fresh("d"), kind: ConversationKind::Direct, title: None, created_at: 1 };
+            let proposed =
+                ConvMeta { id: fresh("d"), kind: ConversationKind::Direct, title: None, created_at: 1, slow_mode_s: 0 };
             // Alternate the argument order: the pair is unordered.
             if i % 2 == 0 {
                 store.direct_conversation(&a, &b, proposed).await.unwrap()
@@ -333,4 +341,49 @@ pub async fn attachments(store: &dyn Store) {
     assert!(store.attachment(&id).await.unwrap().unwrap().public);
     assert!(matches!(store.set_attachment_public(&fresh("none")).await, Err(StoreError::NotFound(_))));
     assert_eq!(store.attachment(&fresh("none")).await.unwrap(), None);
+}
+
+/// Bans, mutes, slow mode and the audit log persist and read back as written.
+pub async fn moderation(store: &dyn Store) {
+    let user = fresh("u");
+    let ban = crate::Sanction { reason: "spam".into(), by: "admin".into(), at_ms: 10, until_ms: Some(100) };
+    store.set_ban(&user, Some(ban.clone())).await.unwrap();
+    assert!(store.bans().await.unwrap().contains(&(user.clone(), ban.clone())));
+    assert!(ban.active(99) && !ban.active(100));
+    store.set_ban(&user, None).await.unwrap();
+    assert!(!store.bans().await.unwrap().iter().any(|(u, _)| *u == user));
+
+    let conv = fresh("c");
+    store.create_conversation(group(&conv), vec![(user.clone(), Role::Member)]).await.unwrap();
+    let mute = crate::Sanction { reason: "shouting".into(), by: "admin".into(), at_ms: 1, until_ms: None };
+    store.set_mute(&conv, &user, Some(mute.clone())).await.unwrap();
+    assert_eq!(store.mutes(&conv).await.unwrap(), vec![(user.clone(), mute)]);
+    store.set_mute(&conv, &user, None).await.unwrap();
+    assert!(store.mutes(&conv).await.unwrap().is_empty());
+    store.set_slow_mode(&conv, 30).await.unwrap();
+    assert_eq!(store.conversation(&conv).await.unwrap().unwrap().slow_mode_s, 30);
+    assert!(matches!(store.set_slow_mode(&fresh("none"), 5).await, Err(StoreError::NotFound(_))));
+    assert!(store.list_conversations(None, 1_000_000).await.unwrap().iter().any(|c| c.id == conv));
+    let page = store.list_conversations(None, 1).await.unwrap();
+    let next = store.list_conversations(Some(&page[0].id), 1).await.unwrap();
+    assert!(next.is_empty() || next[0].id > page[0].id);
+
+    let base = 1_000_000_000_000 + (fresh("").len() as i64);
+    let entries: Vec<crate::AuditEntry> = (0..3)
+        .map(|i| crate::AuditEntry {
+            id: fresh("a"),
+            ts: base + i,
+            admin: "admin".into(),
+            action: "kick".into(),
+            target: user.clone(),
+            reason: format!("r{i}"),
+            details: serde_json::Value::Null,
+        })
+        .collect();
+    for e in &entries {
+        store.append_audit(e.clone()).await.unwrap();
+    }
+    let newest = store.audit(Some(base + 3), 2).await.unwrap();
+    assert_eq!(newest, vec![entries[2].clone(), entries[1].clone()], "newest first");
+    assert_eq!(store.audit(Some(base + 1), 10).await.unwrap()[0], entries[0]);
 }

@@ -11,7 +11,8 @@ pub mod embedded;
 mod records;
 
 pub use records::{
-    AttachmentRecord, ConvMeta, Cursor, CursorUpdate, HistoryQuery, RefreshRecord, RefreshUse, UserRecord,
+    AttachmentRecord, AuditEntry, ConvMeta, Cursor, CursorUpdate, HistoryQuery, RefreshRecord, RefreshUse, Sanction,
+    UserRecord,
 };
 
 use async_trait::async_trait;
@@ -127,6 +128,25 @@ pub trait Store: Send + Sync + 'static {
     /// The conversations where an attachment was shared (appending a message whose
     /// `attachments` hold `{"id": ...}` objects records it).
     async fn attachment_conversations(&self, id: &str) -> StoreResult<Vec<String>>;
+
+    // ---- moderation --------------------------------------------------------------------------
+
+    /// Sets (`Some`) or lifts (`None`) a user's ban.
+    async fn set_ban(&self, user: &str, ban: Option<Sanction>) -> StoreResult<()>;
+    /// Every ban on record (active or expired), by user.
+    async fn bans(&self) -> StoreResult<Vec<(String, Sanction)>>;
+    /// Sets (`Some`) or lifts (`None`) a member's mute in a conversation.
+    async fn set_mute(&self, conv: &str, user: &str, mute: Option<Sanction>) -> StoreResult<()>;
+    /// The mutes of a conversation, by user.
+    async fn mutes(&self, conv: &str) -> StoreResult<Vec<(String, Sanction)>>;
+    /// Sets a conversation's slow mode (0: off). `NotFound` if the conversation does not exist.
+    async fn set_slow_mode(&self, conv: &str, seconds: u32) -> StoreResult<()>;
+    /// Appends to the audit log.
+    async fn append_audit(&self, entry: AuditEntry) -> StoreResult<()>;
+    /// The audit log, newest first, entries older than `before_ts` (exclusive) when given.
+    async fn audit(&self, before_ts: Option<i64>, limit: usize) -> StoreResult<Vec<AuditEntry>>;
+    /// Conversations in id order after `after` (for the console's browsing), at most `limit`.
+    async fn list_conversations(&self, after: Option<&str>, limit: usize) -> StoreResult<Vec<ConvMeta>>;
 
     // ---- cursors -----------------------------------------------------------------------------
 

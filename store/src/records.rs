@@ -39,6 +39,13 @@ pub struct ConvMeta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
     pub created_at: i64,
+    /// Slow mode: seconds a member must wait between messages (0: off).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub slow_mode_s: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// A user's position in a conversation.
@@ -109,4 +116,37 @@ impl AttachmentRecord {
             "size": self.size, "url": format!("/api/attachments/{}", self.id),
         })
     }
+}
+
+/// A ban or a mute: why, by whom, since when, until when (`None`: until lifted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sanction {
+    pub reason: String,
+    pub by: String,
+    pub at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<i64>,
+}
+
+impl Sanction {
+    /// Whether the sanction is in force at `now_ms`.
+    pub fn active(&self, now_ms: i64) -> bool {
+        self.until_ms.is_none_or(|u| now_ms < u)
+    }
+}
+
+/// One line of the audit log: an operator's action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: String,
+    pub ts: i64,
+    /// Who acted (the admin token's holder is `admin`).
+    pub admin: String,
+    /// `ban`, `unban`, `kick`, `mute`, `unmute`, `slow_mode`, `delete_message`.
+    pub action: String,
+    /// The user, conversation or message acted on.
+    pub target: String,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub details: serde_json::Value,
 }

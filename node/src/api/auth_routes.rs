@@ -121,6 +121,9 @@ pub async fn login(
     }
     app.throttle.succeeded(&body.username);
     let user = record.expect("verify succeeds only for a known user").user;
+    if let Some(ban) = app.hub.bans.of(&user.id) {
+        return Err(ApiError::forbidden(format!("banned: {}", ban.reason)));
+    }
     Ok(Json(issue_session(&app, user).await?))
 }
 
@@ -131,6 +134,10 @@ pub async fn refresh(
     let hash = hash_refresh_token(&body.refresh_token);
     match app.store.use_refresh(&hash, now_ms()).await? {
         RefreshUse::Valid(record) => {
+            if let Some(ban) = app.hub.bans.of(&record.user_id) {
+                return Err(ApiError::forbidden(format!("banned: {}", ban.reason)));
+            }
+
             let user = app.store.user(&record.user_id).await?.ok_or_else(|| ApiError::unauthorized("unknown user"))?;
             Ok(Json(issue_session(&app, user.user).await?))
         }

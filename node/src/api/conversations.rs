@@ -119,7 +119,8 @@ pub async fn create(
                 return Err(ApiError::bad_request("direct conversations have no title"));
             }
             check_users_exist(&app, std::slice::from_ref(other)).await?;
-            let proposed = ConvMeta { id: new_id(), kind: ConversationKind::Direct, title: None, created_at: now };
+            let proposed =
+                ConvMeta { id: new_id(), kind: ConversationKind::Direct, title: None, created_at: now, slow_mode_s: 0 };
             let (meta, created) = app.store.direct_conversation(&me, other, proposed).await?;
             // Someone who left their direct conversation rejoins it by asking for it again.
             let members = app.store.members(&meta.id).await?;
@@ -146,7 +147,13 @@ pub async fn create(
             others.sort();
             others.dedup();
             check_users_exist(&app, &others).await?;
-            let meta = ConvMeta { id: new_id(), kind: ConversationKind::Group, title: Some(title), created_at: now };
+            let meta = ConvMeta {
+                id: new_id(),
+                kind: ConversationKind::Group,
+                title: Some(title),
+                created_at: now,
+                slow_mode_s: 0,
+            };
             let mut members: Vec<(String, Role)> = others.into_iter().map(|u| (u, Role::Member)).collect();
             members.push((me.clone(), Role::Owner));
             app.store.create_conversation(meta.clone(), members.clone()).await?;

@@ -42,6 +42,9 @@ impl FromRequestParts<Arc<App>> for AuthUser {
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
         let claims = app.tokens.verify(token).ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
+        if let Some(ban) = app.hub.bans.of(&claims.sub) {
+            return Err(ApiError::forbidden(format!("banned: {}", ban.reason)));
+        }
         Ok(AuthUser(claims.sub))
     }
 }

@@ -3,10 +3,12 @@
 mod actors;
 mod auth;
 mod bad_input;
+mod browser;
 mod conversations;
 mod features;
 mod messaging;
 mod metrics;
+mod moderation;
 mod process;
 mod repo;
 mod support;

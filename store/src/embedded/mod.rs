@@ -34,8 +34,8 @@ pub use writer::BatchObserver;
 use writer::{Keyspaces, Ks, Txn, Writer};
 
 use crate::{
-    AttachmentRecord, ConvMeta, Cursor, CursorUpdate, HistoryQuery, RefreshRecord, RefreshUse, Store, StoreError,
-    StoreResult, UserRecord,
+    AttachmentRecord, AuditEntry, ConvMeta, Cursor, CursorUpdate, HistoryQuery, RefreshRecord, RefreshUse, Sanction,
+    Store, StoreError, StoreResult, UserRecord,
 };
 
 /// Options of the embedded store.
@@ -547,6 +547,107 @@ impl Store for EmbeddedStore {
                     .map_err(|e| StoreError::Corrupt { keyspace: "attachment_convs", detail: e.to_string() })
             })
             .collect()
+    }
+
+    async fn set_ban(&self, user: &str, ban: Option<Sanction>) -> StoreResult<()> {
+        let user = user.as_bytes().to_vec();
+        self.writer
+            .submit(move |txn| {
+                match ban {
+                    Some(b) => txn.put(Ks::Bans, user, encode(&b)),
+                    None => txn.delete(Ks::Bans, user),
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn bans(&self) -> StoreResult<Vec<(String, Sanction)>> {
+        let mut out = Vec::new();
+        for guard in self.ks.get(Ks::Bans).iter() {
+            let (k, v) = guard.into_inner().map_err(unavailable)?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), decode(Ks::Bans, &v)?));
+        }
+        Ok(out)
+    }
+
+    async fn set_mute(&self, conv: &str, user: &str, mute: Option<Sanction>) -> StoreResult<()> {
+        let k = key(&[conv.as_bytes(), user.as_bytes()]);
+        self.writer
+            .submit(move |txn| {
+                match mute {
+                    Some(m) => txn.put(Ks::Mutes, k, encode(&m)),
+                    None => txn.delete(Ks::Mutes, k),
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn mutes(&self, conv: &str) -> StoreResult<Vec<(String, Sanction)>> {
+        self.scan(Ks::Mutes, &prefix(conv))?
+            .into_iter()
+            .map(|(user, v)| Ok((String::from_utf8_lossy(&user).into_owned(), decode(Ks::Mutes, &v)?)))
+            .collect()
+    }
+
+    async fn set_slow_mode(&self, conv: &str, seconds: u32) -> StoreResult<()> {
+        let id = conv.to_string();
+        self.writer
+            .submit(move |txn| {
+                let Some(raw) = txn.get(Ks::Convs, id.as_bytes())? else {
+                    return Err(StoreError::NotFound(format!("conversation {id}")));
+                };
+                let mut meta: ConvMeta = decode(Ks::Convs, &raw)?;
+                meta.slow_mode_s = seconds;
+                txn.put(Ks::Convs, id.into_bytes(), encode(&meta));
+                Ok(())
+            })
+            .await
+    }
+
+    async fn append_audit(&self, entry: AuditEntry) -> StoreResult<()> {
+        // Keyed by time then id, so the log reads newest first with one reverse scan.
+        let k = key(&[&(entry.ts as u64).to_be_bytes(), entry.id.as_bytes()]);
+        self.writer
+            .submit(move |txn| {
+                txn.put(Ks::Audit, k, encode(&entry));
+                Ok(())
+            })
+            .await
+    }
+
+    async fn audit(&self, before_ts: Option<i64>, limit: usize) -> StoreResult<Vec<AuditEntry>> {
+        let hi = (before_ts.unwrap_or(i64::MAX).max(0) as u64).to_be_bytes().to_vec();
+        let mut out = Vec::new();
+        for guard in self.ks.get(Ks::Audit).range(..hi).rev() {
+            if out.len() == limit {
+                break;
+            }
+            let (_, v) = guard.into_inner().map_err(unavailable)?;
+            out.push(decode(Ks::Audit, &v)?);
+        }
+        Ok(out)
+    }
+
+    async fn list_conversations(&self, after: Option<&str>, limit: usize) -> StoreResult<Vec<ConvMeta>> {
+        let start = match after {
+            Some(a) => {
+                let mut k = a.as_bytes().to_vec();
+                k.push(0);
+                k
+            }
+            None => Vec::new(),
+        };
+        let mut out = Vec::new();
+        for guard in self.ks.get(Ks::Convs).range(start..) {
+            if out.len() == limit {
+                break;
+            }
+            let (_, v) = guard.into_inner().map_err(unavailable)?;
+            out.push(decode(Ks::Convs, &v)?);
+        }
+        Ok(out)
     }
 
     async fn cursor(&self, user: &str, conv: &str) -> StoreResult<Cursor> {

@@ -43,10 +43,13 @@ pub(crate) enum Ks {
     UserSearch,
     Attachments,
     AttachmentConvs,
+    Bans,
+    Mutes,
+    Audit,
 }
 
 impl Ks {
-    pub(crate) const ALL: [Ks; 15] = [
+    pub(crate) const ALL: [Ks; 18] = [
         Ks::Users,
         Ks::Usernames,
         Ks::Refresh,
@@ -62,6 +65,9 @@ impl Ks {
         Ks::UserSearch,
         Ks::Attachments,
         Ks::AttachmentConvs,
+        Ks::Bans,
+        Ks::Mutes,
+        Ks::Audit,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -81,6 +87,9 @@ impl Ks {
             Ks::UserSearch => "user_search",
             Ks::Attachments => "attachments",
             Ks::AttachmentConvs => "attachment_convs",
+            Ks::Bans => "bans",
+            Ks::Mutes => "mutes",
+            Ks::Audit => "audit",
         }
     }
 }

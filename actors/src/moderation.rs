@@ -1,0 +1,196 @@
+//! Moderation that bites: bans, kicks, mutes, slow mode and message removal, each applied in
+//! the data path at once and recorded in the audit log (persisted in the store).
+//!
+//! Bans are cached in memory (loaded at start, updated here), so checking one costs a map
+//! lookup on every request; mutes and slow mode live in the conversation actor, which reloads
+//! them when they change.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use rookery_protocol::{close, ErrorCode};
+use rookery_store::{AuditEntry, Sanction, StoreError};
+
+use crate::conversation::ConvMsg;
+use crate::requester::{Outcome, Requester};
+use crate::{new_id, now_ms, Hub, RouteError};
+
+/// Active bans by user (a cache of the store's).
+#[derive(Default)]
+pub struct Bans {
+    map: DashMap<Arc<str>, Sanction>,
+}
+
+impl Bans {
+    /// The ban in force on `user`, if any.
+    pub fn of(&self, user: &str) -> Option<Sanction> {
+        let now = now_ms();
+        self.map.get(user).filter(|b| b.active(now)).map(|b| b.clone())
+    }
+
+    pub(crate) fn load(&self, bans: Vec<(String, Sanction)>) {
+        for (u, b) in bans {
+            self.map.insert(u.into(), b);
+        }
+    }
+}
+
+/// Why a moderation action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ModerationError {
+    #[error("no such {0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{1}")]
+    Refused(ErrorCode, String),
+}
+
+/// What an operator asks for, with why.
+pub struct Action<'a> {
+    pub admin: &'a str,
+    pub reason: &'a str,
+}
+
+impl Hub {
+    async fn audit(
+        &self,
+        a: &Action<'_>,
+        action: &str,
+        target: &str,
+        details: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let entry = AuditEntry {
+            id: new_id(),
+            ts: now_ms(),
+            admin: a.admin.to_string(),
+            action: action.to_string(),
+            target: target.to_string(),
+            reason: a.reason.to_string(),
+            details,
+        };
+        self.store.append_audit(entry).await
+    }
+
+    async fn user_exists(&self, user: &str) -> Result<(), ModerationError> {
+        if !rookery_protocol::is_valid_id(user) || self.store.user(user).await?.is_none() {
+            return Err(ModerationError::NotFound("user"));
+        }
+        Ok(())
+    }
+
+    /// Bans `user` (for `duration_s`, or until lifted) and closes their sessions with 4003.
+    pub async fn ban(&self, a: &Action<'_>, user: &str, duration_s: Option<u64>) -> Result<Sanction, ModerationError> {
+        self.user_exists(user).await?;
+        let now = now_ms();
+        let ban = Sanction {
+            reason: a.reason.to_string(),
+            by: a.admin.to_string(),
+            at_ms: now,
+            until_ms: duration_s.map(|d| now.saturating_add((d as i64).saturating_mul(1000))),
+        };
+        self.store.set_ban(user, Some(ban.clone())).await?;
+        self.bans.map.insert(user.into(), ban.clone());
+        self.audit(a, "ban", user, serde_json::json!({ "duration_s": duration_s })).await?;
+        for s in self.sessions.of_user(user) {
+            s.close_with(close::BANNED);
+        }
+        Ok(ban)
+    }
+
+    /// Lifts a ban.
+    pub async fn unban(&self, a: &Action<'_>, user: &str) -> Result<(), ModerationError> {
+        self.user_exists(user).await?;
+        self.store.set_ban(user, None).await?;
+        self.bans.map.remove(user);
+        self.audit(a, "unban", user, serde_json::Value::Null).await?;
+        Ok(())
+    }
+
+    /// Closes every session of `user` with 4003 (they may reconnect).
+    pub async fn kick(&self, a: &Action<'_>, user: &str) -> Result<usize, ModerationError> {
+        self.user_exists(user).await?;
+        let sessions = self.sessions.of_user(user);
+        for s in &sessions {
+            s.close_with(close::BANNED);
+        }
+        self.audit(a, "kick", user, serde_json::json!({ "sessions": sessions.len() })).await?;
+        Ok(sessions.len())
+    }
+
+    async fn conversation_exists(&self, conv: &str) -> Result<(), ModerationError> {
+        if !rookery_protocol::is_valid_id(conv) || self.store.conversation(conv).await?.is_none() {
+            return Err(ModerationError::NotFound("conversation"));
+        }
+        Ok(())
+    }
+
+    /// Mutes `user` in `conv`: their sends get `muted` until it ends.
+    pub async fn mute(
+        &self,
+        a: &Action<'_>,
+        conv: &str,
+        user: &str,
+        duration_s: Option<u64>,
+    ) -> Result<Sanction, ModerationError> {
+        self.conversation_exists(conv).await?;
+        self.user_exists(user).await?;
+        let now = now_ms();
+        let mute = Sanction {
+            reason: a.reason.to_string(),
+            by: a.admin.to_string(),
+            at_ms: now,
+            until_ms: duration_s.map(|d| now.saturating_add((d as i64).saturating_mul(1000))),
+        };
+        self.store.set_mute(conv, user, Some(mute.clone())).await?;
+        self.router.notify_if_running(conv, ConvMsg::Reload);
+        let details = serde_json::json!({ "user_id": user, "duration_s": duration_s });
+        self.audit(a, "mute", conv, details).await?;
+        Ok(mute)
+    }
+
+    /// Lifts a mute.
+    pub async fn unmute(&self, a: &Action<'_>, conv: &str, user: &str) -> Result<(), ModerationError> {
+        self.conversation_exists(conv).await?;
+        self.store.set_mute(conv, user, None).await?;
+        self.router.notify_if_running(conv, ConvMsg::Reload);
+        self.audit(a, "unmute", conv, serde_json::json!({ "user_id": user })).await?;
+        Ok(())
+    }
+
+    /// Sets slow mode (0: off; at most one day).
+    pub async fn slow_mode(&self, a: &Action<'_>, conv: &str, seconds: u32) -> Result<(), ModerationError> {
+        if seconds > 86_400 {
+            return Err(ModerationError::Invalid("seconds must be 0-86400".into()));
+        }
+        self.conversation_exists(conv).await?;
+        self.store.set_slow_mode(conv, seconds).await?;
+        self.router.notify_if_running(conv, ConvMsg::Reload);
+        self.audit(a, "slow_mode", conv, serde_json::json!({ "seconds": seconds })).await?;
+        Ok(())
+    }
+
+    /// Removes a message: members get `deleted`, history keeps no body.
+    pub async fn delete_message(&self, a: &Action<'_>, conv: &str, id: &str) -> Result<(), ModerationError> {
+        self.conversation_exists(conv).await?;
+        let (mut from, outcome) = Requester::http(a.admin);
+        from.moderator = true;
+        match self.router.route(conv, ConvMsg::Delete { from, id: id.to_string() }).await {
+            Ok(()) => {}
+            Err(RouteError::NotFound) => return Err(ModerationError::NotFound("conversation")),
+            Err(RouteError::Unavailable(e)) => return Err(ModerationError::Refused(ErrorCode::Unavailable, e)),
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(10), outcome).await {
+            Ok(Ok(Outcome::Updated(_))) => {}
+            Ok(Ok(Outcome::Error(ErrorCode::NotFound, _))) => return Err(ModerationError::NotFound("message")),
+            Ok(Ok(Outcome::Error(code, m))) => return Err(ModerationError::Refused(code, m)),
+            _ => {
+                return Err(ModerationError::Refused(ErrorCode::Unavailable, "the conversation did not answer".into()))
+            }
+        }
+        self.audit(a, "delete_message", conv, serde_json::json!({ "message_id": id })).await?;
+        Ok(())
+    }
+}
