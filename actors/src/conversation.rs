@@ -137,6 +137,7 @@ impl Actor for ConversationActor {
         let members = load_members(&args.hub, &args.id).await?;
         let mutes = load_mutes(&args.hub, &args.id).await?;
         let last = store.last_message(&args.id).await?;
+        args.hub.fanned_out.insert(args.id.clone(), last.as_ref().map_or(0, |m| m.seq));
         myself.send_interval(args.hub.config.conv_tick, || ConvMsg::Tick);
         Ok(ConvState {
             id: args.id,
@@ -271,6 +272,7 @@ async fn retiring(msg: ConvMsg, state: &mut ConvState, myself: &ActorRef<ConvMsg
             if let Some(pending) = state.cursor_write.take() {
                 let _ = pending.await;
             }
+            state.hub.fanned_out.remove(&state.id);
             myself.stop(Some("idle".into()));
         }
         ConvMsg::Drain(reply) => state.answer_drain(reply),
@@ -407,6 +409,8 @@ impl ConvState {
     fn apply_commits(&mut self) {
         while self.inflight.front().is_some_and(|p| p.result.is_some()) {
             let p = self.inflight.pop_front().expect("front exists");
+            self.hub.fanned_out.insert(self.id.clone(), p.seq);
+
             let key = (p.from.user_id.clone(), p.client_id.clone());
             match p.result.expect("checked above") {
                 Ok(()) => {

@@ -83,6 +83,10 @@ pub struct Hub {
     pub sessions: SessionRegistry,
     pub router: ConversationRouter,
     pub metrics: Arc<Metrics>,
+    /// Per running conversation, the highest `seq` whose fan-out has happened (all lower ones
+    /// were fanned out or failed before it). `sync` reads no further, so a message committed out
+    /// of order is never replayed before an earlier one that is still being written.
+    pub fanned_out: dashmap::DashMap<Arc<str>, u64>,
     /// Bans in force (a cache of the store's).
     pub bans: moderation::Bans,
     /// Who has been announced online.
@@ -119,6 +123,7 @@ impl Hub {
             sessions: SessionRegistry::default(),
             router: ConversationRouter::default(),
             metrics,
+            fanned_out: dashmap::DashMap::new(),
             bans: moderation::Bans::default(),
             presence: presence::Presence::default(),
             calls: calls::Calls::default(),

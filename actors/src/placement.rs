@@ -151,7 +151,11 @@ impl ConversationSupervisor {
     fn child_gone(state: &mut ConvSupervisorState, hub: &Hub, cell: &ActorCell) -> Option<Arc<str>> {
         let conv = state.children.remove(&cell.get_id())?;
         hub.router.unregister(&conv, cell.get_id());
+        if !hub.router.local.contains_key(&conv) {
+            hub.fanned_out.remove(&conv);
+        }
         hub.metrics.groups_active.dec();
+
         Some(conv)
     }
 }

@@ -237,7 +237,12 @@ impl SessionState {
                     Err(e) => return self.error(ErrorCode::Unavailable, &e.to_string(), None).await,
                 },
             };
-            let (page, more) = match store.messages(&conv, HistoryQuery::after(from, batch)).await {
+            // Never past what has been fanned out: a later message may be stored while an
+            // earlier one is still being written, and replaying it first would reorder them.
+            let cap = self.hub.fanned_out.get(conv.as_str()).map(|w| *w);
+            let query =
+                HistoryQuery { after_seq: Some(from), before_seq: cap.map(|c| c.saturating_add(1)), limit: batch };
+            let (page, more) = match store.messages(&conv, query).await {
                 Ok(p) => p,
                 Err(e) => return self.error(ErrorCode::Unavailable, &e.to_string(), None).await,
             };

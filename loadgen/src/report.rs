@@ -42,6 +42,8 @@ pub struct ConnTally {
     /// without acks).
     pub acked: Vec<u64>,
     pub received: HashSet<(u32, u64)>,
+    /// Messages first received while a `sync` was being answered.
+    pub via_sync: HashSet<(u32, u64)>,
     pub duplicates: u64,
     pub reordered: u64,
     pub errors: HashMap<String, u64>,
@@ -57,6 +59,8 @@ impl ConnTally {
             sent: 0,
             acked: Vec::new(),
             received: HashSet::new(),
+            via_sync: HashSet::new(),
+
             duplicates: 0,
             reordered: 0,
             errors: HashMap::new(),

@@ -351,11 +351,18 @@ async fn read_loop(
                 }
                 let mut t = tally.lock();
                 if !t.received.insert((sender, k)) {
-                    if !syncing {
+                    // A message replayed by `sync` may also arrive live (its fan-out was still
+                    // queued when `sync` read the store): a duplicate recognisable by id, as the
+                    // protocol allows. Anything else arriving twice is a real duplicate.
+                    if !syncing && !t.via_sync.contains(&(sender, k)) {
                         t.duplicates += 1;
                     }
                     continue;
                 }
+                if syncing {
+                    t.via_sync.insert((sender, k));
+                }
+
                 shared.delivered.fetch_add(1, Ordering::Relaxed);
                 let _ = t.e2e_latency.record(now.saturating_sub(intended_ns) / 1000);
                 let (key, order) = match seq {
