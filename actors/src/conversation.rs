@@ -102,6 +102,8 @@ pub struct ConvState {
     mutes: HashMap<Arc<str>, Sanction>,
     /// When each member last sent (for slow mode).
     last_sent: HashMap<Arc<str>, Instant>,
+    /// Messages accepted since the last tick.
+    sent_this_tick: u64,
 
     last_seq: u64,
     last_ts: i64,
@@ -146,6 +148,8 @@ impl Actor for ConversationActor {
             members,
             mutes,
             last_sent: HashMap::new(),
+            sent_this_tick: 0,
+
             last_seq: last.as_ref().map_or(0, |m| m.seq),
             last_ts: last.as_ref().map_or(0, |m| m.ts),
             inflight: VecDeque::new(),
@@ -240,6 +244,12 @@ impl Actor for ConversationActor {
             }
             ConvMsg::Tick => {
                 state.flush_delivered();
+                let sent = std::mem::take(&mut state.sent_this_tick);
+                if sent > 0 {
+                    state.hub.activity.insert(state.id.clone(), sent);
+                } else {
+                    state.hub.activity.remove(&state.id);
+                }
                 let idle = state.last_activity.elapsed() >= state.hub.config.conv_idle_after;
                 if idle && state.inflight.is_empty() && state.reads.is_empty() {
                     state.retiring = true;
@@ -273,6 +283,7 @@ async fn retiring(msg: ConvMsg, state: &mut ConvState, myself: &ActorRef<ConvMsg
                 let _ = pending.await;
             }
             state.hub.fanned_out.remove(&state.id);
+            state.hub.activity.remove(&state.id);
             myself.stop(Some("idle".into()));
         }
         ConvMsg::Drain(reply) => state.answer_drain(reply),
@@ -380,6 +391,8 @@ impl ConvState {
             result: None,
             _permit: permit,
         });
+        self.hub.metrics.conversation_writes_in_flight.inc();
+        self.sent_this_tick += 1;
         self.remember(key, Dedupe::InFlight(seq));
         let (store, me) = (self.hub.store.clone(), myself.clone());
         tokio::spawn(async move {
@@ -409,6 +422,7 @@ impl ConvState {
     fn apply_commits(&mut self) {
         while self.inflight.front().is_some_and(|p| p.result.is_some()) {
             let p = self.inflight.pop_front().expect("front exists");
+            self.hub.metrics.conversation_writes_in_flight.dec();
             self.hub.fanned_out.insert(self.id.clone(), p.seq);
 
             let key = (p.from.user_id.clone(), p.client_id.clone());

@@ -12,6 +12,7 @@ pub mod attachments;
 pub mod calls;
 pub mod conversation;
 pub mod limits;
+pub mod metered;
 pub mod metrics;
 pub mod moderation;
 pub mod outbound;
@@ -87,6 +88,8 @@ pub struct Hub {
     /// were fanned out or failed before it). `sync` reads no further, so a message committed out
     /// of order is never replayed before an earlier one that is still being written.
     pub fanned_out: dashmap::DashMap<Arc<str>, u64>,
+    /// Messages per housekeeping tick of each running conversation (the console's "busiest").
+    pub activity: dashmap::DashMap<Arc<str>, u64>,
     /// Bans in force (a cache of the store's).
     pub bans: moderation::Bans,
     /// Who has been announced online.
@@ -124,6 +127,7 @@ impl Hub {
             router: ConversationRouter::default(),
             metrics,
             fanned_out: dashmap::DashMap::new(),
+            activity: dashmap::DashMap::new(),
             bans: moderation::Bans::default(),
             presence: presence::Presence::default(),
             calls: calls::Calls::default(),

@@ -11,9 +11,14 @@ use prometheus::{
 const LATENCY_BUCKETS: &[f64] =
     &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+/// Most recent operational events kept for the console.
+const RECENT_EVENTS: usize = 50;
+
 /// The node's metrics and the registry that exports them.
 pub struct Metrics {
     registry: Registry,
+    /// Recent restarts and slow-consumer disconnects, newest last (for the console).
+    recent: parking_lot::Mutex<std::collections::VecDeque<serde_json::Value>>,
     /// Open WebSocket connections.
     pub ws_connections: IntGauge,
     /// Live session actors.
@@ -30,6 +35,14 @@ pub struct Metrics {
     pub store_write_seconds: Histogram,
     /// Time a group-commit batch took to commit and sync, per batch.
     pub store_batch_seconds: Histogram,
+    /// Every store call's latency, by operation (`append_messages`, `messages`, `cursor`, ...).
+    pub store_op_seconds: HistogramVec,
+    /// Frames waiting in (or being handled from) session actors' mailboxes.
+    pub session_mailbox_frames: IntGauge,
+    /// Messages conversation actors hold between `send` and the store's answer.
+    pub conversation_writes_in_flight: IntGauge,
+    /// Frames queued in sessions' outbound queues (sampled when `/metrics` is read).
+    pub outbound_queued_frames: IntGauge,
     /// Actor restarts (or cleanups of crashed actors) by kind: `conversation`, `session`.
     pub actor_restarts: IntCounterVec,
     /// Sessions closed with 4009 because their outbound queue overflowed.
@@ -51,6 +64,7 @@ impl Metrics {
                 .expect("valid histogram")
         };
         let m = Metrics {
+            recent: parking_lot::Mutex::new(std::collections::VecDeque::new()),
             ws_connections: IntGauge::new("rookery_ws_connections", "Open WebSocket connections").unwrap(),
             sessions_active: IntGauge::new("rookery_sessions_active", "Live session actors").unwrap(),
             groups_active: IntGauge::new("rookery_groups_active", "Live conversation actors").unwrap(),
@@ -64,6 +78,27 @@ impl Metrics {
             message_ack_seconds: latency("rookery_message_ack_seconds", "Send to ack latency"),
             store_write_seconds: latency("rookery_store_write_seconds", "Store write latency seen by the caller"),
             store_batch_seconds: latency("rookery_store_batch_seconds", "Group-commit batch commit and sync time"),
+            store_op_seconds: HistogramVec::new(
+                HistogramOpts::new("rookery_store_op_seconds", "Store call latency by operation")
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                &["op"],
+            )
+            .unwrap(),
+            session_mailbox_frames: IntGauge::new(
+                "rookery_session_mailbox_frames",
+                "Frames waiting in or handled from session actor mailboxes",
+            )
+            .unwrap(),
+            conversation_writes_in_flight: IntGauge::new(
+                "rookery_conversation_writes_in_flight",
+                "Messages between send and the store's answer in conversation actors",
+            )
+            .unwrap(),
+            outbound_queued_frames: IntGauge::new(
+                "rookery_outbound_queued_frames",
+                "Frames queued in session outbound queues (sampled at scrape)",
+            )
+            .unwrap(),
             actor_restarts: IntCounterVec::new(
                 Opts::new("rookery_actor_restarts_total", "Actors restarted or cleaned up after a crash"),
                 &["kind"],
@@ -98,6 +133,10 @@ impl Metrics {
         r.register(Box::new(m.store_write_seconds.clone())).unwrap();
         r.register(Box::new(m.store_batch_seconds.clone())).unwrap();
         r.register(Box::new(m.actor_restarts.clone())).unwrap();
+        r.register(Box::new(m.store_op_seconds.clone())).unwrap();
+        r.register(Box::new(m.session_mailbox_frames.clone())).unwrap();
+        r.register(Box::new(m.conversation_writes_in_flight.clone())).unwrap();
+        r.register(Box::new(m.outbound_queued_frames.clone())).unwrap();
         r.register(Box::new(m.slow_consumer_disconnects.clone())).unwrap();
         r.register(Box::new(m.cluster_nodes.clone())).unwrap();
         r.register(Box::new(m.http_requests.clone())).unwrap();
@@ -110,6 +149,20 @@ impl Metrics {
         }
         m.cluster_nodes.set(1);
         m
+    }
+
+    /// Records an operational event (`kind`: `restart`, `slow_consumer`) for the console.
+    pub fn record_event(&self, kind: &str, detail: serde_json::Value) {
+        let mut recent = self.recent.lock();
+        recent.push_back(serde_json::json!({"kind": kind, "ts": crate::now_ms(), "detail": detail}));
+        while recent.len() > RECENT_EVENTS {
+            recent.pop_front();
+        }
+    }
+
+    /// Recent operational events, newest first.
+    pub fn recent_events(&self) -> Vec<serde_json::Value> {
+        self.recent.lock().iter().rev().cloned().collect()
     }
 
     /// The Prometheus text exposition of every metric.

@@ -55,9 +55,7 @@ impl SessionHandle {
         match self.tx.try_send(frame) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.close_with(close::SLOW_CONSUMER) {
-                    self.metrics.slow_consumer_disconnects.inc();
-                }
+                self.slow_consumer();
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -70,11 +68,17 @@ impl SessionHandle {
             Ok(Ok(())) => true,
             Ok(Err(_)) => false,
             Err(_) => {
-                if self.close_with(close::SLOW_CONSUMER) {
-                    self.metrics.slow_consumer_disconnects.inc();
-                }
+                self.slow_consumer();
                 false
             }
+        }
+    }
+
+    fn slow_consumer(&self) {
+        if self.close_with(close::SLOW_CONSUMER) {
+            self.metrics.slow_consumer_disconnects.inc();
+            let detail = serde_json::json!({"user_id": &*self.addr.user_id, "session_id": &*self.addr.session_id});
+            self.metrics.record_event("slow_consumer", detail);
         }
     }
 
@@ -91,6 +95,11 @@ impl SessionHandle {
     /// The close code requested so far (0 when none).
     pub fn close_code(&self) -> u16 {
         self.close_code.load(Ordering::Acquire)
+    }
+
+    /// Frames queued and not yet taken by the writer.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
     }
 
     /// Resolves once something asked the session to close.

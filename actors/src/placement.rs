@@ -207,6 +207,8 @@ impl Actor for ConversationSupervisor {
             SupervisionEvent::ActorFailed(cell, err) => {
                 if let Some(conv) = Self::child_gone(state, &hub, &cell) {
                     hub.metrics.actor_restarts.with_label_values(&["conversation"]).inc();
+                    let detail = serde_json::json!({"actor": "conversation", "id": &*conv, "error": err.to_string()});
+                    hub.metrics.record_event("restart", detail);
                     tracing::error!(conv = %conv, error = %err, "conversation actor crashed; restarting it");
                     if !hub.router.local.contains_key(&conv) {
                         if let Err(e) = Self::spawn_child(&myself, state, hub.clone(), conv.clone(), true).await {

@@ -29,10 +29,27 @@ const MAX_CLIENT_ID: usize = 128;
 /// Messages of a session actor.
 pub enum SessionMsg {
     /// A decoded client frame.
-    Frame(ClientFrame, OwnedSemaphorePermit),
+    Frame(ClientFrame, OwnedSemaphorePermit, MailboxSlot),
     /// Test hook: panic inside the actor.
     #[cfg(feature = "test-hooks")]
     InjectPanic,
+}
+
+/// Counts a frame in `rookery_session_mailbox_frames` from when it is cast until it is handled
+/// or dropped (dropped with a crashed actor's mailbox too).
+pub struct MailboxSlot(prometheus::IntGauge);
+
+impl MailboxSlot {
+    pub fn new(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        MailboxSlot(gauge.clone())
+    }
+}
+
+impl Drop for MailboxSlot {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// The actor.
@@ -73,7 +90,7 @@ impl Actor for SessionActor {
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SessionMsg::Frame(frame, permit) => state.frame(frame, permit).await,
+            SessionMsg::Frame(frame, permit, _slot) => state.frame(frame, permit).await,
             #[cfg(feature = "test-hooks")]
             SessionMsg::InjectPanic => {
                 panic!("injected panic in session {}", state.handle.addr.session_id)
@@ -303,6 +320,8 @@ impl SessionSupervisor {
             hub.metrics.sessions_active.dec();
             if crashed {
                 hub.metrics.actor_restarts.with_label_values(&["session"]).inc();
+                let detail = serde_json::json!({"actor": "session", "id": &*handle.addr.session_id, "user_id": &*handle.addr.user_id});
+                hub.metrics.record_event("restart", detail);
             }
         }
         handle.close_with(if crashed { close::INTERNAL_ERROR } else { close::NORMAL });

@@ -83,6 +83,8 @@ async fn require_token(
 
 async fn metrics(State(c): State<Arc<Console>>) -> Response {
     c.metrics.sessions_active.set(c.hub.sessions.len() as i64);
+    let queued: usize = c.hub.sessions.all().iter().map(|s| s.queued()).sum();
+    c.metrics.outbound_queued_frames.set(queued as i64);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], c.metrics.render()).into_response()
 }
 
@@ -174,8 +176,18 @@ async fn overview(State(c): State<Arc<Console>>) -> Response {
             "session": c.metrics.actor_restarts.with_label_values(&["session"]).get(),
         },
         "rates": {"received_per_s": last.received_per_s, "delivered_per_s": last.delivered_per_s},
-        "ack_latency_ms": {"p50": last.ack_p50_ms, "p99": last.ack_p99_ms},
+                "ack_latency_ms": {"p50": last.ack_p50_ms, "p99": last.ack_p99_ms},
+        "busiest_conversations": busiest(&c.hub, 10),
+        "recent_events": c.metrics.recent_events(),
+
         "series": series,
     }))
     .into_response()
+}
+
+/// The `n` running conversations with the most messages in the last tick (about a second).
+fn busiest(hub: &Hub, n: usize) -> Vec<serde_json::Value> {
+    let mut all: Vec<(String, u64)> = hub.activity.iter().map(|e| (e.key().to_string(), *e.value())).collect();
+    all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    all.into_iter().take(n).map(|(id, per_s)| serde_json::json!({"id": id, "messages_per_s": per_s})).collect()
 }

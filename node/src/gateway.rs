@@ -219,7 +219,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         let Ok(permit) = inflight.clone().acquire_owned().await else {
                             return;
                         };
-                        if actor.cast(SessionMsg::Frame(frame, permit)).is_err() {
+                        let slot = rookery_actors::session::MailboxSlot::new(&app.metrics.session_mailbox_frames);
+                        if actor.cast(SessionMsg::Frame(frame, permit, slot)).is_err() {
                             return;
                         }
                     }

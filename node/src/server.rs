@@ -122,8 +122,11 @@ pub async fn start(config: Config, chat: TcpListener, admin: TcpListener) -> any
             batch_metrics.store_batch_seconds.observe(took.as_secs_f64())
         })),
     };
+    let embedded =
+        EmbeddedStore::open(&config.data_dir.join("store"), options).context("opening the embedded store")?;
     let store: Arc<dyn Store> =
-        Arc::new(EmbeddedStore::open(&config.data_dir.join("store"), options).context("opening the embedded store")?);
+        Arc::new(rookery_actors::metered::MeteredStore::new(Arc::new(embedded), metrics.store_op_seconds.clone()));
+
     let hub_config = HubConfig {
         node_id: node_id.clone(),
         max_body: config.max_body,

@@ -180,3 +180,39 @@ async fn kick_mute_slow_mode_and_admin_delete_are_enforced() {
     let (_, msgs) = admin(&n, reqwest::Method::GET, &format!("/conversations/{id}/messages"), None).await;
     assert!(msgs["messages"].as_array().unwrap().len() >= 3);
 }
+
+#[tokio::test]
+async fn the_overview_lists_busiest_conversations_and_recent_events() {
+    let n = TestNode::start_with(|c| c.send_rate_limit = 0.0).await;
+    let (a, b) = (n.signup("alice").await, n.signup("bob").await);
+    let id = n.group(&a, &[&b]).await;
+    let mut aws = n.ws(&a).await;
+    let hub = n.node().app.hub.clone();
+    hub.router.route(&id, rookery_actors::ConvMsg::InjectPanic).await.unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        aws.send(json!({"op":"send","conv":id,"client_id":format!("k{}", rand_suffix()),"body":"x"})).await;
+        let (_, o) = admin(&n, reqwest::Method::GET, "/overview", None).await;
+        let busy = o["busiest_conversations"].as_array().is_some_and(|b| b.iter().any(|c| c["id"] == id.as_str()));
+        let restarted = o["recent_events"].as_array().is_some_and(|e| e.iter().any(|e| e["kind"] == "restart"));
+        if busy && restarted {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no busy conversation or restart event: {o}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let text = n.metrics().await;
+    for name in [
+        "rookery_store_op_seconds_bucket{op=\"append_messages\"",
+        "rookery_session_mailbox_frames",
+        "rookery_conversation_writes_in_flight",
+        "rookery_outbound_queued_frames",
+    ] {
+        assert!(text.contains(name), "{name} missing");
+    }
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
