@@ -36,7 +36,8 @@ def log(*a):
 def build():
     log("building (release)...")
     subprocess.run(["cargo", "build", "--release", "-p", "rookery-node", "-p", "rookery-loadgen",
-                    "-p", "rookery-raw-peer", "-p", "rookery-store", "--examples"], cwd=ROOT, check=True)
+                    "-p", "rookery-raw-peer"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "-p", "rookery-store", "--examples"], cwd=ROOT, check=True)
     subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=os.path.join(ROOT, "bench", "socketio"), check=True)
 
 
