@@ -18,6 +18,8 @@ use dashmap::DashMap;
 pub const MAX_CALLS_PER_USER: usize = 8;
 /// An unanswered call is forgotten after this long.
 pub const RING_TIMEOUT: Duration = Duration::from_secs(120);
+/// An answered call nobody ended is forgotten after this long.
+pub const MAX_CALL: Duration = Duration::from_secs(12 * 3600);
 
 /// One call.
 #[derive(Debug, Clone)]
@@ -51,7 +53,12 @@ pub struct Calls {
 impl Calls {
     /// Registers a new ringing call.
     pub fn offer(&self, call_id: &str, caller: &Arc<str>, callee: &Arc<str>, now: Instant) -> Result<(), CallError> {
-        self.map.retain(|_, c| c.answered.is_some() || now.saturating_duration_since(c.offered_at) < RING_TIMEOUT);
+                // Forget calls nobody answered within the ring timeout, and answered calls nobody ended
+        // within `MAX_CALL` (a client that crashed mid-call never sends `call.end`).
+        self.map.retain(|_, c| match c.answered {
+            None => now.saturating_duration_since(c.offered_at) < RING_TIMEOUT,
+            Some((_, at)) => now.saturating_duration_since(at) < MAX_CALL,
+        });
         if self.map.iter().filter(|c| c.caller == *caller).count() >= MAX_CALLS_PER_USER {
             return Err(CallError::TooMany);
         }
@@ -64,10 +71,10 @@ impl Calls {
         }
     }
 
-    /// The callee's session `session` answers; the first answer wins.
-    pub fn answer(&self, call_id: &str, callee: &str, session: &Arc<str>, now: Instant) -> Result<Call, CallError> {
+        /// The callee's session `session` answers the call `caller` placed; the first answer wins.
+    pub fn answer(&self, call_id: &str, caller: &str, callee: &str, session: &Arc<str>, now: Instant) -> Result<Call, CallError> {
         let mut call = self.map.get_mut(call_id).ok_or(CallError::Unknown)?;
-        if *call.callee != *callee {
+        if *call.callee != *callee || *call.caller != *caller {
             return Err(CallError::Unknown);
         }
         if call.answered.is_some() {
@@ -99,9 +106,11 @@ mod tests {
         let t = Instant::now();
         calls.offer("c1", &a, &b, t).unwrap();
         assert_eq!(calls.offer("c1", &a, &b, t), Err(CallError::Exists));
-        assert_eq!(calls.answer("c1", "a", &"s".into(), t).unwrap_err(), CallError::Unknown, "only the callee answers");
-        calls.answer("c1", "b", &"s1".into(), t).unwrap();
-        assert_eq!(calls.answer("c1", "b", &"s2".into(), t).unwrap_err(), CallError::AlreadyAnswered);
+                assert_eq!(calls.answer("c1", "b", "a", &"s".into(), t).unwrap_err(), CallError::Unknown, "only the callee answers");
+        assert_eq!(calls.answer("c1", "x", "b", &"s".into(), t).unwrap_err(), CallError::Unknown, "to the caller");
+        calls.answer("c1", "a", "b", &"s1".into(), t).unwrap();
+        assert_eq!(calls.answer("c1", "a", "b", &"s2".into(), t).unwrap_err(), CallError::AlreadyAnswered);
+
         assert!(calls.end("c1", "mallory").is_none());
         assert!(calls.end("c1", "b").is_some());
         assert!(calls.party("c1", "a").is_none());

@@ -1,6 +1,7 @@
 //! The blob store for attachment bytes, through the `object_store` crate: local disk by default
-//! (`<data-dir>/blobs`), S3 or any S3-compatible store with `--blob-store s3://bucket/prefix` in a
-//! build with the `s3` feature (credentials and endpoint from the usual `AWS_*` variables).
+//! (`<data-dir>/blobs`), S3 or any S3-compatible store with `--blob-store s3://bucket` in a
+//! build with the `s3` feature (credentials, region and endpoint from the usual `AWS_*`
+//! variables; only the bucket name is used, objects go under `attachments/`).
 
 use std::sync::Arc;
 
