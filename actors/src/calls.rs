@@ -53,7 +53,7 @@ pub struct Calls {
 impl Calls {
     /// Registers a new ringing call.
     pub fn offer(&self, call_id: &str, caller: &Arc<str>, callee: &Arc<str>, now: Instant) -> Result<(), CallError> {
-                // Forget calls nobody answered within the ring timeout, and answered calls nobody ended
+        // Forget calls nobody answered within the ring timeout, and answered calls nobody ended
         // within `MAX_CALL` (a client that crashed mid-call never sends `call.end`).
         self.map.retain(|_, c| match c.answered {
             None => now.saturating_duration_since(c.offered_at) < RING_TIMEOUT,
@@ -71,8 +71,15 @@ impl Calls {
         }
     }
 
-        /// The callee's session `session` answers the call `caller` placed; the first answer wins.
-    pub fn answer(&self, call_id: &str, caller: &str, callee: &str, session: &Arc<str>, now: Instant) -> Result<Call, CallError> {
+    /// The callee's session `session` answers the call `caller` placed; the first answer wins.
+    pub fn answer(
+        &self,
+        call_id: &str,
+        caller: &str,
+        callee: &str,
+        session: &Arc<str>,
+        now: Instant,
+    ) -> Result<Call, CallError> {
         let mut call = self.map.get_mut(call_id).ok_or(CallError::Unknown)?;
         if *call.callee != *callee || *call.caller != *caller {
             return Err(CallError::Unknown);
@@ -106,7 +113,11 @@ mod tests {
         let t = Instant::now();
         calls.offer("c1", &a, &b, t).unwrap();
         assert_eq!(calls.offer("c1", &a, &b, t), Err(CallError::Exists));
-                assert_eq!(calls.answer("c1", "b", "a", &"s".into(), t).unwrap_err(), CallError::Unknown, "only the callee answers");
+        assert_eq!(
+            calls.answer("c1", "b", "a", &"s".into(), t).unwrap_err(),
+            CallError::Unknown,
+            "only the callee answers"
+        );
         assert_eq!(calls.answer("c1", "x", "b", &"s".into(), t).unwrap_err(), CallError::Unknown, "to the caller");
         calls.answer("c1", "a", "b", &"s1".into(), t).unwrap();
         assert_eq!(calls.answer("c1", "a", "b", &"s2".into(), t).unwrap_err(), CallError::AlreadyAnswered);

@@ -420,9 +420,8 @@ impl SessionState {
     async fn call_answer(&mut self, to: &str, call_id: &str, sdp: Option<&str>) {
         let me = self.handle.addr.user_id.clone();
         let session = self.handle.addr.session_id.clone();
-                match self.hub.calls.answer(call_id, to, &me, &session, Instant::now()) {
+        match self.hub.calls.answer(call_id, to, &me, &session, Instant::now()) {
             Ok(_) => {
-
                 self.hub.sessions.push_to_user(to, &encode_event(&ServerEvent::CallAnswer { from: &me, call_id, sdp }));
                 // The callee's other sessions stop ringing.
                 let elsewhere =
@@ -433,9 +432,7 @@ impl SessionState {
                     }
                 }
             }
-            Err(crate::calls::CallError::Unknown) => {
-                self.error(ErrorCode::NotFound, "no such call", None).await
-            }
+            Err(crate::calls::CallError::Unknown) => self.error(ErrorCode::NotFound, "no such call", None).await,
             Err(e) => self.error(ErrorCode::Conflict, &e.to_string(), None).await,
         }
     }
