@@ -101,19 +101,34 @@ def passes(rep):
     return rep["delivery_ratio"] >= PASS_DELIVERY and rep["e2e"]["p99_ms"] < PASS_P99_MS and v.get("duplicated", 0) == 0 and v.get("reordered", 0) == 0
 
 
-def step_up(server, scenario, users, group, rates, duration):
-    """Raises the per-connection rate until the server fails; returns the last passing report."""
-    best = None
-    for rate in rates:
+def step_up(server, scenario, users, group, rates, duration, refine=2):
+    """Raises the per-connection rate until the server fails, then bisects between the last pass
+    and the first failure `refine` times; returns the best passing report."""
+    def run(rate):
         rep = loadgen(server, scenario, users, rate, duration,
                       ["--group-size", str(group), "--verify", "--drain", "3", "--ramp", "2"])
         ok = passes(rep)
-        log(f"  {server.kind:8} {scenario:6} rate {rate:>5}/conn  offered {rep['offered_msgs_per_s']:>8.0f}/s  "
+        log(f"  {server.kind:8} {scenario:6} rate {rate:>6.1f}/conn  offered {rep['offered_msgs_per_s']:>8.0f}/s  "
             f"delivered {rep['deliveries_per_s']:>9.0f}/s  ratio {rep['delivery_ratio']:.4f}  "
             f"e2e p99 {rep['e2e']['p99_ms']:>8.2f} ms  {'pass' if ok else 'FAIL'}")
+        return rep, ok
+    best, failed_at = None, None
+    for rate in rates:
+        rep, ok = run(rate)
         if not ok:
+            failed_at = rate
             break
         best = dict(rep, rate_per_conn=rate)
+    low = best["rate_per_conn"] if best else 0
+    for _ in range(refine if failed_at else 0):
+        mid = round((low + failed_at) / 2, 1)
+        if mid <= low or mid >= failed_at:
+            break
+        rep, ok = run(mid)
+        if ok:
+            best, low = dict(rep, rate_per_conn=mid), mid
+        else:
+            failed_at = mid
     return best
 
 

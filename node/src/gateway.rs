@@ -68,11 +68,18 @@ async fn serve<S>(app: Arc<App>, ws: fastwebsockets::WebSocket<S>, user_id: Stri
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let addr = SessionAddr { node_id: app.hub.node_id.clone(), session_id: new_id().into(), user_id: user_id.into() };
+    let span = tracing::info_span!("session", id = %addr.session_id, user = %addr.user_id);
+    // The span covers the connection's task (entered only while it is polled).
+    tracing::Instrument::instrument(connection(app, ws, addr, expires_at_ms), span).await
+}
+
+async fn connection<S>(app: Arc<App>, ws: fastwebsockets::WebSocket<S>, addr: SessionAddr, expires_at_ms: i64)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let hub = app.hub.clone();
     let config = &app.config;
-    let addr = SessionAddr { node_id: hub.node_id.clone(), session_id: new_id().into(), user_id: user_id.into() };
-    let span = tracing::info_span!("session", id = %addr.session_id, user = %addr.user_id);
-    let _enter = span.enter();
     let (handle, outbound) = SessionHandle::new(addr.clone(), config.outbound_queue, hub.metrics.clone());
     hub.metrics.ws_connections.inc();
 
@@ -271,10 +278,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let expiry = tokio::time::sleep(until_expiry);
     tokio::pin!(expiry);
     let close_token: CancellationToken = outbound.close.clone();
+    // Created once: a fresh `cancelled()` future per loop turn would re-register a waiter each time.
+    let closed = close_token.cancelled();
+    tokio::pin!(closed);
     loop {
         let result: Result<(), WebSocketError> = tokio::select! {
             biased;
-            _ = close_token.cancelled() => {
+            _ = &mut closed => {
                 let code = handle.close_code();
                 let reason = close_reason(code);
                 let _ = write.write_frame(Frame::close(code, reason.as_bytes())).await;
