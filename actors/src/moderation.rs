@@ -54,6 +54,19 @@ pub struct Action<'a> {
     pub reason: &'a str,
 }
 
+impl Action<'_> {
+    /// A sanction starting now, for `duration_s` or until lifted.
+    fn sanction(&self, duration_s: Option<u64>) -> Sanction {
+        let now = now_ms();
+        Sanction {
+            reason: self.reason.to_string(),
+            by: self.admin.to_string(),
+            at_ms: now,
+            until_ms: duration_s.map(|d| now.saturating_add((d as i64).saturating_mul(1000))),
+        }
+    }
+}
+
 impl Hub {
     async fn audit(
         &self,
@@ -84,13 +97,7 @@ impl Hub {
     /// Bans `user` (for `duration_s`, or until lifted) and closes their sessions with 4003.
     pub async fn ban(&self, a: &Action<'_>, user: &str, duration_s: Option<u64>) -> Result<Sanction, ModerationError> {
         self.user_exists(user).await?;
-        let now = now_ms();
-        let ban = Sanction {
-            reason: a.reason.to_string(),
-            by: a.admin.to_string(),
-            at_ms: now,
-            until_ms: duration_s.map(|d| now.saturating_add((d as i64).saturating_mul(1000))),
-        };
+        let ban = a.sanction(duration_s);
         self.store.set_ban(user, Some(ban.clone())).await?;
         self.bans.map.insert(user.into(), ban.clone());
         self.audit(a, "ban", user, serde_json::json!({ "duration_s": duration_s })).await?;
@@ -137,13 +144,7 @@ impl Hub {
     ) -> Result<Sanction, ModerationError> {
         self.conversation_exists(conv).await?;
         self.user_exists(user).await?;
-        let now = now_ms();
-        let mute = Sanction {
-            reason: a.reason.to_string(),
-            by: a.admin.to_string(),
-            at_ms: now,
-            until_ms: duration_s.map(|d| now.saturating_add((d as i64).saturating_mul(1000))),
-        };
+        let mute = a.sanction(duration_s);
         self.store.set_mute(conv, user, Some(mute.clone())).await?;
         self.router.notify_if_running(conv, ConvMsg::Reload);
         let details = serde_json::json!({ "user_id": user, "duration_s": duration_s });

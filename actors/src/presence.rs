@@ -61,7 +61,9 @@ async fn announce(hub: &Hub, user: &str, online: bool) {
             break;
         }
     }
-    let last_seen = (!online).then(now_ms);
+        // The moment the last session closed, as `presence` queries answer it.
+    let last_seen = (!online).then(|| hub.sessions.last_seen(user).unwrap_or_else(now_ms));
+
     let status = if online { "online" } else { "offline" };
     let frame = encode_event(&ServerEvent::Presence { user_id: user, status, last_seen });
     for peer in audience {

@@ -92,48 +92,13 @@ async fn direct_and_fanout_scenarios_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thresholds_set_the_exit_code() {
     let n = node().await;
-    let (code, _) = loadgen(
-        &n,
-        &[
-            "--scenario",
-            "group",
-            "--users",
-            "4",
-            "--group-size",
-            "2",
-            "--rate",
-            "2",
-            "--duration",
-            "1",
-            "--ramp",
-            "0",
-            "--min-delivery",
-            "1.01",
-        ],
-    )
-    .await;
-    assert_eq!(code, 3);
-    let (code, _) = loadgen(
-        &n,
-        &[
-            "--scenario",
-            "group",
-            "--users",
-            "4",
-            "--group-size",
-            "2",
-            "--rate",
-            "2",
-            "--duration",
-            "1",
-            "--ramp",
-            "0",
-            "--max-p99-ms",
-            "0.000001",
-        ],
-    )
-    .await;
-    assert_eq!(code, 3);
+    let small =
+        ["--scenario", "group", "--users", "4", "--group-size", "2", "--rate", "2", "--duration", "1", "--ramp", "0"];
+    for threshold in [["--min-delivery", "1.01"], ["--max-p99-ms", "0.000001"]] {
+        let args: Vec<&str> = small.iter().chain(threshold.iter()).copied().collect();
+        let (code, _) = loadgen(&n, &args).await;
+        assert_eq!(code, 3, "{threshold:?} must fail the run");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
