@@ -61,7 +61,7 @@ async fn announce(hub: &Hub, user: &str, online: bool) {
             break;
         }
     }
-        // The moment the last session closed, as `presence` queries answer it.
+    // The moment the last session closed, as `presence` queries answer it.
     let last_seen = (!online).then(|| hub.sessions.last_seen(user).unwrap_or_else(now_ms));
 
     let status = if online { "online" } else { "offline" };

@@ -36,6 +36,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "rookery is running: chat and API on http://{}, ops console on http://{}",
         node.chat_addr, node.admin_addr
     );
+    println!("open http://{}/ in a browser to chat", node.chat_addr);
     let shutdown = node.shutdown_token();
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -6,6 +6,7 @@ pub mod conversations;
 pub mod error;
 pub mod extract;
 pub mod users;
+pub mod web;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,6 +25,10 @@ pub const MAX_JSON_BODY: usize = 256 * 1024;
 /// The chat listener's routes.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
+        .route("/", get(web::index))
+        .route("/app.js", get(web::app_js))
+        .route("/rookery-client.js", get(web::client_js))
+        .route("/style.css", get(web::style))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/auth/signup", post(auth_routes::signup))

@@ -59,3 +59,25 @@ async fn the_console_works_in_a_real_browser() {
     assert_eq!(victim.expect_close().await, 4003, "the ban from the page closed the user's socket");
     assert!(shot.exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_client_works_in_a_real_browser() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    assert!(std::path::Path::new("/usr/bin/chromium").exists(), "run scripts/test.sh: it installs chromium");
+    assert!(
+        root.join("tests/browser/node_modules/playwright-core").exists(),
+        "run scripts/test.sh: it installs playwright-core"
+    );
+    let n = TestNode::start().await;
+    let shots = root.join("target");
+    let out = tokio::process::Command::new("node")
+        .arg(root.join("tests/browser/client.mjs"))
+        .args([&n.base, shots.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(180), out).await.expect("browser test timed out").unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "web client checks failed:\n{log}");
+    assert!(shots.join("client-desktop.png").exists() && shots.join("client-phone.png").exists());
+}

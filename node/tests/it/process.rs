@@ -37,7 +37,11 @@ fn spawn(dir: &std::path::Path, extra: &[&str]) -> Proc {
             break rest.split(',').next().unwrap().to_string();
         }
     };
+    // The first command of the README ends with the address of the web client.
+    let open = lines.next().expect("the line after the start line").unwrap();
+    assert_eq!(open, format!("open http://{addr}/ in a browser to chat"));
     // Keep draining stdout so the child never blocks on a full pipe.
+
     std::thread::spawn(move || for _ in lines {});
     Proc { child, base: format!("http://{addr}"), ws_base: format!("ws://{addr}") }
 }

@@ -1,0 +1,96 @@
+// The built-in web client in headless Chromium: two users in two browser contexts chat both
+// ways, one drops offline and gets the missed messages on return, an image upload shows for the
+// other, a hostile display name stays text. Screenshots at phone and desktop sizes.
+//
+//   node tests/browser/client.mjs <chat base url> <screenshot dir>
+import { chromium } from "playwright-core";
+
+const [base, shots] = process.argv.slice(2);
+const PNG = Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==", "base64");
+const hostile = "<img src=x onerror=alert(1)>";
+
+function check(cond, what) { if (!cond) throw new Error("check failed: " + what); console.log("ok - " + what); }
+
+const browser = await chromium.launch({
+  executablePath: "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const dialogs = [];
+async function newUser(viewport, username, displayName) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.on("dialog", async (d) => { dialogs.push(d.message()); await d.dismiss(); });
+  page.on("pageerror", (e) => console.log("page error: " + e.message));
+  await page.goto(base + "/");
+  await page.click("#signup-btn");
+  await page.fill("#auth-user", username);
+  await page.fill("#auth-pass", "password123");
+  await page.fill("#auth-name", displayName);
+  await page.click("#signup-btn");
+  await page.waitForSelector("#app:not([hidden])");
+  await page.waitForSelector("#conn.online");
+  return { context, page };
+}
+async function messages(page) { return page.$$eval("#messages li .body", (b) => b.map((x) => x.textContent)); }
+
+try {
+  const alice = await newUser({ width: 1280, height: 800 }, "alice", hostile);
+  const bob = await newUser({ width: 1280, height: 800 }, "bob", "Bob");
+  check(true, "two users signed up in two browser contexts");
+
+  // Alice finds Bob and starts a direct conversation.
+  await alice.page.fill("#find-q", "bob");
+  await alice.page.click("#found li");
+  await alice.page.waitForSelector("#composer:not([hidden])");
+  await alice.page.fill("#text", "hi bob");
+  await alice.page.press("#text", "Enter");
+  await alice.page.waitForSelector("#messages li.own:not(.pending)");
+  check(true, "alice's message was acked (optimistic display reconciled)");
+
+  // Bob sees the conversation, opens it, replies.
+  await bob.page.waitForSelector("#convs li");
+  const title = await bob.page.textContent("#convs li .title");
+  check(title.includes(hostile), "a markup display name is shown as text in the list");
+  await bob.page.click("#convs li");
+  await bob.page.waitForFunction(() => [...document.querySelectorAll("#messages li .body")].some((b) => b.textContent === "hi bob"));
+  check(true, "bob got alice's message");
+  await bob.page.fill("#text", "hello alice");
+  await bob.page.press("#text", "Enter");
+  await alice.page.waitForFunction(() => [...document.querySelectorAll("#messages li .body")].some((b) => b.textContent === "hello alice"));
+  check(true, "alice got bob's reply");
+  await alice.page.waitForFunction(() => /Seen by/.test(document.querySelector("#seen").textContent), null, { timeout: 10000 });
+  check(true, "alice sees that bob read her message");
+
+  // Bob drops offline; alice sends two messages; bob comes back and gets both, once each.
+  await bob.context.setOffline(true);
+  await bob.page.evaluate(() => window.rookery.ws && window.rookery.ws.close());
+  await bob.page.waitForSelector("#conn.offline, #conn.connecting");
+  check(true, "bob's page shows the connection is down");
+  await alice.page.fill("#text", "while you were away 1");
+  await alice.page.press("#text", "Enter");
+  await alice.page.fill("#text", "while you were away 2");
+  await alice.page.press("#text", "Enter");
+  await alice.page.waitForFunction(() => document.querySelectorAll("#messages li.own:not(.pending)").length >= 3);
+  await bob.context.setOffline(false);
+  await bob.page.waitForSelector("#conn.online", { timeout: 30000 });
+  await bob.page.waitForFunction(() => {
+    const b = [...document.querySelectorAll("#messages li .body")].map((x) => x.textContent);
+    return b.includes("while you were away 1") && b.includes("while you were away 2");
+  }, null, { timeout: 15000 });
+  const got = await messages(bob.page);
+  check(got.filter((b) => b.startsWith("while you were away")).length === 2, "bob got the missed messages, once each, after reconnecting");
+
+  // An image upload shows for the other user.
+  await alice.page.setInputFiles("#file", { name: "dot.png", mimeType: "image/png", buffer: PNG });
+  await bob.page.waitForFunction(() => [...document.querySelectorAll("#messages img")].some((i) => i.complete && i.naturalWidth > 0), null, { timeout: 15000 });
+  check(true, "alice's image shows for bob");
+
+  await alice.page.screenshot({ path: shots + "/client-desktop.png" });
+  await bob.page.setViewportSize({ width: 390, height: 844 });
+  await bob.page.screenshot({ path: shots + "/client-phone.png" });
+  check(await bob.page.isVisible("#back"), "the phone layout shows one pane with a back button");
+  check(dialogs.length === 0, "no script from user content ran");
+} finally {
+  await browser.close();
+}
