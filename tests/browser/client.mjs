@@ -20,7 +20,14 @@ const dialogs = [];
 async function newUser(viewport, username, displayName) {
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
-  page.on("dialog", async (d) => { dialogs.push(d.message()); await d.dismiss(); });
+  // The UI asks with prompt() to edit and confirm() to delete; an alert() would mean script from
+  // user content ran.
+  page.on("dialog", async (d) => {
+    if (d.type() === "prompt") return d.accept("edited by its author");
+    if (d.type() === "confirm") return d.accept();
+    dialogs.push(d.message());
+    await d.dismiss();
+  });
   page.on("pageerror", (e) => console.log("page error: " + e.message));
   await page.goto(base + "/");
   await page.click("#signup-btn");
@@ -38,6 +45,7 @@ try {
   const alice = await newUser({ width: 1280, height: 800 }, "alice", hostile);
   const bob = await newUser({ width: 1280, height: 800 }, "bob", "Bob");
   check(true, "two users signed up in two browser contexts");
+  const firstToken = await bob.page.evaluate(() => window.rookery.session.access_token);
 
   // Alice finds Bob and starts a direct conversation.
   await alice.page.fill("#find-q", "bob");
@@ -86,11 +94,66 @@ try {
   await bob.page.waitForFunction(() => [...document.querySelectorAll("#messages img")].some((i) => i.complete && i.naturalWidth > 0), null, { timeout: 15000 });
   check(true, "alice's image shows for bob");
 
+  // Typing shows on the other side.
+  // (the page sends `typing` at most every 3 s, so keep typing until it shows).
+  let seenTyping = false;
+  for (let i = 0; i < 12 && !seenTyping; i++) {
+    await alice.page.type("#text", "x");
+    seenTyping = await bob.page.waitForFunction(() => /typing/.test(document.querySelector("#typing").textContent), null, { timeout: 1000 }).then(() => true, () => false);
+  }
+  check(seenTyping, "bob sees alice typing");
+  await alice.page.fill("#text", "");
+
+  // Edit and delete one's own message; the other side follows.
+  await alice.page.click("#messages li.own:first-child button[aria-label='Edit message']");
+  await bob.page.waitForFunction(() => [...document.querySelectorAll("#messages li .body")].some((b) => b.textContent === "edited by its author"));
+  check(true, "an edit reaches the other user");
+  await alice.page.click("#messages li.own:first-child button[aria-label='Delete message']");
+  await bob.page.waitForFunction(() => [...document.querySelectorAll("#messages li .body")].some((b) => b.textContent === "(deleted)"));
+  check(true, "a delete reaches the other user");
+
+  // A group: create, add bob, bob sees it, remove bob.
+  await alice.page.fill("#group-title", "Team");
+  await alice.page.click("#new-group button");
+  await alice.page.waitForFunction(() => document.querySelector("#chat-title").textContent === "Team");
+  await alice.page.fill("#add-q", "bob");
+  await alice.page.click("#add-member button");
+  await bob.page.waitForFunction(() => [...document.querySelectorAll("#convs li .title")].some((t) => t.textContent.includes("Team")));
+  check(true, "a member added to a group sees it");
+  await alice.page.click("#member-list button[aria-label='Remove Bob']");
+  await bob.page.waitForFunction(() => ![...document.querySelectorAll("#convs li .title")].some((t) => t.textContent.includes("Team")));
+  check(true, "a removed member no longer sees the group");
+
+  // History loads on scroll: 60 more messages, then scroll to the top of the conversation.
+  const conv = await bob.page.evaluate(() => document.querySelector("#convs li").dataset.conv);
+  await alice.page.evaluate(async (conv) => {
+    for (let i = 0; i < 60; i++) await window.rookery.api("POST", `/api/conversations/${conv}/messages`, { client_id: "bulk" + i, body: "bulk " + i });
+  }, conv);
+  await bob.page.reload();
+  await bob.page.waitForSelector("#conn.online");
+  await bob.page.click(`#convs li[data-conv="${conv}"]`);
+  await bob.page.waitForFunction(() => document.querySelectorAll("#messages li").length >= 50);
+  const before = await bob.page.$$eval("#messages li", (l) => l.length);
+  await bob.page.evaluate(() => { document.querySelector("#messages").scrollTop = 0; });
+  await bob.page.waitForFunction((n) => document.querySelectorAll("#messages li").length > n, before, { timeout: 10000 });
+  check(true, "older history loads when scrolling up");
+
   await alice.page.screenshot({ path: shots + "/client-desktop.png" });
   await bob.page.setViewportSize({ width: 390, height: 844 });
   await bob.page.screenshot({ path: shots + "/client-phone.png" });
   check(await bob.page.isVisible("#back"), "the phone layout shows one pane with a back button");
   check(dialogs.length === 0, "no script from user content ran");
+
+  // The node runs with 4 s access tokens: the page refreshed them (and reconnected) on its own.
+  const lastToken = await bob.page.evaluate(() => window.rookery.session.access_token);
+  check(lastToken !== firstToken, "access tokens were refreshed before they expired");
+
+  // Log out: back to the sign-in form, and the session is gone after a reload.
+  await alice.page.click("#logout");
+  await alice.page.waitForSelector("#auth:not([hidden])");
+  await alice.page.reload();
+  await alice.page.waitForSelector("#auth:not([hidden])");
+  check(await alice.page.evaluate(() => window.rookery.session === null), "logged out");
 } finally {
   await browser.close();
 }

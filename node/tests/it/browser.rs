@@ -68,7 +68,9 @@ async fn the_web_client_works_in_a_real_browser() {
         root.join("tests/browser/node_modules/playwright-core").exists(),
         "run scripts/test.sh: it installs playwright-core"
     );
-    let n = TestNode::start().await;
+    // Short-lived access tokens: the client must refresh them (and reconnect after a 4001)
+    // while the test runs.
+    let n = TestNode::start_with(|c| c.access_ttl = Duration::from_secs(4)).await;
     let shots = root.join("target");
     let out = tokio::process::Command::new("node")
         .arg(root.join("tests/browser/client.mjs"))
