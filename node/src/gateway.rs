@@ -14,10 +14,10 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
-use fastwebsockets::{Frame, OpCode, Payload, WebSocketError};
+use fastwebsockets::{Frame, OpCode, WebSocketError};
 use rookery_actors::{new_id, now_ms, OutboundReceiver, SessionAddr, SessionHandle, SessionMsg};
 use rookery_protocol::{close, decode_client_frame, encode_event, ErrorCode, Limits, ServerEvent};
-use tokio::io::{AsyncRead, AsyncWrite, BufWriter};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -93,10 +93,10 @@ where
     // Queued before the session is registered, so it is always the first frame.
     handle.push(encode_event(&hello));
 
-    let (read, write) = ws.split(|s| {
-        let (r, w) = tokio::io::split(s);
-        (r, BufWriter::new(w))
-    });
+    // fastwebsockets reads; the writer frames by hand into a buffer that lives only while a
+    // batch is written, so an idle connection holds no write buffer at all.
+    let (r, write) = tokio::io::split(ws.into_inner());
+    let (read, _) = fastwebsockets::after_handshake_split(r, tokio::io::sink(), fastwebsockets::Role::Server);
     let last_heard = Arc::new(AtomicI64::new(now_ms()));
     let (pongs_tx, pongs_rx) = mpsc::channel::<Bytes>(8);
     let writer = tokio::spawn(write_loop(
@@ -262,9 +262,31 @@ async fn handle_closing(handle: &SessionHandle) {
     tokio::time::sleep(CLOSE_GRACE).await;
 }
 
+/// Appends one unmasked server frame (RFC 6455 section 5.2) to `out`.
+fn frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+    out.push(0x80 | opcode);
+    match payload.len() {
+        n if n < 126 => out.push(n as u8),
+        n if n <= 0xFFFF => {
+            out.push(126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(payload);
+}
+
+const OP_TEXT: u8 = 0x1;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
+
 #[allow(clippy::too_many_arguments)]
 async fn write_loop<W: AsyncWrite + Unpin>(
-    mut write: fastwebsockets::WebSocketWrite<W>,
+    mut write: W,
     mut outbound: OutboundReceiver,
     handle: Arc<SessionHandle>,
     mut pongs: mpsc::Receiver<Bytes>,
@@ -272,7 +294,6 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     last_heard: Arc<AtomicI64>,
     expires_at_ms: i64,
 ) {
-    write.set_writev(false);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     let until_expiry = Duration::from_millis(expires_at_ms.saturating_sub(now_ms()).max(0) as u64);
     let expiry = tokio::time::sleep(until_expiry);
@@ -282,62 +303,48 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let closed = close_token.cancelled();
     tokio::pin!(closed);
     loop {
-        let result: Result<(), WebSocketError> = tokio::select! {
+        let mut out = Vec::new();
+        tokio::select! {
             biased;
             _ = &mut closed => {
                 let code = handle.close_code();
-                let reason = close_reason(code);
-                let _ = write.write_frame(Frame::close(code, reason.as_bytes())).await;
+                let mut payload = code.to_be_bytes().to_vec();
+                payload.extend_from_slice(close_reason(code).as_bytes());
+                frame(&mut out, OP_CLOSE, &payload);
+                let _ = write.write_all(&out).await;
                 let _ = write.flush().await;
                 return;
             }
-            Some(payload) = pongs.recv() => {
-                match write.write_frame(Frame::pong(Payload::Borrowed(&payload))).await {
-                    Ok(()) => write.flush().await,
-                    Err(e) => Err(e),
-                }
-            }
+            Some(payload) = pongs.recv() => frame(&mut out, OP_PONG, &payload),
             next = outbound.frames.recv() => {
                 let Some(first) = next else { return };
-                write_coalesced(&mut write, &mut outbound, first).await
+                // Everything already queued goes out in one write.
+                out.reserve(first.len() + 10);
+                frame(&mut out, OP_TEXT, &first);
+                for _ in 1..MAX_COALESCE {
+                    match outbound.frames.try_recv() {
+                        Ok(next) => frame(&mut out, OP_TEXT, &next),
+                        Err(_) => break,
+                    }
+                }
             }
             _ = ticker.tick() => {
                 let silent_ms = now_ms() - last_heard.load(Ordering::Relaxed);
                 if silent_ms > 2 * heartbeat.as_millis() as i64 {
                     handle.close_with(close::HEARTBEAT_TIMEOUT);
-                    Ok(())
                 } else {
-                    match write.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b""))).await {
-                        Ok(()) => write.flush().await,
-                        Err(e) => Err(e),
-                    }
+                    frame(&mut out, OP_PING, b"");
                 }
             }
             _ = &mut expiry => {
                 handle.close_with(close::AUTH_FAILED);
-                Ok(())
             }
         };
-        if result.is_err() {
+        if !out.is_empty() && write.write_all(&out).await.is_err() {
             handle.close_with(close::NORMAL);
             return;
         }
     }
-}
-
-async fn write_coalesced<W: AsyncWrite + Unpin>(
-    write: &mut fastwebsockets::WebSocketWrite<W>,
-    outbound: &mut OutboundReceiver,
-    first: Bytes,
-) -> Result<(), WebSocketError> {
-    write.write_frame(Frame::text(Payload::Borrowed(&first))).await?;
-    for _ in 1..MAX_COALESCE {
-        match outbound.frames.try_recv() {
-            Ok(next) => write.write_frame(Frame::text(Payload::Borrowed(&next))).await?,
-            Err(_) => break,
-        }
-    }
-    write.flush().await
 }
 
 fn close_reason(code: u16) -> &'static str {
