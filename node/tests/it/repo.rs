@@ -12,5 +12,8 @@ fn ci_runs_the_readme_test_command() {
         .expect("the README marks its test command with <!-- test-command --> above a code block")
         .trim();
     assert!(ci.lines().any(|l| l.trim() == command), ".ci/run must run `{command}`");
-    assert!(readme.contains("cargo run --release --bin rookery -- serve"), "the README gives the command that runs the node");
+    assert!(
+        readme.contains("cargo run --release --bin rookery -- serve"),
+        "the README gives the command that runs the node"
+    );
 }
