@@ -116,7 +116,7 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOKERY_PRESENCE_GRACE_MS")]
     pub presence_grace_ms: Option<u64>,
     /// Where attachment bytes go: a directory, `file:///dir`, or `s3://bucket` (builds with
-    /// the `s3` feature). Default: `<data-dir>/blobs`.
+    /// the default `s3` feature). Default: `<data-dir>/blobs`.
     #[arg(long, env = "ROOKERY_BLOB_STORE")]
     pub blob_store: Option<String>,
     /// Largest attachment in bytes; larger uploads get 413. Default: 26214400 (25 MiB).
