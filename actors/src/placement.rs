@@ -69,6 +69,11 @@ impl ConversationRouter {
         self.local.remove_if(conv, |_, a| a.get_id() == actor);
     }
 
+    /// Whether the actor of `conv` runs on this node.
+    pub fn is_running(&self, conv: &str) -> bool {
+        self.local.contains_key(conv)
+    }
+
     /// Number of running conversation actors on this node.
     pub fn running(&self) -> usize {
         self.local.len()
@@ -84,7 +89,7 @@ impl ConversationRouter {
         let calls = self.actors().into_iter().map(|(_, a)| async move {
             let _ = a.call(ConvMsg::Drain, Some(deadline)).await;
         });
-        let _ = tokio::time::timeout(deadline, futures_join_all(calls)).await;
+        let _ = tokio::time::timeout(deadline, futures_util::future::join_all(calls)).await;
     }
 
     async fn start(&self, conv: &str) -> Result<(), RouteError> {
@@ -99,13 +104,6 @@ impl ConversationRouter {
 
     pub(crate) fn set_supervisor(&self, sup: ActorRef<SupervisorMsg>) {
         let _ = self.supervisor.set(sup);
-    }
-}
-
-async fn futures_join_all<F: std::future::Future<Output = ()>>(futs: impl IntoIterator<Item = F>) {
-    let handles: Vec<_> = futs.into_iter().collect();
-    for f in handles {
-        f.await;
     }
 }
 

@@ -113,7 +113,7 @@ pub async fn conversations(State(c): State<Arc<Console>>, Query(s): Query<Search
                 let title = m.title.clone().unwrap_or_default().to_lowercase();
                 if q.is_empty() || m.id.starts_with(&q) || title.starts_with(&q) {
                     let members = c.hub.store.members(&m.id).await.map(|v| v.len()).unwrap_or(0);
-                    let active = c.hub.router.actors().iter().any(|(id, _)| **id == *m.id);
+                    let active = c.hub.router.is_running(&m.id);
                     out.push(serde_json::json!({"conversation": m, "members": members, "active": active}));
                     if out.len() == limit {
                         break;

@@ -356,30 +356,21 @@ pub async fn send(
     let attachments = rookery_actors::attachments::resolve(&*app.store, &me, &body.attachments)
         .await
         .map_err(|(code, message)| ApiError::new(code, message))?;
-    let (from, outcome) = Requester::http(&me);
-    let msg = ConvMsg::Send {
+    let client_id = body.client_id;
+    let send = |from| ConvMsg::Send {
         from,
-        client_id: body.client_id,
+        client_id,
         body: body.body,
         attachments,
-
         received: std::time::Instant::now(),
         permit: None,
     };
-    match app.hub.router.route(&id, msg).await {
-        Ok(()) => {}
-        Err(RouteError::NotFound) => return Err(ApiError::not_found("no such conversation")),
-        Err(RouteError::Unavailable(e)) => return Err(ApiError::new(ErrorCode::Unavailable, e)),
-    }
-    match tokio::time::timeout(SEND_TIMEOUT, outcome).await {
-        Ok(Ok(Outcome::Acked { id: msg_id, .. })) => {
+    match ask(&app, &me, &id, send).await? {
+        Outcome::Acked { id: msg_id, .. } => {
             let m = app.store.message(&id, &msg_id).await?.ok_or_else(ApiError::internal)?;
             Ok((StatusCode::CREATED, Json(m)))
         }
-        Ok(Ok(Outcome::Error(ErrorCode::NotMember, _))) => Err(ApiError::not_found("no such conversation")),
-        Ok(Ok(Outcome::Error(code, message))) => Err(ApiError::new(code, message)),
-        Ok(Ok(Outcome::Updated(_))) | Ok(Err(_)) => Err(ApiError::internal()),
-        Err(_) => Err(ApiError::new(ErrorCode::Unavailable, "the conversation did not answer in time")),
+        _ => Err(ApiError::internal()),
     }
 }
 
@@ -390,12 +381,9 @@ pub struct EditBody {
 }
 
 /// Sends an edit or delete to the conversation's actor and waits for its answer.
-async fn update_message(
-    app: &App,
-    me: &str,
-    conv: &str,
-    msg: impl FnOnce(Requester) -> ConvMsg,
-) -> Result<Message, ApiError> {
+/// Routes a request built by `msg` to the conversation's actor and waits for its answer; errors
+/// come back in the API's shape (a non-member gets 404, as everywhere in the HTTP API).
+async fn ask(app: &App, me: &str, conv: &str, msg: impl FnOnce(Requester) -> ConvMsg) -> Result<Outcome, ApiError> {
     if !is_valid_id(conv) {
         return Err(ApiError::not_found("no such conversation"));
     }
@@ -406,11 +394,24 @@ async fn update_message(
         Err(RouteError::Unavailable(e)) => return Err(ApiError::new(ErrorCode::Unavailable, e)),
     }
     match tokio::time::timeout(SEND_TIMEOUT, outcome).await {
-        Ok(Ok(Outcome::Updated(m))) => Ok(*m),
         Ok(Ok(Outcome::Error(ErrorCode::NotMember, _))) => Err(ApiError::not_found("no such conversation")),
         Ok(Ok(Outcome::Error(code, message))) => Err(ApiError::new(code, message)),
-        Ok(Ok(Outcome::Acked { .. })) | Ok(Err(_)) => Err(ApiError::internal()),
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(_)) => Err(ApiError::internal()),
         Err(_) => Err(ApiError::new(ErrorCode::Unavailable, "the conversation did not answer in time")),
+    }
+}
+
+/// An edit or delete through the conversation's actor; the message as it is now.
+async fn update_message(
+    app: &App,
+    me: &str,
+    conv: &str,
+    msg: impl FnOnce(Requester) -> ConvMsg,
+) -> Result<Message, ApiError> {
+    match ask(app, me, conv, msg).await? {
+        Outcome::Updated(m) => Ok(*m),
+        _ => Err(ApiError::internal()),
     }
 }
 
