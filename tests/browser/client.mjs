@@ -71,8 +71,9 @@ try {
   check(true, "alice sees that bob read her message");
 
   // Bob drops offline; alice sends two messages; bob comes back and gets both, once each.
-  await bob.context.setOffline(true);
-  await bob.page.evaluate(() => window.rookery.ws && window.rookery.ws.close());
+  // (The client's own disconnect: Chromium's offline emulation can hold the close handshake for
+  // tens of seconds on a loaded machine.)
+  await bob.page.evaluate(() => window.rookery.disconnect());
   await bob.page.waitForSelector("#conn.offline, #conn.connecting");
   check(true, "bob's page shows the connection is down");
   await alice.page.fill("#text", "while you were away 1");
@@ -80,7 +81,7 @@ try {
   await alice.page.fill("#text", "while you were away 2");
   await alice.page.press("#text", "Enter");
   await alice.page.waitForFunction(() => document.querySelectorAll("#messages li.own:not(.pending)").length >= 3);
-  await bob.context.setOffline(false);
+  await bob.page.evaluate(() => window.rookery.connect());
   await bob.page.waitForSelector("#conn.online", { timeout: 30000 });
   await bob.page.waitForFunction(() => {
     const b = [...document.querySelectorAll("#messages li .body")].map((x) => x.textContent);
