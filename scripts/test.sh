@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs what the tests need and is missing (Debian's chromium for the
-# console's browser tests, playwright-core from npm), then runs every Rust test, including the
-# browser tests, which drive the real console in headless Chromium.
+# console's browser tests, playwright-core from npm, Debian's redis-server for the cluster tests),
+# then runs every Rust test, including the browser tests, which drive the real console in
+# headless Chromium, and the cluster tests, which use the Redis on 127.0.0.1:6379 when one
+# answers and otherwise start their own redis-server on a free port.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -x /usr/bin/chromium ]; then
-  echo "installing chromium (Debian package) for the browser tests..."
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v redis-server >/dev/null || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} (Debian packages) for the browser and cluster tests..."
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "installing playwright-core (npm) for the browser tests..."

@@ -13,6 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use rookery_protocol::{encode_event, is_valid_id, ErrorCode, ServerEvent};
+
+use crate::conversation::ConvMsg;
+use crate::outbound::SessionAddr;
+use crate::requester::Requester;
+use crate::Hub;
 
 /// Calls one user may have placed at once.
 pub const MAX_CALLS_PER_USER: usize = 8;
@@ -99,6 +105,135 @@ impl Calls {
     /// Ends the call (either party); returns it.
     pub fn end(&self, call_id: &str, user: &str) -> Option<Call> {
         self.map.remove_if(call_id, |_, c| *c.caller == *user || *c.callee == *user).map(|(_, c)| c)
+    }
+}
+
+/// One call-signalling step from a session, as it travels to the call's home node.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum CallOp {
+    Offer { to: String, call_id: String, sdp: Option<String> },
+    Answer { to: String, call_id: String, sdp: Option<String> },
+    Ice { to: String, call_id: String, candidate: Option<serde_json::Value> },
+    End { to: String, call_id: String },
+}
+
+impl CallOp {
+    /// The call this step belongs to (its home node is chosen by it).
+    pub fn call_id(&self) -> &str {
+        match self {
+            CallOp::Offer { call_id, .. }
+            | CallOp::Answer { call_id, .. }
+            | CallOp::Ice { call_id, .. }
+            | CallOp::End { call_id, .. } => call_id,
+        }
+    }
+}
+
+/// Runs a signalling step of session `from` against this node's call table. In a cluster this
+/// runs on the call's home node (by rendezvous on the call id), so both parties' steps meet in
+/// one table wherever their sessions are; events reach the other party on any node.
+pub async fn execute(hub: &Arc<Hub>, from: SessionAddr, op: CallOp) {
+    let me = from.user_id.clone();
+    let error = |code: ErrorCode, message: &str| {
+        let frame = encode_event(&ServerEvent::Error { code, message, client_id: None, retry_after_ms: None });
+        hub.push_to_session(&from, frame);
+    };
+    match op {
+        CallOp::Offer { to, call_id, sdp } => {
+            if !is_valid_id(&call_id) || !is_valid_id(&to) || to == *me {
+                return error(
+                    ErrorCode::BadRequest,
+                    "call.offer needs another user in `to` and a call_id of 1-64 A-Za-z0-9_-",
+                );
+            }
+            if !hub.is_online_anywhere(&to).await {
+                return error(ErrorCode::Unavailable, &format!("{to} has no open session; call {call_id} not placed"));
+            }
+            let callee: Arc<str> = to.as_str().into();
+            if let Err(e) = hub.calls.offer(&call_id, &me, &callee, Instant::now()) {
+                return error(ErrorCode::Conflict, &e.to_string());
+            }
+            let event = ServerEvent::CallOffer { from: &me, call_id: &call_id, sdp: sdp.as_deref() };
+            hub.deliver_user(&callee, &encode_event(&event), None);
+        }
+        CallOp::Answer { to, call_id, sdp } => {
+            match hub.calls.answer(&call_id, &to, &me, &from.session_id, Instant::now()) {
+                Ok(_) => {
+                    let answer = ServerEvent::CallAnswer { from: &me, call_id: &call_id, sdp: sdp.as_deref() };
+                    hub.deliver_user(&to.as_str().into(), &encode_event(&answer), None);
+                    // The callee's other sessions stop ringing.
+                    let elsewhere =
+                        ServerEvent::CallEnd { from: &me, call_id: &call_id, reason: Some("answered_elsewhere") };
+                    hub.deliver_user(&me, &encode_event(&elsewhere), Some(&from.session_id));
+                }
+                Err(CallError::Unknown) => error(ErrorCode::NotFound, "no such call"),
+                Err(e) => error(ErrorCode::Conflict, &e.to_string()),
+            }
+        }
+        CallOp::Ice { to, call_id, candidate } => match hub.calls.party(&call_id, &me) {
+            Some(c) if other_party(&c, &me) == to.as_str() => {
+                let event = ServerEvent::CallIce { from: &me, call_id: &call_id, candidate: candidate.as_ref() };
+                hub.deliver_user(&to.as_str().into(), &encode_event(&event), None);
+            }
+            _ => error(ErrorCode::NotFound, "no such call"),
+        },
+        CallOp::End { to, call_id } => {
+            if hub.calls.party(&call_id, &me).filter(|c| other_party(c, &me) == to).is_none() {
+                return error(ErrorCode::NotFound, "no such call");
+            }
+            let Some(call) = hub.calls.end(&call_id, &me) else { return };
+            let event = encode_event(&ServerEvent::CallEnd { from: &me, call_id: &call_id, reason: None });
+            hub.deliver_user(&to.as_str().into(), &event, None);
+            hub.deliver_user(&me, &event, Some(&from.session_id));
+            log_call(hub, &call_id, &call).await;
+        }
+    }
+}
+
+/// The party of `call` who is not `me`.
+fn other_party<'a>(call: &'a Call, me: &str) -> &'a str {
+    if *call.caller == *me {
+        &call.callee
+    } else {
+        &call.caller
+    }
+}
+
+/// Stores the call-log message in the pair's direct conversation: who called, how long,
+/// missed or not. Sent as the caller, deduplicated by `call:<call_id>`.
+async fn log_call(hub: &Hub, call_id: &str, call: &Call) {
+    let (caller, callee) = (call.caller.to_string(), call.callee.to_string());
+    let proposed = rookery_store::ConvMeta {
+        id: crate::new_id(),
+        kind: rookery_protocol::ConversationKind::Direct,
+        title: None,
+        created_at: crate::now_ms(),
+        slow_mode_s: 0,
+    };
+    let conv = match hub.store.direct_conversation(&caller, &callee, proposed).await {
+        Ok((meta, _)) => meta.id,
+        Err(e) => return tracing::warn!(error = %e, "could not find the direct conversation for a call log"),
+    };
+    let duration_s = call.answered.as_ref().map(|(_, at)| at.elapsed().as_secs());
+    let body = match duration_s {
+        Some(s) => format!("Call, {s} s"),
+        None => "Missed call".to_string(),
+    };
+    let log = serde_json::json!({
+        "kind": "call", "call_id": call_id, "caller": caller, "callee": callee,
+        "duration_s": duration_s.unwrap_or(0), "missed": duration_s.is_none(),
+    });
+    let msg = ConvMsg::Send {
+        from: Requester::node(&caller),
+        client_id: format!("call:{call_id}"),
+        body,
+        attachments: vec![log],
+        received: Instant::now(),
+        permit: None,
+    };
+    if let Err(e) = hub.router.route(&conv, msg).await {
+        tracing::warn!(error = %e, "could not store a call log");
     }
 }
 

@@ -47,8 +47,10 @@ pub enum ConvMsg {
     Typing { from: Requester, active: bool },
     /// Membership or title changed in the store: reload them.
     Reload,
-    /// The store finished writing `seq`.
-    Committed { seq: u64, result: Result<(), StoreError>, took: Duration },
+    /// The store finished writing `first..=last`.
+    Committed { first: u64, last: u64, result: Result<(), StoreError>, took: Duration },
+    /// Cluster mode: another node owns the conversation now; hand over and stop.
+    HandOver,
     /// Periodic housekeeping: flush delivery cursors, stop when idle.
     Tick,
     /// Send the coalesced read receipts.
@@ -107,6 +109,15 @@ pub struct ConvState {
 
     last_seq: u64,
     last_ts: i64,
+    /// The fence token this actor claimed; every append carries it (see `Store::append_fenced`).
+    fence: u64,
+    /// Messages waiting for the current append to finish. Appends are issued one batch at a time
+    /// so that the store receives a conversation's messages in `seq` order: a reader of the store
+    /// (a `sync` on any node) never sees seq 5 while seq 4 is still on its way.
+    to_append: Vec<Message>,
+    appending: bool,
+    /// The members as a shared list, for fan-out envelopes to other nodes.
+    member_list: Arc<[Arc<str>]>,
     inflight: VecDeque<Pending>,
     dedupe: HashMap<(Arc<str>, String), Dedupe>,
     dedupe_order: VecDeque<(Arc<str>, String)>,
@@ -129,11 +140,11 @@ impl Actor for ConversationActor {
 
     async fn pre_start(&self, myself: ActorRef<ConvMsg>, args: ConvArgs) -> Result<ConvState, ActorProcessingErr> {
         let store = &args.hub.store;
-        if args.recovering {
-            // Writes the crashed actor handed to the store may still be queued; seq must be
-            // read after them.
-            store.flush().await?;
-        }
+        // Claiming is ordered after every write already submitted (a crashed predecessor's, a
+        // deposed owner's), and fences off any that arrive later, so the last seq read next is
+        // final. A restart after a crash (`recovering`) needs nothing more.
+        let _ = args.recovering;
+        let fence = store.claim_conversation(&args.id, &args.hub.node_id).await?;
         let meta =
             store.conversation(&args.id).await?.ok_or_else(|| format!("conversation {} does not exist", args.id))?;
         let members = load_members(&args.hub, &args.id).await?;
@@ -141,7 +152,9 @@ impl Actor for ConversationActor {
         let last = store.last_message(&args.id).await?;
         args.hub.fanned_out.insert(args.id.clone(), last.as_ref().map_or(0, |m| m.seq));
         myself.send_interval(args.hub.config.conv_tick, || ConvMsg::Tick);
+        let member_list = members.keys().cloned().collect();
         Ok(ConvState {
+            member_list,
             id: args.id,
             hub: args.hub,
             meta,
@@ -152,6 +165,9 @@ impl Actor for ConversationActor {
 
             last_seq: last.as_ref().map_or(0, |m| m.seq),
             last_ts: last.as_ref().map_or(0, |m| m.ts),
+            fence,
+            to_append: Vec::new(),
+            appending: false,
             inflight: VecDeque::new(),
             dedupe: HashMap::new(),
             dedupe_order: VecDeque::new(),
@@ -180,13 +196,30 @@ impl Actor for ConversationActor {
                 state.last_activity = Instant::now();
                 state.send(&myself, from, client_id, body, attachments, received, permit).await;
             }
-            ConvMsg::Committed { seq, result, took } => {
+            ConvMsg::Committed { first, last, result, took } => {
                 state.hub.metrics.store_write_seconds.observe(took.as_secs_f64());
-                if let Some(p) = state.inflight.iter_mut().find(|p| p.seq == seq) {
-                    p.result = Some(result);
+                let deposed = matches!(result, Err(StoreError::Fenced(_)));
+                for p in state.inflight.iter_mut().filter(|p| (first..=last).contains(&p.seq)) {
+                    p.result = Some(result.clone());
+                }
+                state.appending = false;
+                if deposed {
+                    // Another actor claimed the conversation: nothing queued may be written by us.
+                    for m in std::mem::take(&mut state.to_append) {
+                        if let Some(p) = state.inflight.iter_mut().find(|p| p.seq == m.seq) {
+                            p.result = Some(result.clone());
+                        }
+                    }
                 }
                 state.apply_commits();
+                if deposed {
+                    tracing::info!(conv = %state.id, "conversation claimed by another owner; handing over");
+                    state.retire(&myself);
+                } else {
+                    state.start_append(&myself);
+                }
             }
+            ConvMsg::HandOver => state.retire(&myself),
             ConvMsg::Edit { from, id, body } => {
                 state.last_activity = Instant::now();
                 state.edit(from, id, Some(body)).await;
@@ -227,15 +260,16 @@ impl Actor for ConversationActor {
                     return Ok(());
                 }
                 let frame = encode_event(&ServerEvent::Typing { conv: &state.id, user_id: &from.user_id, active });
-                for user in state.members.keys().filter(|u| **u != from.user_id) {
-                    state.hub.sessions.push_to_user(user, &frame);
-                }
+                let others: Arc<[Arc<str>]> =
+                    state.member_list.iter().filter(|u| **u != from.user_id).cloned().collect();
+                state.hub.deliver(others, &frame);
             }
             ConvMsg::Reload => {
                 if let Some(meta) = state.hub.store.conversation(&state.id).await? {
                     state.meta = meta;
                 }
                 state.members = load_members(&state.hub, &state.id).await?;
+                state.member_list = state.members.keys().cloned().collect();
                 state.mutes = load_mutes(&state.hub, &state.id).await?;
             }
             ConvMsg::FlushReceipts => {
@@ -252,11 +286,7 @@ impl Actor for ConversationActor {
                 }
                 let idle = state.last_activity.elapsed() >= state.hub.config.conv_idle_after;
                 if idle && state.inflight.is_empty() && state.reads.is_empty() {
-                    state.retiring = true;
-                    // After this no new message can reach us through the router; messages
-                    // already queued are forwarded to the successor by `retiring`.
-                    state.hub.router.unregister(&state.id, myself.get_id());
-                    let _ = myself.cast(ConvMsg::Retire);
+                    state.retire(&myself);
                 }
             }
             ConvMsg::Retire => {}
@@ -277,6 +307,10 @@ impl Actor for ConversationActor {
 /// While retiring, forwards what races in to a fresh actor and stops on `Retire`.
 async fn retiring(msg: ConvMsg, state: &mut ConvState, myself: &ActorRef<ConvMsg>) -> Result<(), ActorProcessingErr> {
     match msg {
+        ConvMsg::Retire if !state.inflight.is_empty() => {
+            // A hand-over can begin with writes in flight: answer them before stopping.
+            myself.send_after(Duration::from_millis(5), || ConvMsg::Retire);
+        }
         ConvMsg::Retire => {
             state.flush_delivered();
             if let Some(pending) = state.cursor_write.take() {
@@ -287,7 +321,16 @@ async fn retiring(msg: ConvMsg, state: &mut ConvState, myself: &ActorRef<ConvMsg
             myself.stop(Some("idle".into()));
         }
         ConvMsg::Drain(reply) => state.answer_drain(reply),
-        ConvMsg::Tick | ConvMsg::FlushReceipts | ConvMsg::Committed { .. } => {}
+        ConvMsg::Tick | ConvMsg::FlushReceipts | ConvMsg::HandOver => {}
+        ConvMsg::Committed { first, last, result, .. } => {
+            // Writes that were in flight when a hand-over began still get their answers.
+            for p in state.inflight.iter_mut().filter(|p| (first..=last).contains(&p.seq)) {
+                p.result = Some(result.clone());
+            }
+            state.appending = false;
+            state.apply_commits();
+            state.start_append(myself);
+        }
         other => {
             let (hub, id) = (state.hub.clone(), state.id.clone());
             tokio::spawn(async move {
@@ -305,6 +348,33 @@ async fn load_members(hub: &Hub, id: &str) -> Result<HashMap<Arc<str>, Role>, St
 }
 
 impl ConvState {
+    /// Stops taking messages: after this none reaches us through the router, and those already
+    /// queued are forwarded to the successor (here or on the new owner's node) by `retiring`.
+    fn retire(&mut self, myself: &ActorRef<ConvMsg>) {
+        if self.retiring {
+            return;
+        }
+        self.retiring = true;
+        self.hub.router.unregister(&self.id, myself.get_id());
+        let _ = myself.cast(ConvMsg::Retire);
+    }
+
+    /// Hands every queued message to the store in one append, unless one is running.
+    fn start_append(&mut self, myself: &ActorRef<ConvMsg>) {
+        if self.appending || self.to_append.is_empty() {
+            return;
+        }
+        self.appending = true;
+        let batch = std::mem::take(&mut self.to_append);
+        let (first, last) = (batch[0].seq, batch[batch.len() - 1].seq);
+        let (store, me, fence) = (self.hub.store.clone(), myself.clone(), self.fence);
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let result = store.append_fenced(fence, batch).await;
+            let _ = me.cast(ConvMsg::Committed { first, last, result, took: started.elapsed() });
+        });
+    }
+
     fn reply_error(&self, to: &Requester, code: ErrorCode, message: &str, client_id: Option<&str>) {
         to.error(&self.hub, code, message, client_id);
     }
@@ -394,12 +464,8 @@ impl ConvState {
         self.hub.metrics.conversation_writes_in_flight.inc();
         self.sent_this_tick += 1;
         self.remember(key, Dedupe::InFlight(seq));
-        let (store, me) = (self.hub.store.clone(), myself.clone());
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let result = store.append_messages(vec![message]).await;
-            let _ = me.cast(ConvMsg::Committed { seq, result, took: started.elapsed() });
-        });
+        self.to_append.push(message);
+        self.start_append(myself);
     }
 
     fn remember(&mut self, key: (Arc<str>, String), entry: Dedupe) {
@@ -439,6 +505,9 @@ impl ConvState {
                             self.hub.metrics.messages_delivered.inc_by(n as u64);
                             self.delivered.insert(user.clone(), p.seq);
                         }
+                    }
+                    if let Some(c) = self.hub.cluster() {
+                        c.deliver(self.member_list.clone(), &p.frame, None);
                     }
                     self.dedupe.insert(key, Dedupe::Done { id: p.id, seq: p.seq, ts: p.ts });
                 }
@@ -538,10 +607,8 @@ impl ConvState {
         } else {
             encode_event(&ServerEvent::Edited { conv: &self.id, id: &m.id, seq: m.seq, body: &m.body, edited_at: now })
         };
-        for user in self.members.keys() {
-            self.hub.sessions.push_to_user(user, &frame);
-        }
-        from.done(Outcome::Updated(Box::new(m)));
+        self.hub.deliver(self.member_list.clone(), &frame);
+        from.done(&self.hub, Outcome::Updated(Box::new(m)));
     }
 
     /// Stores the coalesced read cursors, then tells every member's sessions. Runs in the
@@ -571,7 +638,7 @@ impl ConvState {
                 read_seq: Some(seq),
             })
             .collect();
-        let members: Vec<Arc<str>> = self.members.keys().cloned().collect();
+        let members = self.member_list.clone();
         self.write_cursors(updates, frames, members);
     }
 
@@ -590,13 +657,13 @@ impl ConvState {
                 read_seq: None,
             })
             .collect();
-        self.write_cursors(updates, Vec::new(), Vec::new());
+        self.write_cursors(updates, Vec::new(), Arc::from([]));
     }
 
     /// Writes cursors on a task chained after the previous cursor write (so they land in order),
     /// then queues `frames` to `members`. `cursor_write` is awaited before the actor stops and
     /// before it answers a drain.
-    fn write_cursors(&mut self, updates: Vec<CursorUpdate>, frames: Vec<Bytes>, members: Vec<Arc<str>>) {
+    fn write_cursors(&mut self, updates: Vec<CursorUpdate>, frames: Vec<Bytes>, members: Arc<[Arc<str>]>) {
         let previous = self.cursor_write.take();
         let (hub, id) = (self.hub.clone(), self.id.clone());
         self.cursor_write = Some(tokio::spawn(async move {
@@ -607,9 +674,7 @@ impl ConvState {
                 tracing::warn!(conv = %id, error = %e, "cursor write failed");
             }
             for frame in &frames {
-                for member in &members {
-                    hub.sessions.push_to_user(member, frame);
-                }
+                hub.deliver(members.clone(), frame);
             }
         }));
     }

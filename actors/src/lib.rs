@@ -10,6 +10,7 @@
 
 pub mod attachments;
 pub mod calls;
+pub mod cluster;
 pub mod conversation;
 pub mod limits;
 pub mod metered;
@@ -160,10 +161,71 @@ impl Hub {
         }
     }
 
-    /// Queues a frame to one session, wherever it lives. Returns whether it was queued.
+    /// Queues a frame to one session, wherever it lives. Returns whether it was queued (or,
+    /// for a session on another node, sent there).
     pub fn push_to_session(&self, addr: &SessionAddr, frame: Bytes) -> bool {
+        if addr.node_id != self.node_id {
+            return match self.cluster() {
+                Some(c) => c.push_session(&addr.node_id, &addr.session_id, &frame),
+                None => false,
+            };
+        }
         match self.sessions.session(&addr.session_id) {
             Some(h) => h.push(frame),
+            None => false,
+        }
+    }
+
+    /// Queues a frame to every session of `users` on this node and, in a cluster, on every other
+    /// node (one envelope for all of them). Returns the number of local sessions reached.
+    pub fn deliver(&self, users: Arc<[Arc<str>]>, frame: &Bytes) -> usize {
+        let n = users.iter().map(|u| self.sessions.push_to_user(u, frame)).sum();
+        if let Some(c) = self.cluster() {
+            c.deliver(users, frame, None);
+        }
+        n
+    }
+
+    /// Queues a frame to every session of one user, wherever they are, except session `except`.
+    pub fn deliver_user(&self, user: &Arc<str>, frame: &Bytes, except: Option<&Arc<str>>) {
+        self.sessions.push_to_user_except(user, frame, except.map(|s| &**s));
+        if let Some(c) = self.cluster() {
+            c.deliver(Arc::from([user.clone()]), frame, except.cloned());
+        }
+    }
+
+    /// The cluster this node belongs to (`None` when running alone).
+    pub fn cluster(&self) -> Option<&Arc<cluster::Cluster>> {
+        self.router.cluster()
+    }
+
+    /// Joins a cluster (cluster mode): from now on conversations are placed across the
+    /// cluster's nodes and events cross nodes.
+    ///
+    /// # Errors
+    /// When Redis cannot be reached or the node id is taken.
+    pub async fn join_cluster(
+        self: &Arc<Self>,
+        config: cluster::ClusterConfig,
+    ) -> Result<Arc<cluster::Cluster>, cluster::membership::JoinError> {
+        let c = cluster::Cluster::join(self, config).await?;
+        self.router.set_cluster(c.clone());
+        // Conversations started before joining may now belong elsewhere.
+        for (conv, actor) in self.router.actors() {
+            if c.owner(&conv) != c.me {
+                let _ = actor.cast(ConvMsg::HandOver);
+            }
+        }
+        Ok(c)
+    }
+
+    /// Whether `user` has a session on any node.
+    pub async fn is_online_anywhere(&self, user: &str) -> bool {
+        if self.sessions.is_online(user) {
+            return true;
+        }
+        match self.cluster() {
+            Some(c) => c.online_elsewhere(&[user]).await.first().copied().unwrap_or(false),
             None => false,
         }
     }
@@ -181,6 +243,9 @@ impl Hub {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "final store flush failed"),
             Err(_) => tracing::error!("final store flush did not finish within the grace period"),
+        }
+        if let Some(c) = self.cluster() {
+            c.leave().await;
         }
         for (_, actor) in self.router.actors() {
             actor.stop(Some("shutdown".into()));

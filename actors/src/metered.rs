@@ -147,6 +147,24 @@ impl Store for MeteredStore {
         result
     }
 
+    async fn claim_conversation(&self, conv: &str, owner: &str) -> StoreResult<u64> {
+        let started = Instant::now();
+        let result = self.inner.claim_conversation(conv, owner).await;
+        self.seconds.with_label_values(&["claim_conversation"]).observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn append_fenced(&self, fence: u64, messages: Vec<Message>) -> StoreResult<()> {
+        let started = Instant::now();
+        let result = self.inner.append_fenced(fence, messages).await;
+        self.seconds.with_label_values(&["append_messages"]).observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn fence(&self, conv: &str) -> StoreResult<Option<(u64, String)>> {
+        self.inner.fence(conv).await
+    }
+
     async fn update_message(&self, message: Message) -> StoreResult<()> {
         let started = Instant::now();
         let result = self.inner.update_message(message).await;

@@ -49,6 +49,16 @@ pub struct Metrics {
     pub slow_consumer_disconnects: IntCounter,
     /// Live nodes in the cluster view (1 when running alone).
     pub cluster_nodes: IntGauge,
+    /// Cross-node envelopes by direction (`in`, `out`).
+    pub cluster_envelopes: IntCounterVec,
+    /// Cross-node batches (one Redis publish each) by direction.
+    pub cluster_batches: IntCounterVec,
+    /// Cross-node payload bytes by direction.
+    pub cluster_bytes: IntCounterVec,
+    /// Envelopes that could not be sent (queue full or Redis unreachable).
+    pub cluster_dropped: IntCounter,
+    /// Times this node found cross-node traffic lost and closed its sessions (1012) to resync.
+    pub cluster_resyncs: IntCounter,
     /// HTTP requests by matched route and status.
     pub http_requests: IntCounterVec,
     /// HTTP request latency by matched route.
@@ -110,6 +120,31 @@ impl Metrics {
             )
             .unwrap(),
             cluster_nodes: IntGauge::new("rookery_cluster_nodes", "Live nodes in the cluster view").unwrap(),
+            cluster_envelopes: IntCounterVec::new(
+                Opts::new("rookery_cluster_envelopes_total", "Cross-node envelopes by direction"),
+                &["direction"],
+            )
+            .unwrap(),
+            cluster_batches: IntCounterVec::new(
+                Opts::new("rookery_cluster_batches_total", "Cross-node batches (Redis publishes) by direction"),
+                &["direction"],
+            )
+            .unwrap(),
+            cluster_bytes: IntCounterVec::new(
+                Opts::new("rookery_cluster_bytes_total", "Cross-node payload bytes by direction"),
+                &["direction"],
+            )
+            .unwrap(),
+            cluster_dropped: IntCounter::new(
+                "rookery_cluster_dropped_total",
+                "Cross-node envelopes that could not be sent",
+            )
+            .unwrap(),
+            cluster_resyncs: IntCounter::new(
+                "rookery_cluster_resyncs_total",
+                "Times lost cross-node traffic made this node close its sessions to resync",
+            )
+            .unwrap(),
             http_requests: IntCounterVec::new(
                 Opts::new("rookery_http_requests_total", "HTTP requests by matched route and status"),
                 &["route", "status"],
@@ -139,6 +174,11 @@ impl Metrics {
         r.register(Box::new(m.outbound_queued_frames.clone())).unwrap();
         r.register(Box::new(m.slow_consumer_disconnects.clone())).unwrap();
         r.register(Box::new(m.cluster_nodes.clone())).unwrap();
+        r.register(Box::new(m.cluster_envelopes.clone())).unwrap();
+        r.register(Box::new(m.cluster_batches.clone())).unwrap();
+        r.register(Box::new(m.cluster_bytes.clone())).unwrap();
+        r.register(Box::new(m.cluster_dropped.clone())).unwrap();
+        r.register(Box::new(m.cluster_resyncs.clone())).unwrap();
         r.register(Box::new(m.http_requests.clone())).unwrap();
         r.register(Box::new(m.http_request_seconds.clone())).unwrap();
         #[cfg(target_os = "linux")]
@@ -146,6 +186,11 @@ impl Metrics {
         // Label values known in advance are created up front so they export as 0.
         for kind in ["conversation", "session"] {
             m.actor_restarts.with_label_values(&[kind]);
+        }
+        for direction in ["in", "out"] {
+            m.cluster_envelopes.with_label_values(&[direction]);
+            m.cluster_batches.with_label_values(&[direction]);
+            m.cluster_bytes.with_label_values(&[direction]);
         }
         m.cluster_nodes.set(1);
         m

@@ -28,6 +28,18 @@ impl Bans {
         self.map.get(user).filter(|b| b.active(now)).map(|b| b.clone())
     }
 
+    /// Sets (`Some`) or lifts (`None`) the cached ban of `user`.
+    pub(crate) fn set(&self, user: &str, ban: Option<Sanction>) {
+        match ban {
+            Some(b) => {
+                self.map.insert(user.into(), b);
+            }
+            None => {
+                self.map.remove(user);
+            }
+        }
+    }
+
     pub(crate) fn load(&self, bans: Vec<(String, Sanction)>) {
         for (u, b) in bans {
             self.map.insert(u.into(), b);
@@ -99,7 +111,10 @@ impl Hub {
         self.user_exists(user).await?;
         let ban = a.sanction(duration_s);
         self.store.set_ban(user, Some(ban.clone())).await?;
-        self.bans.map.insert(user.into(), ban.clone());
+        self.bans.set(user, Some(ban.clone()));
+        if let Some(c) = self.cluster() {
+            c.broadcast_ban(user, Some(ban.clone()));
+        }
         self.audit(a, "ban", user, serde_json::json!({ "duration_s": duration_s })).await?;
         for s in self.sessions.of_user(user) {
             s.close_with(close::BANNED);
@@ -111,7 +126,10 @@ impl Hub {
     pub async fn unban(&self, a: &Action<'_>, user: &str) -> Result<(), ModerationError> {
         self.user_exists(user).await?;
         self.store.set_ban(user, None).await?;
-        self.bans.map.remove(user);
+        self.bans.set(user, None);
+        if let Some(c) = self.cluster() {
+            c.broadcast_ban(user, None);
+        }
         self.audit(a, "unban", user, serde_json::Value::Null).await?;
         Ok(())
     }
@@ -122,6 +140,9 @@ impl Hub {
         let sessions = self.sessions.of_user(user);
         for s in &sessions {
             s.close_with(close::BANNED);
+        }
+        if let Some(c) = self.cluster() {
+            c.broadcast_close(user, close::BANNED);
         }
         self.audit(a, "kick", user, serde_json::json!({ "sessions": sessions.len() })).await?;
         Ok(sessions.len())

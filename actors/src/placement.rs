@@ -16,6 +16,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent};
 
+use crate::cluster::Cluster;
 use crate::conversation::{ConvArgs, ConvMsg, ConversationActor};
 use crate::Hub;
 
@@ -35,33 +36,70 @@ pub enum RouteError {
 pub struct ConversationRouter {
     local: DashMap<Arc<str>, ActorRef<ConvMsg>>,
     supervisor: OnceLock<ActorRef<SupervisorMsg>>,
+    cluster: OnceLock<Arc<Cluster>>,
 }
 
 impl ConversationRouter {
-    /// Delivers `msg` to the conversation's actor, starting it if needed.
-    pub async fn route(&self, conv: &str, mut msg: ConvMsg) -> Result<(), RouteError> {
+    /// Delivers `msg` to the conversation's actor, on this node (starting it if needed) or, in a
+    /// cluster, on the node that owns the conversation.
+    pub async fn route(&self, conv: &str, msg: ConvMsg) -> Result<(), RouteError> {
+        if let Some(cluster) = self.cluster.get() {
+            let owner = cluster.owner(conv);
+            if owner != cluster.me {
+                return cluster.forward(&owner, conv, msg, 0);
+            }
+        }
+        self.route_local_or_return(conv, msg).await.map_err(|(e, _)| e)
+    }
+
+    /// Delivers `msg` to the actor on this node, starting it if needed; on failure the message
+    /// comes back so that its requester can be answered.
+    pub async fn route_local_or_return(&self, conv: &str, mut msg: ConvMsg) -> Result<(), (RouteError, ConvMsg)> {
         for _ in 0..4 {
             if let Some(actor) = self.local.get(conv) {
                 match actor.cast(msg) {
                     Ok(()) => return Ok(()),
                     Err(MessagingErr::SendErr(back)) => msg = back,
-                    Err(e) => return Err(RouteError::Unavailable(e.to_string())),
+                    Err(e) => return Err((RouteError::Unavailable(e.to_string()), ConvMsg::Reload)),
                 }
                 let stale = actor.get_id();
                 drop(actor);
                 self.unregister(conv, stale);
             }
-            self.start(conv).await?;
+            if let Err(e) = self.start(conv).await {
+                return Err((e, msg));
+            }
         }
-        Err(RouteError::Unavailable("the conversation actor kept stopping".into()))
+        Err((RouteError::Unavailable("the conversation actor kept stopping".into()), msg))
     }
 
     /// Delivers `msg` only if the actor is running (membership changes need nothing else:
-    /// a starting actor reads the store anyway).
+    /// a starting actor reads the store anyway). In a cluster, on the owner's node.
     pub fn notify_if_running(&self, conv: &str, msg: ConvMsg) {
+        if let Some(cluster) = self.cluster.get() {
+            let owner = cluster.owner(conv);
+            if owner != cluster.me {
+                let _ = cluster.forward(&owner, conv, msg, 0);
+                return;
+            }
+        }
+        self.notify_local(conv, msg);
+    }
+
+    /// Delivers `msg` to the actor on this node if it runs.
+    pub fn notify_local(&self, conv: &str, msg: ConvMsg) {
         if let Some(actor) = self.local.get(conv) {
             let _ = actor.cast(msg);
         }
+    }
+
+    /// The cluster this node belongs to, if any.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    pub(crate) fn set_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
     }
 
     /// Removes the entry for `conv` if it still points at `actor`.

@@ -25,21 +25,42 @@ pub struct Presence {
 impl Presence {
     /// A user's first session on this node opened.
     pub fn opened(&self, hub: &Arc<Hub>, user: Arc<str>) {
+        if let Some(cluster) = hub.cluster().cloned() {
+            // The cluster-wide `announced` set decides, so `online` goes out once, not per node.
+            let hub = hub.clone();
+            tokio::spawn(async move {
+                if cluster.user_online(&user).await {
+                    announce(&hub, &user, true).await;
+                }
+            });
+            return;
+        }
         if self.announced.insert(user.clone(), ()).is_none() {
             spawn_announce(hub.clone(), user, true);
         }
     }
 
     /// A user's last session on this node closed: announce offline unless they come back within
-    /// the grace period.
+    /// the grace period (or, in a cluster, still have a session on another node).
     pub fn closed(&self, hub: &Arc<Hub>, user: Arc<str>) {
-        // A weak reference: a node shutting down must not be kept alive by a pending timer.
         let grace = hub.config.presence_grace;
+        let cluster = hub.cluster().cloned();
+        // A weak reference: a node shutting down must not be kept alive by a pending timer.
         let hub = Arc::downgrade(hub);
         tokio::spawn(async move {
+            if let Some(c) = &cluster {
+                c.user_left(&user, now_ms()).await;
+            }
             tokio::time::sleep(grace).await;
             let Some(hub) = hub.upgrade() else { return };
-            if !hub.sessions.is_online(&user) && hub.presence.announced.remove(&user).is_some() {
+            if hub.sessions.is_online(&user) {
+                return;
+            }
+            let announce_it = match &cluster {
+                Some(c) => c.announce_offline(&user).await,
+                None => hub.presence.announced.remove(&user).is_some(),
+            };
+            if announce_it {
                 announce(&hub, &user, false).await;
             }
         });
@@ -53,10 +74,10 @@ fn spawn_announce(hub: Arc<Hub>, user: Arc<str>, online: bool) {
 /// Sends `presence` to every user who shares a conversation with `user`.
 async fn announce(hub: &Hub, user: &str, online: bool) {
     let Ok(convs) = hub.store.user_conversations(user).await else { return };
-    let mut audience: HashSet<String> = HashSet::new();
+    let mut audience: HashSet<Arc<str>> = HashSet::new();
     for conv in convs {
         let Ok(members) = hub.store.members(&conv).await else { continue };
-        audience.extend(members.into_iter().map(|(u, _)| u).filter(|u| u != user));
+        audience.extend(members.into_iter().map(|(u, _)| u).filter(|u| u != user).map(Arc::from));
         if audience.len() >= MAX_AUDIENCE {
             break;
         }
@@ -66,7 +87,5 @@ async fn announce(hub: &Hub, user: &str, online: bool) {
 
     let status = if online { "online" } else { "offline" };
     let frame = encode_event(&ServerEvent::Presence { user_id: user, status, last_seen });
-    for peer in audience {
-        hub.sessions.push_to_user(&peer, &frame);
-    }
+    hub.deliver(audience.into_iter().collect(), &frame);
 }

@@ -55,6 +55,21 @@ impl SessionRegistry {
         }
     }
 
+    /// Like [`push_to_user`](Self::push_to_user), skipping the session `except`.
+    pub fn push_to_user_except(&self, user: &str, frame: &Bytes, except: Option<&str>) -> usize {
+        match self.by_user.get(user) {
+            Some(list) => {
+                list.iter().filter(|h| except != Some(&*h.addr.session_id)).filter(|h| h.push(frame.clone())).count()
+            }
+            None => 0,
+        }
+    }
+
+    /// Users with a session on this node.
+    pub fn users(&self) -> Vec<Arc<str>> {
+        self.by_user.iter().map(|e| e.key().clone()).collect()
+    }
+
     /// Whether `user` has a session on this node.
     pub fn is_online(&self, user: &str) -> bool {
         self.by_user.contains_key(user)

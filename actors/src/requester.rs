@@ -29,6 +29,11 @@ pub enum ReplyTo {
     Http(Arc<Mutex<Option<oneshot::Sender<Outcome>>>>),
     /// The node itself (a call-log message): answers go nowhere.
     Nobody,
+    /// An HTTP request waiting on another node of the cluster under `req`.
+    Remote {
+        node: Arc<str>,
+        req: u64,
+    },
 }
 
 /// The user behind a request and where to answer.
@@ -81,7 +86,7 @@ impl Requester {
                 let frame = encode_event(&ServerEvent::Error { code, message, client_id, retry_after_ms });
                 hub.push_to_session(addr, frame);
             }
-            ReplyTo::Http(_) => self.done(Outcome::Error(code, message.to_string())),
+            ReplyTo::Http(_) | ReplyTo::Remote { .. } => self.done(hub, Outcome::Error(code, message.to_string())),
             ReplyTo::Nobody => tracing::warn!(code = code.as_str(), message, "a message sent by the node was refused"),
         }
     }
@@ -92,13 +97,26 @@ impl Requester {
             ReplyTo::Session(addr) => {
                 hub.push_to_session(addr, encode_event(&ServerEvent::Ack { client_id, conv, id, seq, ts }));
             }
-            ReplyTo::Http(_) => self.done(Outcome::Acked { id: id.to_string(), seq, ts }),
+            ReplyTo::Http(_) | ReplyTo::Remote { .. } => self.done(hub, Outcome::Acked { id: id.to_string(), seq, ts }),
             ReplyTo::Nobody => {}
         }
     }
 
-    /// Completes an HTTP request; a session needs no completion (it sees the events).
-    pub fn done(&self, outcome: Outcome) {
+    /// Completes an HTTP request, on this node or another; a session needs no completion (it
+    /// sees the events).
+    pub fn done(&self, hub: &Hub, outcome: Outcome) {
+        match &self.reply {
+            ReplyTo::Remote { node, req } => {
+                if let Some(c) = hub.cluster() {
+                    c.reply(node, *req, outcome);
+                }
+            }
+            _ => self.done_local(outcome),
+        }
+    }
+
+    /// Completes an HTTP request waiting on this node.
+    pub fn done_local(&self, outcome: Outcome) {
         if let ReplyTo::Http(slot) = &self.reply {
             if let Some(tx) = slot.lock().take() {
                 let _ = tx.send(outcome);

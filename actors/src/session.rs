@@ -14,6 +14,7 @@ use rookery_protocol::{close, encode_event, is_valid_id, ClientFrame, ErrorCode,
 use rookery_store::{CursorUpdate, HistoryQuery};
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::calls::CallOp;
 use crate::conversation::ConvMsg;
 use crate::limits::{AbuseMeter, Bucket};
 use crate::outbound::SessionHandle;
@@ -202,30 +203,35 @@ impl SessionState {
             ClientFrame::Read { conv, seq } => self.route(&conv, ConvMsg::Read { from, seq }, None).await,
             ClientFrame::Typing { conv, active } => self.route(&conv, ConvMsg::Typing { from, active }, None).await,
             ClientFrame::Sync { since } => self.sync(since).await,
-            ClientFrame::Presence { users } => {
-                for user in users.iter().take(self.hub.config.max_presence_query) {
-                    let online = self.hub.sessions.is_online(user);
-                    let last_seen = if online { None } else { self.hub.sessions.last_seen(user) };
-                    let status = if online { "online" } else { "offline" };
-                    self.reply_event(&ServerEvent::Presence { user_id: user, status, last_seen }).await;
-                }
-            }
-            ClientFrame::CallOffer { to, call_id, sdp } => self.call_offer(&to, &call_id, sdp.as_deref()).await,
-            ClientFrame::CallAnswer { to, call_id, sdp } => self.call_answer(&to, &call_id, sdp.as_deref()).await,
-            ClientFrame::CallIce { to, call_id, candidate } => {
-                let me = self.handle.addr.user_id.clone();
-                match self.hub.calls.party(&call_id, &me) {
-                    Some(c) if other_party(&c, &me) == to.as_str() => {
-                        let event =
-                            ServerEvent::CallIce { from: &me, call_id: &call_id, candidate: candidate.as_ref() };
-                        self.hub.sessions.push_to_user(&to, &encode_event(&event));
-                    }
-                    _ => self.error(ErrorCode::NotFound, "no such call", None).await,
-                }
-            }
-            ClientFrame::CallEnd { to, call_id } => self.call_end(&to, &call_id).await,
+            ClientFrame::Presence { users } => self.presence(users).await,
+            ClientFrame::CallOffer { to, call_id, sdp } => self.call(CallOp::Offer { to, call_id, sdp }).await,
+            ClientFrame::CallAnswer { to, call_id, sdp } => self.call(CallOp::Answer { to, call_id, sdp }).await,
+            ClientFrame::CallIce { to, call_id, candidate } => self.call(CallOp::Ice { to, call_id, candidate }).await,
+            ClientFrame::CallEnd { to, call_id } => self.call(CallOp::End { to, call_id }).await,
 
             ClientFrame::Ping { t } => self.reply_event(&ServerEvent::Pong { t: t.as_ref() }).await,
+        }
+    }
+
+    /// Answers a `presence` query: online when a session is open on any node; otherwise when
+    /// the last one closed, where known.
+    async fn presence(&self, mut users: Vec<String>) {
+        users.truncate(self.hub.config.max_presence_query);
+        let mut online: Vec<bool> = users.iter().map(|u| self.hub.sessions.is_online(u)).collect();
+        let mut last_seen: Vec<Option<i64>> = users.iter().map(|u| self.hub.sessions.last_seen(u)).collect();
+        if let Some(c) = self.hub.cluster() {
+            let names: Vec<&str> = users.iter().map(String::as_str).collect();
+            for (o, remote) in online.iter_mut().zip(c.online_elsewhere(&names).await) {
+                *o |= remote;
+            }
+            for (l, remote) in last_seen.iter_mut().zip(c.last_seen(&names).await) {
+                *l = (*l).max(remote);
+            }
+        }
+        for ((user, online), last_seen) in users.iter().zip(online).zip(last_seen) {
+            let status = if online { "online" } else { "offline" };
+            let last_seen = if online { None } else { last_seen };
+            self.reply_event(&ServerEvent::Presence { user_id: user, status, last_seen }).await;
         }
     }
 
@@ -383,111 +389,19 @@ impl Actor for SessionSupervisor {
     }
 }
 
-/// The party of `call` who is not `me`.
-fn other_party<'a>(call: &'a crate::calls::Call, me: &str) -> &'a str {
-    if *call.caller == *me {
-        &call.callee
-    } else {
-        &call.caller
-    }
-}
-
 impl SessionState {
-    async fn call_offer(&mut self, to: &str, call_id: &str, sdp: Option<&str>) {
-        let me = self.handle.addr.user_id.clone();
-        if !is_valid_id(call_id) || !is_valid_id(to) || to == &*me {
-            return self
-                .error(
-                    ErrorCode::BadRequest,
-                    "call.offer needs another user in `to` and a call_id of 1-64 A-Za-z0-9_-",
-                    None,
-                )
-                .await;
-        }
-        if !self.hub.sessions.is_online(to) {
-            return self
-                .error(ErrorCode::Unavailable, &format!("{to} has no open session; call {call_id} not placed"), None)
-                .await;
-        }
-        let callee: Arc<str> = to.into();
-        if let Err(e) = self.hub.calls.offer(call_id, &me, &callee, Instant::now()) {
-            return self.error(ErrorCode::Conflict, &e.to_string(), None).await;
-        }
-        let event = ServerEvent::CallOffer { from: &me, call_id, sdp };
-        self.hub.sessions.push_to_user(to, &encode_event(&event));
-    }
-
-    async fn call_answer(&mut self, to: &str, call_id: &str, sdp: Option<&str>) {
-        let me = self.handle.addr.user_id.clone();
-        let session = self.handle.addr.session_id.clone();
-        match self.hub.calls.answer(call_id, to, &me, &session, Instant::now()) {
-            Ok(_) => {
-                self.hub.sessions.push_to_user(to, &encode_event(&ServerEvent::CallAnswer { from: &me, call_id, sdp }));
-                // The callee's other sessions stop ringing.
-                let elsewhere =
-                    encode_event(&ServerEvent::CallEnd { from: &me, call_id, reason: Some("answered_elsewhere") });
-                for s in self.hub.sessions.of_user(&me) {
-                    if s.addr.session_id != session {
-                        s.push(elsewhere.clone());
-                    }
+    /// Runs a call-signalling step on the call's home node (this one when running alone).
+    async fn call(&mut self, op: CallOp) {
+        let addr = self.handle.addr.clone();
+        if let Some(c) = self.hub.cluster() {
+            let home = c.owner(op.call_id());
+            if home != c.me {
+                if !c.forward_call(&home, &addr, op) {
+                    self.error(ErrorCode::Unavailable, "the call's node cannot be reached; retry", None).await;
                 }
-            }
-            Err(crate::calls::CallError::Unknown) => self.error(ErrorCode::NotFound, "no such call", None).await,
-            Err(e) => self.error(ErrorCode::Conflict, &e.to_string(), None).await,
-        }
-    }
-
-    async fn call_end(&mut self, to: &str, call_id: &str) {
-        let me = self.handle.addr.user_id.clone();
-        if self.hub.calls.party(call_id, &me).filter(|c| other_party(c, &me) == to).is_none() {
-            return self.error(ErrorCode::NotFound, "no such call", None).await;
-        }
-
-        let Some(call) = self.hub.calls.end(call_id, &me) else { return };
-        let event = encode_event(&ServerEvent::CallEnd { from: &me, call_id, reason: None });
-        self.hub.sessions.push_to_user(to, &event);
-        for s in self.hub.sessions.of_user(&me) {
-            if s.addr.session_id != self.handle.addr.session_id {
-                s.push(event.clone());
+                return;
             }
         }
-        self.log_call(call_id, &call).await;
-    }
-
-    /// Stores the call-log message in the pair's direct conversation: who called, how long,
-    /// missed or not. Sent as the caller, deduplicated by `call:<call_id>`.
-    async fn log_call(&self, call_id: &str, call: &crate::calls::Call) {
-        let (caller, callee) = (call.caller.to_string(), call.callee.to_string());
-        let proposed = rookery_store::ConvMeta {
-            id: crate::new_id(),
-            kind: rookery_protocol::ConversationKind::Direct,
-            title: None,
-            created_at: now_ms(),
-            slow_mode_s: 0,
-        };
-        let conv = match self.hub.store.direct_conversation(&caller, &callee, proposed).await {
-            Ok((meta, _)) => meta.id,
-            Err(e) => return tracing::warn!(error = %e, "could not find the direct conversation for a call log"),
-        };
-        let duration_s = call.answered.as_ref().map(|(_, at)| at.elapsed().as_secs());
-        let body = match duration_s {
-            Some(s) => format!("Call, {s} s"),
-            None => "Missed call".to_string(),
-        };
-        let log = serde_json::json!({
-            "kind": "call", "call_id": call_id, "caller": caller, "callee": callee,
-            "duration_s": duration_s.unwrap_or(0), "missed": duration_s.is_none(),
-        });
-        let msg = ConvMsg::Send {
-            from: Requester::node(&caller),
-            client_id: format!("call:{call_id}"),
-            body,
-            attachments: vec![log],
-            received: Instant::now(),
-            permit: None,
-        };
-        if let Err(e) = self.hub.router.route(&conv, msg).await {
-            tracing::warn!(error = %e, "could not store a call log");
-        }
+        crate::calls::execute(&self.hub, addr, op).await;
     }
 }

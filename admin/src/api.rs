@@ -114,7 +114,13 @@ pub async fn conversations(State(c): State<Arc<Console>>, Query(s): Query<Search
                 if q.is_empty() || m.id.starts_with(&q) || title.starts_with(&q) {
                     let members = c.hub.store.members(&m.id).await.map(|v| v.len()).unwrap_or(0);
                     let active = c.hub.router.is_running(&m.id);
-                    out.push(serde_json::json!({"conversation": m, "members": members, "active": active}));
+                    let owner = match c.hub.cluster() {
+                        Some(cl) => cl.owner(&m.id).to_string(),
+                        None => c.hub.node_id.to_string(),
+                    };
+                    out.push(
+                        serde_json::json!({"conversation": m, "members": members, "active": active, "node": owner}),
+                    );
                     if out.len() == limit {
                         break;
                     }
@@ -284,13 +290,64 @@ pub async fn audit(State(c): State<Arc<Console>>, Query(p): Query<AuditPage>) ->
     }
 }
 
-/// `GET /admin/api/nodes`: the members of the cluster (this node alone until cluster mode).
+/// `GET /admin/api/nodes`: the members of the cluster as this node sees them (this node alone
+/// when not in cluster mode), with their load and heartbeat age, and this node's cross-node
+/// traffic counters.
 pub async fn nodes(State(c): State<Arc<Console>>) -> Response {
-    Json(serde_json::json!({"nodes": [{
-        "node_id": &*c.hub.node_id,
-        "address": c.chat_addr,
-        "last_heartbeat_ms": rookery_actors::now_ms(),
-        "load": {"connections": c.metrics.ws_connections.get(), "conversations": c.hub.router.running()},
-    }]}))
+    let now = rookery_actors::now_ms();
+    let m = &c.metrics;
+    let traffic = serde_json::json!({
+        "envelopes_in": m.cluster_envelopes.with_label_values(&["in"]).get(),
+        "envelopes_out": m.cluster_envelopes.with_label_values(&["out"]).get(),
+        "batches_in": m.cluster_batches.with_label_values(&["in"]).get(),
+        "batches_out": m.cluster_batches.with_label_values(&["out"]).get(),
+        "dropped": m.cluster_dropped.get(),
+        "resyncs": m.cluster_resyncs.get(),
+    });
+    let Some(cluster) = c.hub.cluster() else {
+        return Json(serde_json::json!({
+            "mode": "standalone",
+            "self": &*c.hub.node_id,
+            "redis_up": null,
+            "traffic": traffic,
+            "nodes": [{
+                "node_id": &*c.hub.node_id,
+                "address": c.chat_addr,
+                "last_heartbeat_ms": now,
+                "heartbeat_age_ms": 0,
+                "load": {"connections": m.ws_connections.get(), "conversations": c.hub.router.running()},
+            }],
+        }))
+        .into_response();
+    };
+    let view = cluster.view();
+    let nodes: Vec<serde_json::Value> = view
+        .nodes
+        .iter()
+        .map(|n| {
+            let own = n.id == c.hub.node_id;
+            let (sessions, conversations) = if own {
+                (c.hub.sessions.len() as u64, c.hub.router.running() as u64)
+            } else {
+                (n.sessions, n.conversations)
+            };
+            serde_json::json!({
+                "node_id": &*n.id,
+                "address": n.chat_addr,
+                "admin_address": n.admin_addr,
+                "started_ms": n.started_ms,
+                "last_heartbeat_ms": n.heartbeat_ms,
+                "heartbeat_age_ms": if own { 0 } else { (now - n.heartbeat_ms).max(0) },
+                "load": {"connections": sessions, "conversations": conversations},
+            })
+        })
+        .collect();
+    Json(serde_json::json!({
+        "mode": "cluster",
+        "self": &*c.hub.node_id,
+        "redis_up": view.redis_up,
+        "traffic": traffic,
+        "nodes": nodes,
+    }))
     .into_response()
 }

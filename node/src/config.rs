@@ -21,6 +21,20 @@ pub struct Cli {
 pub enum Command {
     /// Run one node.
     Serve(ServeArgs),
+    /// Run a cluster of N nodes in one process, sharing one embedded store, over a real Redis:
+    /// for trying cluster mode on one machine. Node i (from 0) listens on `--listen` + i and
+    /// `--admin-listen` + i and is called `dev-<i+1>` unless `--node-id` gives a prefix.
+    DevCluster(DevClusterArgs),
+}
+
+/// Flags of `rookery dev-cluster`: the node count, and every flag of `serve` (`--redis` needed).
+#[derive(Debug, Clone, Args)]
+pub struct DevClusterArgs {
+    /// Number of nodes. Default: 3.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u16,
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 /// Flags of `rookery serve`. Each is also read from the env var named beside it and from the
@@ -41,12 +55,24 @@ pub struct ServeArgs {
     /// Data directory of the embedded store and the generated secrets. Default: ./data.
     #[arg(long, env = "ROOKERY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// This node's id. Default: `node-` and the listener's port.
+    /// This node's id (1-64 of A-Za-z0-9_-). Default: `node-` and the listener's port; in
+    /// cluster mode the host name, `-` and the port.
     #[arg(long, env = "ROOKERY_NODE_ID")]
     pub node_id: Option<String>,
-    /// Redis URL: run as a member of a cluster.
+    /// Redis URL (`redis://host:port[/db]`): run as a member of a cluster. Every node of a
+    /// cluster needs the same `--jwt-secret` and a unique `--node-id`.
     #[arg(long, env = "ROOKERY_REDIS")]
     pub redis: Option<String>,
+    /// Prefix of the cluster's Redis keys and channels (several clusters can share a Redis).
+    /// Default: rookery.
+    #[arg(long, env = "ROOKERY_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
+    /// Cluster heartbeat period in milliseconds. Default: 1000.
+    #[arg(long, env = "ROOKERY_CLUSTER_HEARTBEAT_MS")]
+    pub cluster_heartbeat_ms: Option<u64>,
+    /// A node that has not heartbeat for this many milliseconds is dead. Default: 3000.
+    #[arg(long, env = "ROOKERY_CLUSTER_TTL_MS")]
+    pub cluster_ttl_ms: Option<u64>,
     /// ScyllaDB contact points (host:port,...): keep history in ScyllaDB.
     #[arg(long, env = "ROOKERY_SCYLLA")]
     pub scylla: Option<String>,
@@ -142,6 +168,11 @@ pub struct Config {
     pub node_id: Option<String>,
     pub jwt_secret: Option<String>,
     pub admin_token: Option<String>,
+    /// Cluster mode: the Redis URL (`None`: run alone).
+    pub redis: Option<String>,
+    pub redis_prefix: String,
+    pub cluster_heartbeat: Duration,
+    pub cluster_ttl: Duration,
     pub log_format: LogFormat,
     pub max_body: usize,
     pub max_frame: usize,
@@ -185,6 +216,10 @@ impl Config {
             node_id: None,
             jwt_secret: None,
             admin_token: None,
+            redis: None,
+            redis_prefix: "rookery".into(),
+            cluster_heartbeat: Duration::from_millis(1000),
+            cluster_ttl: Duration::from_millis(3000),
             log_format: LogFormat::Text,
             max_body: 8192,
             max_frame: 64 * 1024,
@@ -222,12 +257,6 @@ impl Config {
             }
             None => ServeArgs::default(),
         };
-        if args.redis.is_some() || file.redis.is_some() {
-            return Err(ConfigError::Invalid {
-                setting: "redis",
-                reason: "cluster mode is not available in this version; run without --redis".into(),
-            });
-        }
         if args.scylla.is_some() || file.scylla.is_some() {
             return Err(ConfigError::Invalid {
                 setting: "scylla",
@@ -247,6 +276,10 @@ impl Config {
             node_id: pick!(node_id),
             jwt_secret: pick!(jwt_secret),
             admin_token: pick!(admin_token),
+            redis: pick!(redis),
+            redis_prefix: pick!(redis_prefix).unwrap_or(d.redis_prefix),
+            cluster_heartbeat: pick!(cluster_heartbeat_ms).map(Duration::from_millis).unwrap_or(d.cluster_heartbeat),
+            cluster_ttl: pick!(cluster_ttl_ms).map(Duration::from_millis).unwrap_or(d.cluster_ttl),
             log_format: pick!(log_format).unwrap_or(d.log_format),
             max_body: pick!(max_body).unwrap_or(d.max_body),
             max_frame: pick!(max_frame).unwrap_or(d.max_frame),
@@ -309,6 +342,20 @@ impl Config {
         if self.admin_token.as_ref().is_some_and(|s| s.len() < 16) {
             return bad("admin-token", "must be at least 16 bytes");
         }
+        if let Some(url) = &self.redis {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return bad("redis", "must be a redis:// URL");
+            }
+        }
+        if self.redis_prefix.is_empty()
+            || self.redis_prefix.len() > 64
+            || self.redis_prefix.contains(char::is_whitespace)
+        {
+            return bad("redis-prefix", "must be 1-64 characters without spaces");
+        }
+        if self.cluster_heartbeat < Duration::from_millis(50) || self.cluster_ttl < self.cluster_heartbeat * 2 {
+            return bad("cluster-heartbeat-ms/cluster-ttl-ms", "heartbeat at least 50 ms, TTL at least two heartbeats");
+        }
         if let Some(id) = &self.node_id {
             if !rookery_protocol::is_valid_id(id) {
                 return bad("node-id", "must be 1-64 of A-Za-z0-9_-");
@@ -339,8 +386,16 @@ mod tests {
     fn refuses_bad_values_with_the_setting_named() {
         let e = Config::load(ServeArgs { jwt_secret: Some("short".into()), ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("jwt-secret"), "{e}");
-        let e = Config::load(ServeArgs { redis: Some("redis://x".into()), ..Default::default() }).unwrap_err();
+        let e = Config::load(ServeArgs { redis: Some("localhost:6379".into()), ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("redis"), "{e}");
+        let e = Config::load(ServeArgs {
+            redis: Some("redis://127.0.0.1:6379".into()),
+            cluster_heartbeat_ms: Some(1000),
+            cluster_ttl_ms: Some(1500),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("cluster"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("bad.toml");
         std::fs::write(&file, "no_such_key = 1\n").unwrap();

@@ -6,6 +6,7 @@ pub mod api;
 pub mod auth;
 pub mod blobs;
 pub mod config;
+pub mod dev_cluster;
 pub mod gateway;
 pub mod server;
 

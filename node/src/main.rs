@@ -6,8 +6,15 @@ use tokio::net::TcpListener;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let Command::Serve(args) = cli.command;
+    let (args, dev_nodes) = match cli.command {
+        Command::Serve(args) => (args, None),
+        Command::DevCluster(dev) => (dev.serve, Some(dev.nodes)),
+    };
     let config = match Config::load(args) {
+        Ok(c) if dev_nodes.is_none() && c.redis.is_some() && c.jwt_secret.is_none() => {
+            eprintln!("rookery: invalid setting jwt-secret: cluster mode needs --jwt-secret, the same on every node");
+            return std::process::ExitCode::from(2);
+        }
         Ok(c) => c,
         Err(e) => {
             eprintln!("rookery: {e}");
@@ -16,7 +23,11 @@ fn main() -> std::process::ExitCode {
     };
     init_logging(config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    match runtime.block_on(run(config)) {
+    let result = match dev_nodes {
+        Some(n) => runtime.block_on(run_dev_cluster(config, n)),
+        None => runtime.block_on(run(config)),
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -43,6 +54,25 @@ async fn run(config: Config) -> anyhow::Result<()> {
         shutdown.cancel();
     });
     node.wait().await
+}
+
+async fn run_dev_cluster(config: Config, nodes: u16) -> anyhow::Result<()> {
+    let nodes = rookery_node::dev_cluster::start(config, nodes).await?;
+    for n in &nodes {
+        println!(
+            "rookery dev-cluster node {}: chat and API on http://{}, ops console on http://{}",
+            n.app.hub.node_id, n.chat_addr, n.admin_addr
+        );
+    }
+    if let Some(first) = nodes.first() {
+        println!("open http://{}/ in a browser to chat", first.chat_addr);
+    }
+    wait_for_signal().await;
+    let stops = nodes.into_iter().map(|n| n.stop());
+    for r in futures_util::future::join_all(stops).await {
+        r?;
+    }
+    Ok(())
 }
 
 async fn wait_for_signal() {

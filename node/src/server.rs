@@ -108,13 +108,18 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 /// When the data directory, the store or the actors cannot be set up.
 pub async fn start(config: Config, chat: TcpListener, admin: TcpListener) -> anyhow::Result<Node> {
     config.validate()?;
-    let chat_addr = chat.local_addr()?;
-    let admin_addr = admin.local_addr()?;
+    let metrics = Arc::new(Metrics::new());
+    let store = open_embedded(&config, &metrics)?;
+    start_on(config, chat, admin, store, metrics).await
+}
+
+/// Opens the embedded store in the data directory (creating both as needed).
+///
+/// # Errors
+/// When the directory cannot be created or the store cannot be opened.
+pub fn open_embedded(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Arc<dyn Store>> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let node_id = config.node_id.clone().unwrap_or_else(|| format!("node-{}", chat_addr.port()));
-    let metrics = Arc::new(Metrics::new());
-
     let batch_metrics = metrics.clone();
     let options = EmbeddedOptions {
         no_sync: !config.store_sync,
@@ -124,8 +129,43 @@ pub async fn start(config: Config, chat: TcpListener, admin: TcpListener) -> any
     };
     let embedded =
         EmbeddedStore::open(&config.data_dir.join("store"), options).context("opening the embedded store")?;
+    Ok(Arc::new(embedded))
+}
+
+/// The node id when none is configured: `node-<port>` alone; in a cluster, where ports repeat
+/// across machines, `<host>-<port>`.
+fn default_node_id(config: &Config, port: u16) -> String {
+    if config.redis.is_none() {
+        return format!("node-{port}");
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "node".into());
+    let host: String =
+        host.trim().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).take(50).collect();
+    format!("{host}-{port}")
+}
+
+/// Starts a node on the given listeners over `store` (shared by every node of a dev cluster).
+///
+/// # Errors
+/// When the data directory, the actors or the cluster cannot be set up.
+pub async fn start_on(
+    config: Config,
+    chat: TcpListener,
+    admin: TcpListener,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Node> {
+    config.validate()?;
+    let chat_addr = chat.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let node_id = config.node_id.clone().unwrap_or_else(|| default_node_id(&config, chat_addr.port()));
     let store: Arc<dyn Store> =
-        Arc::new(rookery_actors::metered::MeteredStore::new(Arc::new(embedded), metrics.store_op_seconds.clone()));
+        Arc::new(rookery_actors::metered::MeteredStore::new(store, metrics.store_op_seconds.clone()));
 
     let hub_config = HubConfig {
         node_id: node_id.clone(),
@@ -144,6 +184,19 @@ pub async fn start(config: Config, chat: TcpListener, admin: TcpListener) -> any
         presence_grace: config.presence_grace,
     };
     let hub = Hub::start(hub_config, store.clone(), metrics.clone()).await?;
+    if let Some(url) = &config.redis {
+        let cluster = rookery_actors::cluster::ClusterConfig {
+            redis_url: url.clone(),
+            prefix: config.redis_prefix.clone(),
+            timing: rookery_actors::cluster::membership::Timing {
+                heartbeat: config.cluster_heartbeat,
+                ttl: config.cluster_ttl,
+            },
+            chat_addr: chat_addr.to_string(),
+            admin_addr: admin_addr.to_string(),
+        };
+        hub.join_cluster(cluster).await.context("joining the cluster")?;
+    }
     let secret = jwt_secret(&config)?;
     let admin_token = match &config.admin_token {
         Some(t) => t.clone(),

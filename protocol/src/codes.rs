@@ -86,4 +86,7 @@ pub mod close {
     pub const INTERNAL_ERROR: u16 = 1011;
     /// The connection sent nothing (no frame, no pong) for two heartbeat intervals.
     pub const HEARTBEAT_TIMEOUT: u16 = 4000;
+    /// Cluster mode: events for this connection may have been lost between nodes (Redis was
+    /// unreachable); reconnect (to any node) and `sync`.
+    pub const SERVICE_RESTART: u16 = 1012;
 }

@@ -67,6 +67,8 @@ pub async fn run_all(store: Arc<dyn Store>) {
     direct_conversations_are_unique_under_concurrency(store.clone()).await;
     history_pages(&*store).await;
     dedupe_and_seq_conflicts(&*store).await;
+    fencing(&*store).await;
+    concurrent_claims_give_distinct_fences(store.clone()).await;
     edits(&*store).await;
     cursors(&*store).await;
     attachments(&*store).await;
@@ -226,6 +228,58 @@ pub async fn dedupe_and_seq_conflicts(store: &dyn Store) {
     assert_eq!(store.message_by_client_id(&conv, "bob", "k2").await.unwrap(), None, "a refused append writes nothing");
     assert_eq!(store.message(&conv, "other-id").await.unwrap(), None);
     assert_eq!(store.messages(&conv, HistoryQuery::latest(10)).await.unwrap().0.len(), 1);
+}
+
+/// A claim raises the fence; writes with an older fence are refused and write nothing, so a
+/// deposed owner can never assign `seq` beside the new one.
+pub async fn fencing(store: &dyn Store) {
+    let conv = fresh("f");
+    assert_eq!(store.fence(&conv).await.unwrap(), None);
+    let old = store.claim_conversation(&conv, "node-a").await.unwrap();
+    assert_eq!(store.fence(&conv).await.unwrap(), Some((old, "node-a".to_string())));
+    store.append_fenced(old, vec![message(&conv, 1, "u", Some("k1"))]).await.unwrap();
+    let new = store.claim_conversation(&conv, "node-b").await.unwrap();
+    assert!(new > old, "claims raise the fence");
+    assert_eq!(store.fence(&conv).await.unwrap(), Some((new, "node-b".to_string())));
+    let late = store.append_fenced(old, vec![message(&conv, 2, "u", Some("k2"))]).await;
+    assert!(matches!(late, Err(StoreError::Fenced(_))), "{late:?}");
+    assert_eq!(store.message_by_client_id(&conv, "u", "k2").await.unwrap(), None, "a fenced write writes nothing");
+    assert_eq!(store.last_message(&conv).await.unwrap().unwrap().seq, 1);
+    store.append_fenced(new, vec![message(&conv, 2, "u", Some("k3"))]).await.unwrap();
+    assert_eq!(store.last_message(&conv).await.unwrap().unwrap().seq, 2);
+    let other = fresh("f");
+    assert!(
+        matches!(store.append_fenced(new, vec![message(&other, 1, "u", None)]).await, Err(StoreError::Fenced(_))),
+        "a fence is per conversation"
+    );
+}
+
+/// Claims racing from many tasks each get their own token; only the last one may write.
+pub async fn concurrent_claims_give_distinct_fences(store: Arc<dyn Store>) {
+    let conv = fresh("fc");
+    let claims = (0..16).map(|i| {
+        let (store, conv) = (store.clone(), conv.clone());
+        tokio::spawn(async move { store.claim_conversation(&conv, &format!("n{i}")).await.unwrap() })
+    });
+    let mut tokens: Vec<u64> = futures_join(claims).await;
+    tokens.sort_unstable();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 16, "every claim got a distinct token");
+    let last = *tokens.last().unwrap();
+    assert_eq!(store.fence(&conv).await.unwrap().unwrap().0, last);
+    for t in &tokens[..15] {
+        let r = store.append_fenced(*t, vec![message(&conv, 1, "u", None)]).await;
+        assert!(matches!(r, Err(StoreError::Fenced(_))), "token {t}: {r:?}");
+    }
+    store.append_fenced(last, vec![message(&conv, 1, "u", None)]).await.unwrap();
+}
+
+async fn futures_join<T: Send + 'static>(handles: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("task"));
+    }
+    out
 }
 
 /// Edits and deletes replace the stored message.

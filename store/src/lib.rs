@@ -31,6 +31,11 @@ pub enum StoreError {
     /// write did not happen; the caller may retry later.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// A fenced write carried a token older than the conversation's current one: another node
+    /// (or a newer actor on this node) owns the conversation now. Nothing was written; the caller
+    /// must stop writing for this conversation and route the request to the new owner.
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// A stored record could not be decoded. This is a bug or disk corruption.
     #[error("corrupt record in {keyspace}: {detail}")]
     Corrupt { keyspace: &'static str, detail: String },
@@ -104,6 +109,19 @@ pub trait Store: Send + Sync + 'static {
     /// durably. Also indexes `(conv, sender, client_id)` for dedupe. `Conflict` when a `seq`
     /// is already taken in its conversation (then nothing of that message is written).
     async fn append_messages(&self, messages: Vec<Message>) -> StoreResult<()>;
+    /// Takes ownership of a conversation's writes for `owner`: raises the conversation's fence
+    /// token by one and returns it. Every write made with an older token fails with `Fenced`
+    /// from then on, so at most one writer (the latest claimant) can assign `seq`. The claim is
+    /// ordered after every write submitted before it, so a claimant that reads the last `seq`
+    /// after claiming sees every message an earlier owner managed to store.
+    async fn claim_conversation(&self, conv: &str, owner: &str) -> StoreResult<u64>;
+    /// Like [`append_messages`](Store::append_messages), but only while `fence` is still the
+    /// current fence token of every conversation in the batch; otherwise nothing is written and
+    /// the result is `Fenced`.
+    async fn append_fenced(&self, fence: u64, messages: Vec<Message>) -> StoreResult<()>;
+    /// The current fence token of a conversation and the node that claimed it (`None` before
+    /// the first claim).
+    async fn fence(&self, conv: &str) -> StoreResult<Option<(u64, String)>>;
     /// Replaces a stored message (edit, delete). `NotFound` when it does not exist.
     async fn update_message(&self, message: Message) -> StoreResult<()>;
     /// A page of history, ascending by `seq`, and whether more exists in the direction read.

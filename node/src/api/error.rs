@@ -49,6 +49,11 @@ impl From<StoreError> for ApiError {
                     retry_after: Some(1),
                 }
             }
+            StoreError::Fenced(_) => ApiError {
+                code: ErrorCode::Unavailable,
+                message: "the conversation moved to another node, retry".into(),
+                retry_after: Some(1),
+            },
             StoreError::Corrupt { keyspace, detail } => {
                 tracing::error!(keyspace, %detail, "corrupt record");
                 ApiError::internal()

@@ -62,6 +62,12 @@ async fn healthz(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if let Some(c) = app.hub.cluster() {
+        if !c.view().redis_up {
+            return error::ApiError::new(rookery_protocol::ErrorCode::Unavailable, "Redis is not answering")
+                .into_response();
+        }
+    }
     match app.store.ping().await {
         Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
         Err(_) => {

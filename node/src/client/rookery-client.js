@@ -151,12 +151,17 @@ export class RookeryClient extends EventTarget {
         this.emit("ack", f);
         break;
       }
-      case "msg":
-        if (f.seq > (this.positions[f.conv] || 0)) { this.positions[f.conv] = f.seq; this.storage.setItem(POS_KEY, JSON.stringify(this.positions)); }
+      case "msg": {
+        const known = this.positions[f.conv] || 0;
+        // A jump in seq is a write that failed, or (in a cluster) a message whose node died
+        // between storing and delivering it: ask the store which.
+        if (known > 0 && f.seq > known + 1) this.raw({ op: "sync", since: { [f.conv]: known } });
+        if (f.seq > known) { this.positions[f.conv] = f.seq; this.storage.setItem(POS_KEY, JSON.stringify(this.positions)); }
         if (this.seen.has(f.id)) return; // a sync replay of something already shown
         this.seen.add(f.id);
         this.emit("msg", f);
         break;
+      }
       case "error":
         if (f.client_id && this.pending.has(f.client_id) && f.code !== "unavailable") {
           const p = this.pending.get(f.client_id); this.pending.delete(f.client_id);

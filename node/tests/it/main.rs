@@ -4,6 +4,8 @@ mod actors;
 mod auth;
 mod bad_input;
 mod browser;
+mod cluster;
+mod cluster_support;
 mod conversations;
 mod features;
 mod messaging;

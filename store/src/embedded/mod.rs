@@ -401,28 +401,45 @@ impl Store for EmbeddedStore {
     }
 
     async fn append_messages(&self, messages: Vec<Message>) -> StoreResult<()> {
+        self.writer.submit(move |txn| write_messages(txn, &messages)).await
+    }
+
+    async fn claim_conversation(&self, conv: &str, owner: &str) -> StoreResult<u64> {
+        let (conv, owner) = (conv.to_string(), owner.to_string());
         self.writer
             .submit(move |txn| {
-                for m in &messages {
-                    let k = msg_key(&m.conv, m.seq);
-                    if txn.get(Ks::Messages, &k)?.is_some() {
-                        return Err(StoreError::Conflict(format!("seq {} in conversation {}", m.seq, m.conv)));
-                    }
-                    let seq = m.seq.to_be_bytes().to_vec();
-                    txn.put(Ks::MessageIds, key(&[m.conv.as_bytes(), m.id.as_bytes()]), seq.clone());
-                    for a in &m.attachments {
-                        if let Some(id) = a.get("id").and_then(|v| v.as_str()) {
-                            txn.put(Ks::AttachmentConvs, key(&[id.as_bytes(), m.conv.as_bytes()]), Vec::new());
-                        }
-                    }
-                    if let Some(client_id) = &m.client_id {
-                        txn.put(Ks::Dedupe, key(&[m.conv.as_bytes(), m.sender.as_bytes(), client_id.as_bytes()]), seq);
-                    }
-                    txn.put(Ks::Messages, k, encode(m));
-                }
-                Ok(())
+                let current = read_fence(txn.get(Ks::Fences, conv.as_bytes())?)?;
+                let token = current.map_or(0, |(t, _)| t) + 1;
+                txn.put(Ks::Fences, conv.into_bytes(), encode(&(token, owner)));
+                Ok(token)
             })
             .await
+    }
+
+    async fn append_fenced(&self, fence: u64, messages: Vec<Message>) -> StoreResult<()> {
+        self.writer
+            .submit(move |txn| {
+                let mut checked: Vec<&str> = Vec::new();
+                for m in &messages {
+                    if checked.contains(&m.conv.as_str()) {
+                        continue;
+                    }
+                    let current = read_fence(txn.get(Ks::Fences, m.conv.as_bytes())?)?.map_or(0, |(t, _)| t);
+                    if current != fence {
+                        return Err(StoreError::Fenced(format!(
+                            "conversation {} is at fence {current}, the write carried {fence}",
+                            m.conv
+                        )));
+                    }
+                    checked.push(&m.conv);
+                }
+                write_messages(txn, &messages)
+            })
+            .await
+    }
+
+    async fn fence(&self, conv: &str) -> StoreResult<Option<(u64, String)>> {
+        read_fence(self.get_raw(Ks::Fences, conv.as_bytes())?.map(|s| s.to_vec()))
     }
 
     async fn update_message(&self, message: Message) -> StoreResult<()> {
@@ -709,4 +726,31 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// Writes messages and their indexes (the body of every append).
+fn write_messages(txn: &mut Txn<'_>, messages: &[Message]) -> StoreResult<()> {
+    for m in messages {
+        let k = msg_key(&m.conv, m.seq);
+        if txn.get(Ks::Messages, &k)?.is_some() {
+            return Err(StoreError::Conflict(format!("seq {} in conversation {}", m.seq, m.conv)));
+        }
+        let seq = m.seq.to_be_bytes().to_vec();
+        txn.put(Ks::MessageIds, key(&[m.conv.as_bytes(), m.id.as_bytes()]), seq.clone());
+        for a in &m.attachments {
+            if let Some(id) = a.get("id").and_then(|v| v.as_str()) {
+                txn.put(Ks::AttachmentConvs, key(&[id.as_bytes(), m.conv.as_bytes()]), Vec::new());
+            }
+        }
+        if let Some(client_id) = &m.client_id {
+            txn.put(Ks::Dedupe, key(&[m.conv.as_bytes(), m.sender.as_bytes(), client_id.as_bytes()]), seq);
+        }
+        txn.put(Ks::Messages, k, encode(m));
+    }
+    Ok(())
+}
+
+/// Decodes a fence record: `(token, owner)`.
+fn read_fence(raw: Option<Vec<u8>>) -> StoreResult<Option<(u64, String)>> {
+    raw.map(|r| decode(Ks::Fences, &r)).transpose()
 }

@@ -46,10 +46,11 @@ pub(crate) enum Ks {
     Bans,
     Mutes,
     Audit,
+    Fences,
 }
 
 impl Ks {
-    pub(crate) const ALL: [Ks; 18] = [
+    pub(crate) const ALL: [Ks; 19] = [
         Ks::Users,
         Ks::Usernames,
         Ks::Refresh,
@@ -68,6 +69,7 @@ impl Ks {
         Ks::Bans,
         Ks::Mutes,
         Ks::Audit,
+        Ks::Fences,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -90,6 +92,7 @@ impl Ks {
             Ks::Bans => "bans",
             Ks::Mutes => "mutes",
             Ks::Audit => "audit",
+            Ks::Fences => "fences",
         }
     }
 }
