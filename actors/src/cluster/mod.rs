@@ -277,10 +277,9 @@ impl Cluster {
     // ---- frames to sessions -------------------------------------------------------------------
 
     /// Sends `frame` to every other node for their sessions of `users`.
+    /// Sent even when the view holds this node alone: a peer briefly missing from the view (a
+    /// late heartbeat) may still hold sessions that need the frame.
     pub fn deliver(&self, users: Arc<[Arc<str>]>, frame: &Bytes, except: Option<Arc<str>>) {
-        if self.view.borrow().ids.len() <= 1 {
-            return;
-        }
         if let Some(raw) = wire::raw_frame(frame) {
             self.send(Route::All, Envelope::Deliver { users, frame: raw, except });
         }

@@ -29,12 +29,12 @@ async fn membership_converges_on_join_leave_and_death() {
     let err = c.launch("c-1").await.err().expect("a duplicate node id must be refused");
     assert!(format!("{err:#}").contains("in use"), "{err:#}");
 
-    // Silent death: noticed within the TTL plus a heartbeat (700 + 100 ms here).
+    // Silent death: noticed within the TTL plus a heartbeat (1500 + 100 ms here).
     let killed_at = Instant::now();
     c.kill(2);
     c.wait_for_view(2).await;
     let noticed = killed_at.elapsed();
-    assert!(noticed < Duration::from_secs(3), "death noticed after {noticed:?}");
+    assert!(noticed < Duration::from_secs(5), "death noticed after {noticed:?}");
     assert_eq!(c.view_of(0).await, vec!["c-1", "c-2"]);
 
     // The dead node comes back with the same id and rejoins.

@@ -155,7 +155,9 @@ impl TestCluster {
         config.redis = Some(url.to_string());
         config.redis_prefix = unique_prefix(test);
         config.cluster_heartbeat = Duration::from_millis(100);
-        config.cluster_ttl = Duration::from_millis(700);
+        // Short enough to notice deaths quickly, long enough that a loaded machine's late heartbeat
+        // does not flap the view.
+        config.cluster_ttl = Duration::from_millis(1500);
         config.presence_grace = Duration::from_millis(200);
         let store = open_embedded(&config, &Arc::new(Metrics::new())).unwrap();
         let mut cluster = TestCluster { members: Vec::new(), store, config, _dir: dir };
