@@ -476,6 +476,7 @@ impl Cluster {
                     s.close_with(code);
                 }
             }
+            Envelope::Lost => self.resync(hub, "another node could not send everything it had for this one"),
             Envelope::Call { from, op } => {
                 let addr = SessionAddr { node_id: from.node, session_id: from.session, user_id: from.user };
                 crate::calls::execute(hub, addr, op).await;
@@ -557,6 +558,7 @@ async fn heartbeats(cluster: Arc<Cluster>, view_tx: watch::Sender<Arc<View>>, up
                     tracing::info!("Redis is reachable again; rejoined the cluster");
                     cluster.republish_online(&hub).await;
                 }
+                cluster.transport.announce_losses();
                 redis_was_up = true;
                 if !nodes.iter().any(|n| n.id == cluster.me) {
                     nodes.push(info);

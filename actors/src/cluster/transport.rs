@@ -78,12 +78,21 @@ pub trait Transport: Send + Sync {
     fn send(&self, to: Route, env: Envelope) -> Result<(), TransportError>;
     /// Whether the last attempt to reach the engine succeeded.
     fn is_up(&self) -> bool;
+    /// If envelopes were dropped since the last announcement, tells every node (they resync).
+    fn announce_losses(&self);
+}
+
+struct Flags {
+    up: Arc<AtomicBool>,
+    lost: Arc<AtomicBool>,
 }
 
 /// Redis pub/sub transport.
 pub struct RedisTransport {
     tx: mpsc::Sender<(Route, Envelope)>,
     up: Arc<AtomicBool>,
+    /// Set when an envelope could not be sent; the next flush tells every node (`Lost`).
+    lost: Arc<AtomicBool>,
 }
 
 /// The channel names of one cluster.
@@ -126,9 +135,11 @@ impl RedisTransport {
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
         let up = Arc::new(AtomicBool::new(true));
-        tokio::spawn(flush(rx, conn, me.clone(), epoch, channels.clone(), up.clone(), metrics.clone(), in_tx.clone()));
+        let lost = Arc::new(AtomicBool::new(false));
+        let flags = Flags { up: up.clone(), lost: lost.clone() };
+        tokio::spawn(flush(rx, conn, me.clone(), epoch, channels.clone(), flags, metrics.clone(), in_tx.clone()));
         tokio::spawn(subscribe(client, channels, me, in_tx, metrics));
-        (Arc::new(RedisTransport { tx, up }), in_rx)
+        (Arc::new(RedisTransport { tx, up, lost }), in_rx)
     }
 
     /// The flag the membership loop also sets from its heartbeats.
@@ -140,9 +151,22 @@ impl RedisTransport {
 impl Transport for RedisTransport {
     fn send(&self, to: Route, env: Envelope) -> Result<(), TransportError> {
         if !self.up.load(Ordering::Relaxed) {
+            self.lost.store(true, Ordering::Relaxed);
             return Err(TransportError::Down);
         }
-        self.tx.try_send((to, env)).map_err(|_| TransportError::Full)
+        self.tx.try_send((to, env)).map_err(|_| {
+            self.lost.store(true, Ordering::Relaxed);
+            TransportError::Full
+        })
+    }
+
+    fn announce_losses(&self) {
+        if self.up.load(Ordering::Relaxed)
+            && self.lost.swap(false, Ordering::Relaxed)
+            && self.tx.try_send((Route::All, Envelope::Lost)).is_err()
+        {
+            self.lost.store(true, Ordering::Relaxed);
+        }
     }
 
     fn is_up(&self) -> bool {
@@ -157,13 +181,18 @@ async fn flush(
     me: Arc<str>,
     epoch: u64,
     channels: Channels,
-    up: Arc<AtomicBool>,
+    flags: Flags,
     metrics: Arc<Metrics>,
     inbound: mpsc::Sender<Inbound>,
 ) {
+    let Flags { up, lost } = flags;
     let mut counters: HashMap<Route, u64> = HashMap::new();
     let mut groups: HashMap<Route, Vec<Envelope>> = HashMap::new();
     while let Some((route, env)) = rx.recv().await {
+        if lost.swap(false, Ordering::Relaxed) {
+            // Something meant for other nodes was dropped: they must resync (see the module doc).
+            groups.entry(Route::All).or_default().push(Envelope::Lost);
+        }
         groups.entry(route).or_default().push(env);
         let mut taken = 1;
         while taken < MAX_FLUSH {
@@ -204,6 +233,7 @@ async fn flush(
             }
             Err(e) => {
                 up.store(false, Ordering::Relaxed);
+                lost.store(true, Ordering::Relaxed);
                 metrics.cluster_dropped.inc_by(sent as u64);
                 tracing::warn!(error = %e, envelopes = sent, "publishing cross-node traffic failed");
                 let lost: Vec<Envelope> = groups.drain().flat_map(|(_, v)| v).collect();

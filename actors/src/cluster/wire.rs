@@ -39,6 +39,9 @@ pub enum Envelope {
     Close { user: Arc<str>, code: u16 },
     /// A call-signalling step for the call's home node, from a session elsewhere.
     Call { from: WireSession, op: crate::calls::CallOp },
+    /// The sender could not send everything it had for other nodes (Redis was unreachable or its
+    /// queue full): receivers may have missed frames and resync their sessions.
+    Lost,
 }
 
 /// A conversation request that can cross nodes (the rest of `ConvMsg` is node-local).
