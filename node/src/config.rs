@@ -76,9 +76,17 @@ pub struct ServeArgs {
     /// ScyllaDB contact points (host:port,...): keep history in ScyllaDB.
     #[arg(long, env = "ROOKERY_SCYLLA")]
     pub scylla: Option<String>,
-    /// ScyllaDB keyspace. Default: rookery.
+    /// ScyllaDB keyspace (created and migrated by the node). Default: rookery.
     #[arg(long, env = "ROOKERY_SCYLLA_KEYSPACE")]
     pub scylla_keyspace: Option<String>,
+    /// Replication of a new keyspace, as CQL. Default:
+    /// `{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}`.
+    #[arg(long, env = "ROOKERY_SCYLLA_REPLICATION")]
+    pub scylla_replication: Option<String>,
+    /// Consistency of reads and writes (`local_quorum`, `quorum`, `one`, ...). Default:
+    /// local_quorum. Lightweight transactions use `local_serial`.
+    #[arg(long, env = "ROOKERY_SCYLLA_CONSISTENCY")]
+    pub scylla_consistency: Option<String>,
     /// Secret that signs access tokens (HS256), at least 32 bytes. Default: generated once and
     /// kept in `<data-dir>/jwt.secret`.
     #[arg(long, env = "ROOKERY_JWT_SECRET", hide_env_values = true)]
@@ -170,6 +178,12 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Cluster mode: the Redis URL (`None`: run alone).
     pub redis: Option<String>,
+    /// ScyllaDB contact points (`None`: the embedded store in the data directory).
+    pub scylla: Option<Vec<String>>,
+    pub scylla_keyspace: String,
+    pub scylla_replication: String,
+    /// A consistency name accepted by `rookery_store::scylla::parse_consistency`.
+    pub scylla_consistency: String,
     pub redis_prefix: String,
     pub cluster_heartbeat: Duration,
     pub cluster_ttl: Duration,
@@ -217,6 +231,10 @@ impl Config {
             jwt_secret: None,
             admin_token: None,
             redis: None,
+            scylla: None,
+            scylla_keyspace: "rookery".into(),
+            scylla_replication: "{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}".into(),
+            scylla_consistency: "local_quorum".into(),
             redis_prefix: "rookery".into(),
             cluster_heartbeat: Duration::from_millis(1000),
             cluster_ttl: Duration::from_millis(3000),
@@ -257,12 +275,6 @@ impl Config {
             }
             None => ServeArgs::default(),
         };
-        if args.scylla.is_some() || file.scylla.is_some() {
-            return Err(ConfigError::Invalid {
-                setting: "scylla",
-                reason: "the ScyllaDB store is not available in this version; run without --scylla".into(),
-            });
-        }
         let d = Config::with_defaults(args.data_dir.clone().or(file.data_dir.clone()).unwrap_or_else(|| "data".into()));
         macro_rules! pick {
             ($field:ident) => {
@@ -277,6 +289,11 @@ impl Config {
             jwt_secret: pick!(jwt_secret),
             admin_token: pick!(admin_token),
             redis: pick!(redis),
+            scylla: pick!(scylla)
+                .map(|s| s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect()),
+            scylla_keyspace: pick!(scylla_keyspace).unwrap_or(d.scylla_keyspace),
+            scylla_replication: pick!(scylla_replication).unwrap_or(d.scylla_replication),
+            scylla_consistency: pick!(scylla_consistency).unwrap_or(d.scylla_consistency),
             redis_prefix: pick!(redis_prefix).unwrap_or(d.redis_prefix),
             cluster_heartbeat: pick!(cluster_heartbeat_ms).map(Duration::from_millis).unwrap_or(d.cluster_heartbeat),
             cluster_ttl: pick!(cluster_ttl_ms).map(Duration::from_millis).unwrap_or(d.cluster_ttl),
@@ -341,6 +358,24 @@ impl Config {
         }
         if self.admin_token.as_ref().is_some_and(|s| s.len() < 16) {
             return bad("admin-token", "must be at least 16 bytes");
+        }
+        if self.scylla.as_ref().is_some_and(|n| n.is_empty()) {
+            return bad("scylla", "needs at least one host:port");
+        }
+        if !rookery_store::scylla::schema::valid_identifier(&self.scylla_keyspace) {
+            return bad("scylla-keyspace", "must be a letter then letters, digits or _ (at most 48)");
+        }
+        if rookery_store::scylla::parse_consistency(&self.scylla_consistency).is_none() {
+            return bad(
+                "scylla-consistency",
+                "must be one of any, one, two, three, quorum, all, local_quorum, each_quorum, local_one",
+            );
+        }
+        if !self.scylla_replication.trim_start().starts_with('{') {
+            return bad(
+                "scylla-replication",
+                "must be a CQL map such as {'class': 'NetworkTopologyStrategy', 'replication_factor': 3}",
+            );
         }
         if let Some(url) = &self.redis {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {

@@ -28,7 +28,10 @@ pub async fn start(mut config: Config, nodes: u16) -> anyhow::Result<Vec<Node>> 
         config.admin_token = Some(t);
     }
     let first_metrics = Arc::new(Metrics::new());
-    let store = open_embedded(&config, &first_metrics)?;
+    let store = match &config.scylla {
+        Some(nodes) => crate::server::open_scylla(&config, nodes).await?,
+        None => open_embedded(&config, &first_metrics)?,
+    };
     let prefix = config.node_id.clone().unwrap_or_else(|| "dev".into());
     let mut started = Vec::new();
     for i in 0..nodes {

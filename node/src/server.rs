@@ -109,8 +109,25 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 pub async fn start(config: Config, chat: TcpListener, admin: TcpListener) -> anyhow::Result<Node> {
     config.validate()?;
     let metrics = Arc::new(Metrics::new());
-    let store = open_embedded(&config, &metrics)?;
+    let store = match &config.scylla {
+        Some(nodes) => open_scylla(&config, nodes).await?,
+        None => open_embedded(&config, &metrics)?,
+    };
     start_on(config, chat, admin, store, metrics).await
+}
+
+/// Connects to ScyllaDB, creating or migrating the keyspace.
+///
+/// # Errors
+/// When no contact point answers or the schema cannot be applied.
+pub async fn open_scylla(config: &Config, nodes: &[String]) -> anyhow::Result<Arc<dyn Store>> {
+    use rookery_store::scylla::{parse_consistency, ScyllaOptions, ScyllaStore};
+    let mut options = ScyllaOptions::new(nodes.to_vec());
+    options.keyspace = config.scylla_keyspace.clone();
+    options.replication = config.scylla_replication.clone();
+    options.consistency = parse_consistency(&config.scylla_consistency).context("scylla-consistency")?;
+    let store = ScyllaStore::connect(options).await.with_context(|| format!("connecting to ScyllaDB at {nodes:?}"))?;
+    Ok(Arc::new(store))
 }
 
 /// Opens the embedded store in the data directory (creating both as needed).

@@ -9,6 +9,8 @@
 pub mod conformance;
 pub mod embedded;
 mod records;
+#[cfg(feature = "scylla")]
+pub mod scylla;
 
 pub use records::{
     AttachmentRecord, AuditEntry, ConvMeta, Cursor, CursorUpdate, HistoryQuery, RefreshRecord, RefreshUse, Sanction,

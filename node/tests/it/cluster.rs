@@ -498,3 +498,24 @@ async fn dev_cluster_command_runs_n_nodes() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn the_scylla_store_is_wired_and_a_missing_server_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rookery"))
+        .args(["serve", "--scylla", &format!("127.0.0.1:{port}"), "--listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0", "--data-dir", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("connecting to ScyllaDB"), "{stderr}");
+    // Bad settings are refused before connecting.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rookery"))
+        .args(["serve", "--scylla", "127.0.0.1:9042", "--scylla-consistency", "most"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("scylla-consistency"));
+}
