@@ -136,6 +136,7 @@ impl CallOp {
 pub async fn execute(hub: &Arc<Hub>, from: SessionAddr, op: CallOp) {
     let me = from.user_id.clone();
     let error = |code: ErrorCode, message: &str| {
+        hub.metrics.ws_errors.with_label_values(&[code.as_str()]).inc();
         let frame = encode_event(&ServerEvent::Error { code, message, client_id: None, retry_after_ms: None });
         hub.push_to_session(&from, frame);
     };

@@ -509,6 +509,7 @@ impl ConvState {
                     if let Some(c) = self.hub.cluster() {
                         c.deliver(self.member_list.clone(), &p.frame, None);
                     }
+                    self.hub.metrics.message_delivery_seconds.observe(p.received.elapsed().as_secs_f64());
                     self.dedupe.insert(key, Dedupe::Done { id: p.id, seq: p.seq, ts: p.ts });
                 }
                 Err(e) => {

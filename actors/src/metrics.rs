@@ -31,6 +31,11 @@ pub struct Metrics {
     pub messages_delivered: IntCounter,
     /// Time from a `send` arriving at its conversation actor to its `ack` being queued.
     pub message_ack_seconds: Histogram,
+    /// Time from a `send` arriving at its conversation actor to its `msg` being queued to the
+    /// members' sessions on the owning node (the fan-out).
+    pub message_delivery_seconds: Histogram,
+    /// `error` events sent to WebSocket clients, by code (bounded: the protocol's codes).
+    pub ws_errors: IntCounterVec,
     /// Time a store write (a group-committed append) took, seen by its caller.
     pub store_write_seconds: Histogram,
     /// Time a group-commit batch took to commit and sync, per batch.
@@ -86,6 +91,15 @@ impl Metrics {
             )
             .unwrap(),
             message_ack_seconds: latency("rookery_message_ack_seconds", "Send to ack latency"),
+            message_delivery_seconds: latency(
+                "rookery_message_delivery_seconds",
+                "Send to fan-out latency on the owning node",
+            ),
+            ws_errors: IntCounterVec::new(
+                Opts::new("rookery_ws_errors_total", "error events sent to WebSocket clients by code"),
+                &["code"],
+            )
+            .unwrap(),
             store_write_seconds: latency("rookery_store_write_seconds", "Store write latency seen by the caller"),
             store_batch_seconds: latency("rookery_store_batch_seconds", "Group-commit batch commit and sync time"),
             store_op_seconds: HistogramVec::new(
@@ -166,6 +180,8 @@ impl Metrics {
         r.register(Box::new(m.messages_delivered.clone())).unwrap();
         r.register(Box::new(m.message_ack_seconds.clone())).unwrap();
         r.register(Box::new(m.store_write_seconds.clone())).unwrap();
+        r.register(Box::new(m.message_delivery_seconds.clone())).unwrap();
+        r.register(Box::new(m.ws_errors.clone())).unwrap();
         r.register(Box::new(m.store_batch_seconds.clone())).unwrap();
         r.register(Box::new(m.actor_restarts.clone())).unwrap();
         r.register(Box::new(m.store_op_seconds.clone())).unwrap();
@@ -191,6 +207,9 @@ impl Metrics {
             m.cluster_envelopes.with_label_values(&[direction]);
             m.cluster_batches.with_label_values(&[direction]);
             m.cluster_bytes.with_label_values(&[direction]);
+        }
+        for code in ["bad_request", "not_member", "rate_limited", "unavailable", "too_large"] {
+            m.ws_errors.with_label_values(&[code]);
         }
         m.cluster_nodes.set(1);
         m

@@ -83,6 +83,7 @@ impl Requester {
     ) {
         match &self.reply {
             ReplyTo::Session(addr) => {
+                hub.metrics.ws_errors.with_label_values(&[code.as_str()]).inc();
                 let frame = encode_event(&ServerEvent::Error { code, message, client_id, retry_after_ms });
                 hub.push_to_session(addr, frame);
             }

@@ -107,6 +107,7 @@ impl SessionState {
     }
 
     async fn error(&self, code: ErrorCode, message: &str, client_id: Option<&str>) {
+        self.hub.metrics.ws_errors.with_label_values(&[code.as_str()]).inc();
         self.reply_event(&ServerEvent::Error { code, message, client_id, retry_after_ms: None }).await;
     }
 
@@ -143,6 +144,7 @@ impl SessionState {
         }
         let retry_after_ms = Some(wait.as_millis().max(1) as u64);
         let message = format!("too many {} frames; retry later", frame.op());
+        self.hub.metrics.ws_errors.with_label_values(&["rate_limited"]).inc();
         let event = ServerEvent::Error { code: ErrorCode::RateLimited, message: &message, client_id, retry_after_ms };
         self.reply_event(&event).await;
         false

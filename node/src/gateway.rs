@@ -232,6 +232,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         }
                     }
                     Err(e) => {
+                        app.metrics.ws_errors.with_label_values(&["bad_request"]).inc();
                         let event = ServerEvent::Error {
                             code: ErrorCode::BadRequest,
                             message: &e.message(),
@@ -243,6 +244,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
             }
             _ => {
+                app.metrics.ws_errors.with_label_values(&["bad_request"]).inc();
                 let event = ServerEvent::Error {
                     code: ErrorCode::BadRequest,
                     message: "binary frames are not supported; send JSON text frames",

@@ -7,6 +7,7 @@ mod browser;
 mod cluster;
 mod cluster_support;
 mod conversations;
+mod deploy;
 mod features;
 mod messaging;
 mod metrics;
