@@ -13,7 +13,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --home /data --create-home rookery
+ && useradd --system --home /data --create-home rookery \
+ && mkdir /blobs && chown rookery /blobs
 COPY --from=build /rookery /usr/local/bin/rookery
 USER rookery
 WORKDIR /data
