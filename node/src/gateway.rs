@@ -74,6 +74,9 @@ where
     tracing::Instrument::instrument(connection(app, ws, addr, expires_at_ms), span).await
 }
 
+/// Pongs a connection may owe at once (Autobahn's case 2.10 sends 10 pings in a row).
+const PONG_QUEUE: usize = 32;
+
 async fn connection<S>(app: Arc<App>, ws: fastwebsockets::WebSocket<S>, addr: SessionAddr, expires_at_ms: i64)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -98,7 +101,9 @@ where
     let (r, write) = tokio::io::split(ws.into_inner());
     let (read, _) = fastwebsockets::after_handshake_split(r, tokio::io::sink(), fastwebsockets::Role::Server);
     let last_heard = Arc::new(AtomicI64::new(now_ms()));
-    let (pongs_tx, pongs_rx) = mpsc::channel::<Bytes>(8);
+    // Pongs owed to the client. Overflow policy: past this many unanswered pings, further pings
+    // of a burst get no pong (a flood costs the flooder, nobody else).
+    let (pongs_tx, pongs_rx) = mpsc::channel::<Bytes>(PONG_QUEUE);
     let writer = tokio::spawn(write_loop(
         write,
         outbound,
@@ -134,7 +139,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
 ) {
     let max = app.config.max_frame;
     read.set_max_message_size(max + 1);
-    read.set_auto_pong(true);
+    // Pings are answered here (not by the library), after the checks every frame gets: a
+    // fragmented or unmasked ping is a protocol error, not something to answer.
+    read.set_auto_pong(false);
     read.set_auto_close(true);
     let inflight = Arc::new(Semaphore::new(app.hub.config.session_inflight));
     // A fragmented message being reassembled: its opcode and bytes so far.
@@ -171,6 +178,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 return;
             }
         };
+        let mut frame = frame;
+        if !is_masked(&mut frame) || (!frame.fin && matches!(frame.opcode, OpCode::Ping | OpCode::Pong | OpCode::Close))
+        {
+            // RFC 6455 5.1 and 5.5: client frames are masked; control frames are never fragmented.
+            handle.close_with(close::PROTOCOL_ERROR);
+            return;
+        }
         last_heard.store(now_ms(), Ordering::Relaxed);
         let message = match (frame.opcode, frame.fin) {
             (OpCode::Close, _) => {
@@ -182,7 +196,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 handle.close_with(if code == close::GOING_AWAY { close::NORMAL } else { code });
                 return;
             }
-            (OpCode::Ping | OpCode::Pong, _) => continue,
+            (OpCode::Ping, _) => {
+                // Overflow policy: a client that floods pings loses pongs, nothing else.
+                let _ = pongs.try_send(Bytes::copy_from_slice(&frame.payload));
+                continue;
+            }
+            (OpCode::Pong, _) => continue,
             (OpCode::Text | OpCode::Binary, true) => {
                 if partial.is_some() {
                     handle.close_with(close::PROTOCOL_ERROR);
@@ -265,6 +284,14 @@ async fn handle_closing(handle: &SessionHandle) {
 }
 
 /// Appends one unmasked server frame (RFC 6455 section 5.2) to `out`.
+/// Whether a received frame carried a masking key (the library unmasks it but keeps the key;
+/// its header, formatted again, shows the mask bit).
+fn is_masked(frame: &mut Frame<'_>) -> bool {
+    let mut head = [0u8; 16];
+    frame.fmt_head(&mut head);
+    head[1] & 0x80 != 0
+}
+
 fn frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
     out.push(0x80 | opcode);
     match payload.len() {

@@ -14,4 +14,5 @@ mod metrics;
 mod moderation;
 mod process;
 mod repo;
+mod rfc6455;
 mod support;
