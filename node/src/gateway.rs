@@ -13,8 +13,10 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, WebSocketError};
+
+use crate::frames::{Frames, Op, Step};
 use rookery_actors::{new_id, now_ms, OutboundReceiver, SessionAddr, SessionHandle, SessionMsg};
 use rookery_protocol::{close, decode_client_frame, encode_event, ErrorCode, Limits, ServerEvent};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -144,8 +146,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     read.set_auto_pong(false);
     read.set_auto_close(true);
     let inflight = Arc::new(Semaphore::new(app.hub.config.session_inflight));
-    // A fragmented message being reassembled: its opcode and bytes so far.
-    let mut partial: Option<(OpCode, BytesMut)> = None;
+    let mut frames = Frames::new(max);
     let closing = handle_closing(handle);
     tokio::pin!(closing);
     loop {
@@ -179,95 +180,56 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
         };
         let mut frame = frame;
-        if !is_masked(&mut frame) || (!frame.fin && matches!(frame.opcode, OpCode::Ping | OpCode::Pong | OpCode::Close))
-        {
-            // RFC 6455 5.1 and 5.5: client frames are masked; control frames are never fragmented.
-            handle.close_with(close::PROTOCOL_ERROR);
-            return;
-        }
+        let masked = is_masked(&mut frame);
+        let op = match frame.opcode {
+            OpCode::Continuation => Op::Continuation,
+            OpCode::Text => Op::Text,
+            OpCode::Binary => Op::Binary,
+            OpCode::Close => Op::Close,
+            OpCode::Ping => Op::Ping,
+            OpCode::Pong => Op::Pong,
+        };
         last_heard.store(now_ms(), Ordering::Relaxed);
-        let message = match (frame.opcode, frame.fin) {
-            (OpCode::Close, _) => {
-                let code = if frame.payload.len() >= 2 {
-                    u16::from_be_bytes([frame.payload[0], frame.payload[1]])
-                } else {
-                    close::NORMAL
-                };
-                handle.close_with(if code == close::GOING_AWAY { close::NORMAL } else { code });
+        let bytes = match frames.push(op, frame.fin, masked, &frame.payload) {
+            Step::Wait => continue,
+            Step::Pong(payload) => {
+                // Overflow policy: a client that floods pings loses pongs, nothing else.
+                let _ = pongs.try_send(payload);
+                continue;
+            }
+            Step::Close(code) => {
+                handle.close_with(code);
                 return;
             }
-            (OpCode::Ping, _) => {
-                // Overflow policy: a client that floods pings loses pongs, nothing else.
-                let _ = pongs.try_send(Bytes::copy_from_slice(&frame.payload));
-                continue;
-            }
-            (OpCode::Pong, _) => continue,
-            (OpCode::Text | OpCode::Binary, true) => {
-                if partial.is_some() {
-                    handle.close_with(close::PROTOCOL_ERROR);
-                    return;
-                }
-                (frame.opcode, Bytes::copy_from_slice(&frame.payload))
-            }
-            (OpCode::Text | OpCode::Binary, false) => {
-                if partial.is_some() {
-                    handle.close_with(close::PROTOCOL_ERROR);
-                    return;
-                }
-                partial = Some((frame.opcode, BytesMut::from(&frame.payload[..])));
-                continue;
-            }
-            (OpCode::Continuation, fin) => {
-                let Some((_, buf)) = partial.as_mut() else {
-                    handle.close_with(close::PROTOCOL_ERROR);
-                    return;
-                };
-                if buf.len() + frame.payload.len() > max {
-                    handle.close_with(close::TOO_BIG);
-                    return;
-                }
-                buf.extend_from_slice(&frame.payload);
-                if !fin {
-                    continue;
-                }
-                let (op, buf) = partial.take().expect("checked above");
-                (op, buf.freeze())
-            }
-        };
-        match message {
-            (OpCode::Text, bytes) => {
-                if std::str::from_utf8(&bytes).is_err() {
-                    handle.close_with(close::INVALID_PAYLOAD);
-                    return;
-                }
-                match decode_client_frame(&bytes) {
-                    Ok(frame) => {
-                        let Ok(permit) = inflight.clone().acquire_owned().await else {
-                            return;
-                        };
-                        let slot = rookery_actors::session::MailboxSlot::new(&app.metrics.session_mailbox_frames);
-                        if actor.cast(SessionMsg::Frame(frame, permit, slot)).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        app.metrics.ws_errors.with_label_values(&["bad_request"]).inc();
-                        let event = ServerEvent::Error {
-                            code: ErrorCode::BadRequest,
-                            message: &e.message(),
-                            client_id: e.client_id(),
-                            retry_after_ms: None,
-                        };
-                        handle.push_wait(encode_event(&event), Duration::from_secs(10)).await;
-                    }
-                }
-            }
-            _ => {
+            Step::Text(bytes) => bytes,
+            Step::Binary => {
                 app.metrics.ws_errors.with_label_values(&["bad_request"]).inc();
                 let event = ServerEvent::Error {
                     code: ErrorCode::BadRequest,
                     message: "binary frames are not supported; send JSON text frames",
                     client_id: None,
+                    retry_after_ms: None,
+                };
+                handle.push_wait(encode_event(&event), Duration::from_secs(10)).await;
+                continue;
+            }
+        };
+        match decode_client_frame(&bytes) {
+            Ok(frame) => {
+                let Ok(permit) = inflight.clone().acquire_owned().await else {
+                    return;
+                };
+                let slot = rookery_actors::session::MailboxSlot::new(&app.metrics.session_mailbox_frames);
+                if actor.cast(SessionMsg::Frame(frame, permit, slot)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                app.metrics.ws_errors.with_label_values(&["bad_request"]).inc();
+                let event = ServerEvent::Error {
+                    code: ErrorCode::BadRequest,
+                    message: &e.message(),
+                    client_id: e.client_id(),
                     retry_after_ms: None,
                 };
                 handle.push_wait(encode_event(&event), Duration::from_secs(10)).await;

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod blobs;
 pub mod config;
 pub mod dev_cluster;
+pub mod frames;
 pub mod gateway;
 pub mod server;
 
