@@ -31,7 +31,31 @@ set +e
 cargo test --workspace --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+
+# A short run of every fuzz target (fuzz/README.md); needs the nightly toolchain and cargo-fuzz.
+fuzz_status=0
+if cargo +nightly --version >/dev/null 2>&1; then
+  command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked -q
+  for target in client_frame ws_frames http_bodies; do
+    scratch=$(mktemp -d)
+    if (cd fuzz && cargo +nightly fuzz run "$target" -s none "$scratch" "corpus/$target" -- \
+          -max_total_time="${FUZZ_SECONDS:-20}" -print_final_stats=1) >"$scratch.log" 2>&1; then
+      runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$scratch.log" | grep -o '[0-9]*$' || echo "?")
+      echo "fuzz $target: ok, $runs runs, 0 crashes" | tee -a "$log"
+    else
+      fuzz_status=1
+      tail -40 "$scratch.log"
+      echo "fuzz $target: FAILED (see fuzz/artifacts/$target)" | tee -a "$log"
+    fi
+    rm -rf "$scratch" "$scratch.log"
+  done
+else
+  echo "fuzz: skipped (no nightly toolchain: rustup toolchain install nightly)" | tee -a "$log"
+fi
+
 echo
 awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
-     END { printf "summary: %d passed, %d failed\n", p, f }' "$log"
+     /^fuzz [a-z_]+: ok/ { fp += 1 } /^fuzz [a-z_]+: FAILED/ { ff += 1 }
+     END { printf "summary: %d passed, %d failed; fuzz targets: %d ok, %d failed\n", p, f, fp, ff }' "$log"
+if [ "$status" -eq 0 ]; then status=$fuzz_status; fi
 exit "$status"
