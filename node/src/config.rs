@@ -107,6 +107,10 @@ pub struct ServeArgs {
     /// Server ping interval in milliseconds; silence for two intervals closes. Default: 25000.
     #[arg(long, env = "ROOKERY_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
+    /// Open WebSocket connections allowed per client address (more get 429); 0 for no limit.
+    /// Default: 10000.
+    #[arg(long, env = "ROOKERY_MAX_CONNECTIONS_PER_ADDR")]
+    pub max_connections_per_addr: Option<u32>,
     /// Outbound queue bound per session, in frames. Default: 1024.
     #[arg(long, env = "ROOKERY_OUTBOUND_QUEUE")]
     pub outbound_queue: Option<usize>,
@@ -192,6 +196,7 @@ pub struct Config {
     pub max_frame: usize,
     pub heartbeat: Duration,
     pub outbound_queue: usize,
+    pub max_connections_per_addr: u32,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
     pub conv_idle: Duration,
@@ -243,6 +248,7 @@ impl Config {
             max_frame: 64 * 1024,
             heartbeat: Duration::from_millis(25_000),
             outbound_queue: 1024,
+            max_connections_per_addr: 10_000,
             access_ttl: Duration::from_secs(900),
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
             conv_idle: Duration::from_secs(60),
@@ -302,6 +308,7 @@ impl Config {
             max_frame: pick!(max_frame).unwrap_or(d.max_frame),
             heartbeat: pick!(heartbeat_ms).map(Duration::from_millis).unwrap_or(d.heartbeat),
             outbound_queue: pick!(outbound_queue).unwrap_or(d.outbound_queue),
+            max_connections_per_addr: pick!(max_connections_per_addr).unwrap_or(d.max_connections_per_addr),
             access_ttl: pick!(access_ttl).map(Duration::from_secs).unwrap_or(d.access_ttl),
             refresh_ttl: pick!(refresh_ttl).map(Duration::from_secs).unwrap_or(d.refresh_ttl),
             conv_idle: pick!(conv_idle).map(Duration::from_secs).unwrap_or(d.conv_idle),

@@ -51,6 +51,17 @@ pub async fn upgrade(State(app): State<Arc<App>>, mut req: Request) -> Response 
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return ApiError::bad_request("expected a WebSocket upgrade").into_response();
     }
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let slot = match peer.map(|ip| app.conn_limit.acquire(ip)) {
+        Some(None) => {
+            let mut r =
+                ApiError::new(ErrorCode::RateLimited, "too many open connections from this address").into_response();
+            *r.status_mut() = axum::http::StatusCode::TOO_MANY_REQUESTS;
+            return r;
+        }
+        Some(Some(slot)) => Some(slot),
+        None => None,
+    };
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,
         Err(e) => return ApiError::bad_request(format!("bad upgrade request: {e}")).into_response(),
@@ -58,6 +69,8 @@ pub async fn upgrade(State(app): State<Arc<App>>, mut req: Request) -> Response 
     let expires_at_ms = claims.exp.saturating_mul(1000);
     let tracker = app.sockets.clone();
     tracker.spawn(async move {
+        // Held for the life of the connection.
+        let _slot = slot;
         match upgrade.await {
             Ok(ws) => serve(app, ws, claims.sub, expires_at_ms).await,
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),

@@ -6,6 +6,7 @@ pub mod api;
 pub mod auth;
 pub mod blobs;
 pub mod config;
+pub mod conn_limit;
 pub mod dev_cluster;
 pub mod frames;
 pub mod gateway;

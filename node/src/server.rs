@@ -34,6 +34,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Tracks every WebSocket connection task, so shutdown can wait for their close frames.
     pub sockets: TaskTracker,
+    /// Open WebSocket connections per client address.
+    pub conn_limit: crate::conn_limit::ConnLimit,
     pub started: Instant,
 }
 
@@ -227,6 +229,7 @@ pub async fn start_on(
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let blob_spec = config.blob_store.clone().unwrap_or_else(|| config.data_dir.join("blobs").display().to_string());
     let blobs = crate::blobs::open(&blob_spec)?;
+    let conn_limit = crate::conn_limit::ConnLimit::new(config.max_connections_per_addr);
     let app = Arc::new(App {
         passwords: Passwords::new(config.argon2, cores)?,
         tokens: Tokens::new(secret.as_bytes()),
@@ -238,6 +241,7 @@ pub async fn start_on(
         metrics: metrics.clone(),
 
         sockets: TaskTracker::new(),
+        conn_limit,
         started: Instant::now(),
     });
 

@@ -195,3 +195,33 @@ async fn a_silent_connection_is_closed_after_two_heartbeats() {
     let close = buf.windows(4).any(|w| w[0] == 0x88 && w[2..4] == 4000u16.to_be_bytes());
     assert!(close, "no close frame with 4000");
 }
+
+#[tokio::test]
+async fn a_connection_flood_from_one_address_is_refused_and_others_are_served() {
+    let node = crate::support::TestNode::start_with(|c| c.max_connections_per_addr = 3).await;
+    let a = node.signup("flood_a").await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(node.ws(&a).await);
+    }
+    match node.ws_raw(crate::support::tok(&a)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
+        other => panic!("a fourth connection from one address must get 429, got {:?}", other.map(|_| ())),
+    }
+    // A client from another address (source 127.0.0.2, loopback too) is served meanwhile.
+    let server: std::net::SocketAddr = node.base.strip_prefix("http://").unwrap().parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let tcp = socket.connect(server).await.unwrap();
+    let url = format!("ws://{server}/ws?token={}", crate::support::tok(&a));
+    let (mut other, _) = tokio_tungstenite::client_async(url, tcp).await.expect("another address connects");
+    use futures_util::StreamExt;
+    assert!(other.next().await.is_some(), "hello");
+    // Closing one frees its slot.
+    let mut first = held.remove(0);
+    first.stream.close(None).await.unwrap();
+    crate::support::eventually("the slot to be released", || async {
+        node.ws_raw(crate::support::tok(&a)).await.is_ok()
+    })
+    .await;
+}
