@@ -53,6 +53,7 @@ fn compose_wires_a_whole_cluster() {
         assert_eq!(env["ROOKERY_REDIS"], "redis://redis:6379");
         assert_eq!(env["ROOKERY_SCYLLA"], "scylla:9042");
         assert!(env.contains_key("ROOKERY_BLOB_STORE"), "attachments on a shared volume");
+        assert_eq!(env["ROOKERY_MAX_CONNECTIONS_PER_ADDR"], "0", "behind the balancer all clients share one address");
         assert!(!env.contains_key("ROOKERY_JWT_SECRET"), "no secret in the file");
         assert!(ids.insert(env["ROOKERY_NODE_ID"].clone()), "node ids are unique");
         for dep in ["scylla", "redis"] {
