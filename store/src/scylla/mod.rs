@@ -259,7 +259,8 @@ impl ScyllaStore {
             }
         }
         for ((conv, bucket), msgs) in by_partition {
-            let mut batch = Batch::new(BatchType::Unlogged);
+            // One partition, so the batch is applied as one (conditional) mutation.
+            let mut batch = Batch::new(BatchType::Logged);
             let mut values = Vec::new();
             for m in &msgs {
                 batch.append_statement(self.s.insert_message.clone());

@@ -40,7 +40,7 @@ pub const TEXTS: &[(&str, &str)] = &[
     ("get_user", "SELECT record FROM {ks}.users WHERE id = ?"),
     ("get_username", "SELECT user_id FROM {ks}.usernames WHERE username = ?"),
     ("delete_search", "DELETE FROM {ks}.user_search WHERE initial = ? AND term = ? AND user_id = ?"),
-    ("search", "SELECT term, user_id FROM {ks}.user_search WHERE initial = ? AND (term, user_id) > (?, ?) AND term < ? LIMIT ?"),
+    ("search", "SELECT term, user_id FROM {ks}.user_search WHERE initial = ? AND (term, user_id) > (?, ?) AND (term) < (?) LIMIT ?"),
     ("put_refresh", "INSERT INTO {ks}.refresh (hash, user_id, expires_at, used) VALUES (?, ?, ?, ?)"),
     ("put_user_refresh", "INSERT INTO {ks}.user_refresh (user_id, hash) VALUES (?, ?)"),
     ("get_refresh", "SELECT user_id, expires_at, used FROM {ks}.refresh WHERE hash = ?"),
@@ -283,6 +283,17 @@ mod tests {
             if text.starts_with("SELECT") && !text.contains("system.local") {
                 assert!(text.contains(" WHERE "), "{name} reads without a partition key: {text}");
                 assert!(!text.contains("ALLOW FILTERING"), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn clustering_restrictions_do_not_mix_single_and_multi_column_relations() {
+        for (name, text) in TEXTS {
+            if text.contains(") > (") || text.contains(") < (") {
+                for single in [" term < ", " term > ", " user_id > ", " user_id < "] {
+                    assert!(!text.contains(single), "{name} mixes relation kinds: {text}");
+                }
             }
         }
     }
