@@ -182,3 +182,13 @@ pub trait Store: Send + Sync + 'static {
     /// Answers whether the store can serve requests (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
 }
+
+/// The terms a user is found by (every backend indexes the same): the username and the lower-cased display name.
+pub(crate) fn search_terms(user: &User) -> Vec<String> {
+    let display = user.display_name.to_lowercase();
+    if display == user.username {
+        vec![user.username.clone()]
+    } else {
+        vec![user.username.clone(), display]
+    }
+}

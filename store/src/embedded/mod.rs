@@ -33,6 +33,8 @@ use serde::Serialize;
 pub use writer::BatchObserver;
 use writer::{Keyspaces, Ks, Txn, Writer};
 
+use crate::search_terms;
+
 use crate::{
     AttachmentRecord, AuditEntry, ConvMeta, Cursor, CursorUpdate, HistoryQuery, RefreshRecord, RefreshUse, Sanction,
     Store, StoreError, StoreResult, UserRecord,
@@ -704,16 +706,6 @@ impl Store for EmbeddedStore {
 
     async fn ping(&self) -> StoreResult<()> {
         self.get_raw(Ks::Users, b"\0ping").map(|_| ())
-    }
-}
-
-/// The terms a user is found by: the username and the lower-cased display name.
-fn search_terms(user: &User) -> Vec<String> {
-    let display = user.display_name.to_lowercase();
-    if display == user.username {
-        vec![user.username.clone()]
-    } else {
-        vec![user.username.clone(), display]
     }
 }
 

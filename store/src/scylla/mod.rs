@@ -37,6 +37,7 @@ use scylla::statement::{Consistency, SerialConsistency};
 use scylla::value::{CqlValue, Row};
 use tokio::sync::Semaphore;
 
+use crate::search_terms;
 use crate::{
     AttachmentRecord, AuditEntry, ConvMeta, Cursor, CursorUpdate, HistoryQuery, RefreshRecord, RefreshUse, Sanction,
     Store, StoreError, StoreResult, UserRecord,
@@ -125,16 +126,6 @@ fn role_name(r: Role) -> String {
 
 fn parse_role(s: &str) -> StoreResult<Role> {
     serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|e| corrupt("members", e))
-}
-
-/// The search terms of a user (as the embedded store: username and lower-cased display name).
-fn search_terms(user: &User) -> Vec<String> {
-    let display = user.display_name.to_lowercase();
-    if display == user.username {
-        vec![user.username.clone()]
-    } else {
-        vec![user.username.clone(), display]
-    }
 }
 
 /// The partition of a search term: its first character.
