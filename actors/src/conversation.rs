@@ -128,6 +128,8 @@ pub struct ConvState {
     receipts_armed: bool,
     last_activity: Instant,
     retiring: bool,
+    /// `Retire` arrived while writes were in flight: stop once they are answered.
+    stop_when_drained: bool,
     drain_waiters: Vec<RpcReplyPort<()>>,
     /// The last background cursor write; the next one waits for it.
     cursor_write: Option<tokio::task::JoinHandle<()>>,
@@ -177,6 +179,7 @@ impl Actor for ConversationActor {
             receipts_armed: false,
             last_activity: Instant::now(),
             retiring: false,
+            stop_when_drained: false,
             drain_waiters: Vec::new(),
             cursor_write: None,
         })
@@ -197,26 +200,9 @@ impl Actor for ConversationActor {
                 state.send(&myself, from, client_id, body, attachments, received, permit).await;
             }
             ConvMsg::Committed { first, last, result, took } => {
-                state.hub.metrics.store_write_seconds.observe(took.as_secs_f64());
-                let deposed = matches!(result, Err(StoreError::Fenced(_)));
-                for p in state.inflight.iter_mut().filter(|p| (first..=last).contains(&p.seq)) {
-                    p.result = Some(result.clone());
-                }
-                state.appending = false;
-                if deposed {
-                    // Another actor claimed the conversation: nothing queued may be written by us.
-                    for m in std::mem::take(&mut state.to_append) {
-                        if let Some(p) = state.inflight.iter_mut().find(|p| p.seq == m.seq) {
-                            p.result = Some(result.clone());
-                        }
-                    }
-                }
-                state.apply_commits();
-                if deposed {
+                if state.committed(&myself, first, last, result, took) {
                     tracing::info!(conv = %state.id, "conversation claimed by another owner; handing over");
                     state.retire(&myself);
-                } else {
-                    state.start_append(&myself);
                 }
             }
             ConvMsg::HandOver => state.retire(&myself),
@@ -307,29 +293,21 @@ impl Actor for ConversationActor {
 /// While retiring, forwards what races in to a fresh actor and stops on `Retire`.
 async fn retiring(msg: ConvMsg, state: &mut ConvState, myself: &ActorRef<ConvMsg>) -> Result<(), ActorProcessingErr> {
     match msg {
-        ConvMsg::Retire if !state.inflight.is_empty() => {
-            // A hand-over can begin with writes in flight: answer them before stopping.
-            myself.send_after(Duration::from_millis(5), || ConvMsg::Retire);
-        }
         ConvMsg::Retire => {
-            state.flush_delivered();
-            if let Some(pending) = state.cursor_write.take() {
-                let _ = pending.await;
+            // A hand-over can begin with writes in flight: the actor stops once they are answered.
+            state.stop_when_drained = true;
+            if state.inflight.is_empty() {
+                stop(state, myself).await;
             }
-            state.hub.fanned_out.remove(&state.id);
-            state.hub.activity.remove(&state.id);
-            myself.stop(Some("idle".into()));
         }
         ConvMsg::Drain(reply) => state.answer_drain(reply),
         ConvMsg::Tick | ConvMsg::FlushReceipts | ConvMsg::HandOver => {}
-        ConvMsg::Committed { first, last, result, .. } => {
+        ConvMsg::Committed { first, last, result, took } => {
             // Writes that were in flight when a hand-over began still get their answers.
-            for p in state.inflight.iter_mut().filter(|p| (first..=last).contains(&p.seq)) {
-                p.result = Some(result.clone());
+            state.committed(myself, first, last, result, took);
+            if state.stop_when_drained && state.inflight.is_empty() {
+                stop(state, myself).await;
             }
-            state.appending = false;
-            state.apply_commits();
-            state.start_append(myself);
         }
         other => {
             let (hub, id) = (state.hub.clone(), state.id.clone());
@@ -341,6 +319,17 @@ async fn retiring(msg: ConvMsg, state: &mut ConvState, myself: &ActorRef<ConvMsg
         }
     }
     Ok(())
+}
+
+/// The last steps of a retiring actor: store the delivery cursors, then stop.
+async fn stop(state: &mut ConvState, myself: &ActorRef<ConvMsg>) {
+    state.flush_delivered();
+    if let Some(pending) = state.cursor_write.take() {
+        let _ = pending.await;
+    }
+    state.hub.fanned_out.remove(&state.id);
+    state.hub.activity.remove(&state.id);
+    myself.stop(Some("retired".into()));
 }
 
 async fn load_members(hub: &Hub, id: &str) -> Result<HashMap<Arc<str>, Role>, StoreError> {
@@ -357,6 +346,37 @@ impl ConvState {
         self.retiring = true;
         self.hub.router.unregister(&self.id, myself.get_id());
         let _ = myself.cast(ConvMsg::Retire);
+    }
+
+    /// Applies a finished append (in order, through `apply_commits`) and starts the next one.
+    /// Returns whether the store refused it because another actor claimed the conversation; then
+    /// nothing still queued is written either.
+    fn committed(
+        &mut self,
+        myself: &ActorRef<ConvMsg>,
+        first: u64,
+        last: u64,
+        result: Result<(), StoreError>,
+        took: Duration,
+    ) -> bool {
+        self.hub.metrics.store_write_seconds.observe(took.as_secs_f64());
+        let deposed = matches!(result, Err(StoreError::Fenced(_)));
+        for p in self.inflight.iter_mut().filter(|p| (first..=last).contains(&p.seq)) {
+            p.result = Some(result.clone());
+        }
+        self.appending = false;
+        if deposed {
+            for m in std::mem::take(&mut self.to_append) {
+                if let Some(p) = self.inflight.iter_mut().find(|p| p.seq == m.seq) {
+                    p.result = Some(result.clone());
+                }
+            }
+        }
+        self.apply_commits();
+        if !deposed {
+            self.start_append(myself);
+        }
+        deposed
     }
 
     /// Hands every queued message to the store in one append, unless one is running.

@@ -53,24 +53,28 @@ impl ConversationRouter {
     }
 
     /// Delivers `msg` to the actor on this node, starting it if needed; on failure the message
-    /// comes back so that its requester can be answered.
-    pub async fn route_local_or_return(&self, conv: &str, mut msg: ConvMsg) -> Result<(), (RouteError, ConvMsg)> {
+    /// comes back (when the mailbox did not swallow it) so that its requester can be answered.
+    pub async fn route_local_or_return(
+        &self,
+        conv: &str,
+        mut msg: ConvMsg,
+    ) -> Result<(), (RouteError, Option<ConvMsg>)> {
         for _ in 0..4 {
             if let Some(actor) = self.local.get(conv) {
                 match actor.cast(msg) {
                     Ok(()) => return Ok(()),
                     Err(MessagingErr::SendErr(back)) => msg = back,
-                    Err(e) => return Err((RouteError::Unavailable(e.to_string()), ConvMsg::Reload)),
+                    Err(e) => return Err((RouteError::Unavailable(e.to_string()), None)),
                 }
                 let stale = actor.get_id();
                 drop(actor);
                 self.unregister(conv, stale);
             }
             if let Err(e) = self.start(conv).await {
-                return Err((e, msg));
+                return Err((e, Some(msg)));
             }
         }
-        Err((RouteError::Unavailable("the conversation actor kept stopping".into()), msg))
+        Err((RouteError::Unavailable("the conversation actor kept stopping".into()), Some(msg)))
     }
 
     /// Delivers `msg` only if the actor is running (membership changes need nothing else:

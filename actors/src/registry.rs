@@ -49,10 +49,7 @@ impl SessionRegistry {
 
     /// Queues `frame` to every session of `user`; returns how many sessions got it.
     pub fn push_to_user(&self, user: &str, frame: &Bytes) -> usize {
-        match self.by_user.get(user) {
-            Some(list) => list.iter().filter(|h| h.push(frame.clone())).count(),
-            None => 0,
-        }
+        self.push_to_user_except(user, frame, None)
     }
 
     /// Like [`push_to_user`](Self::push_to_user), skipping the session `except`.

@@ -165,6 +165,13 @@ pub struct Reason {
     reason: String,
 }
 
+/// A JSON body whose `reason` must not be blank (every moderation action says why).
+fn reasoned_body<T: serde::de::DeserializeOwned>(body: &[u8], reason: impl Fn(&T) -> &str) -> Result<T, BadRequest> {
+    let t: T = json_body(body)?;
+    need_reason(reason(&t))?;
+    Ok(t)
+}
+
 fn need_reason(reason: &str) -> Result<(), BadRequest> {
     if reason.trim().is_empty() || reason.chars().count() > 500 {
         return Err(BadRequest("a reason of 1-500 characters is required".into()));
@@ -174,13 +181,10 @@ fn need_reason(reason: &str) -> Result<(), BadRequest> {
 
 /// `POST /admin/api/users/{id}/ban {reason, duration_s?}`.
 pub async fn ban(State(c): State<Arc<Console>>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
-    let s: Sanction = match json_body(&body) {
-        Ok(s) => s,
+    let s: Sanction = match reasoned_body(&body, |b: &Sanction| &b.reason) {
+        Ok(b) => b,
         Err(r) => return r.into_response(),
     };
-    if let Err(r) = need_reason(&s.reason) {
-        return r.into_response();
-    }
     match c.hub.ban(&Action { admin: ADMIN, reason: &s.reason }, &id, s.duration_s).await {
         Ok(ban) => Json(serde_json::json!({"ban": ban})).into_response(),
         Err(e) => moderation_error(e),
@@ -201,13 +205,10 @@ pub async fn unban(State(c): State<Arc<Console>>, Path(id): Path<String>, body: 
 
 /// `POST /admin/api/users/{id}/kick {reason}`.
 pub async fn kick(State(c): State<Arc<Console>>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
-    let r: Reason = match json_body(&body) {
-        Ok(r) => r,
+    let r: Reason = match reasoned_body(&body, |b: &Reason| &b.reason) {
+        Ok(b) => b,
         Err(r) => return r.into_response(),
     };
-    if let Err(resp) = need_reason(&r.reason) {
-        return resp.into_response();
-    }
     match c.hub.kick(&Action { admin: ADMIN, reason: &r.reason }, &id).await {
         Ok(n) => Json(serde_json::json!({"sessions_closed": n})).into_response(),
         Err(e) => moderation_error(e),
@@ -216,13 +217,10 @@ pub async fn kick(State(c): State<Arc<Console>>, Path(id): Path<String>, body: a
 
 /// `POST /admin/api/conversations/{id}/mute {user_id, duration_s?, reason}`.
 pub async fn mute(State(c): State<Arc<Console>>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
-    let s: Sanction = match json_body(&body) {
-        Ok(s) => s,
+    let s: Sanction = match reasoned_body(&body, |b: &Sanction| &b.reason) {
+        Ok(b) => b,
         Err(r) => return r.into_response(),
     };
-    if let Err(r) = need_reason(&s.reason) {
-        return r.into_response();
-    }
     let Some(user) = s.user_id else { return error(StatusCode::BAD_REQUEST, "bad_request", "user_id is required") };
     match c.hub.mute(&Action { admin: ADMIN, reason: &s.reason }, &id, &user, s.duration_s).await {
         Ok(m) => Json(serde_json::json!({"mute": m})).into_response(),
@@ -262,13 +260,10 @@ pub async fn delete_message(
     Path((conv, id)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
-    let r: Reason = match json_body(&body) {
-        Ok(r) => r,
+    let r: Reason = match reasoned_body(&body, |b: &Reason| &b.reason) {
+        Ok(b) => b,
         Err(r) => return r.into_response(),
     };
-    if let Err(resp) = need_reason(&r.reason) {
-        return resp.into_response();
-    }
     match c.hub.delete_message(&Action { admin: ADMIN, reason: &r.reason }, &conv, &id).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => moderation_error(e),

@@ -436,7 +436,7 @@ impl Cluster {
                 }
                 if matches!(msg, ConvMsg::Reload) {
                     hub.router.notify_local(&conv, msg);
-                } else if let Err((e, msg)) = hub.router.route_local_or_return(&conv, msg).await {
+                } else if let Err((e, Some(msg))) = hub.router.route_local_or_return(&conv, msg).await {
                     match e {
                         RouteError::NotFound => {
                             refuse_code(hub, msg, ErrorCode::NotMember, "not a member of this conversation")
