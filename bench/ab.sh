@@ -18,7 +18,7 @@ for round in 1 2; do
     bin=$A; [ $label = B ] && bin=$B
     rm -rf "$OUT/data"
     "$bin" serve --listen 127.0.0.1:18080 --admin-listen 127.0.0.1:19090 --data-dir "$OUT/data" \
-      --admin-token $TOKEN --send-rate-limit 0 --access-ttl 7200 >/dev/null 2>&1 &
+      --admin-token $TOKEN --send-rate-limit 0 --api-write-rate-limit 0 --access-ttl 7200 >/dev/null 2>&1 &
     pid=$!
     for _ in $(seq 100); do curl -fs http://127.0.0.1:18080/healthz >/dev/null && break; sleep 0.1; done
     target/release/rookery-loadgen run --url http://127.0.0.1:18080 --admin-url http://127.0.0.1:19090 \

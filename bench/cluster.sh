@@ -43,7 +43,7 @@ print(f"{label:<10} rate {rate:>3}/conn  deliveries/s {d:>10,.0f}  ack p99 {ack}
 EOF
 }
 
-common=(--admin-token $TOKEN --jwt-secret $SECRET --send-rate-limit 0 --access-ttl 7200)
+common=(--admin-token $TOKEN --jwt-secret $SECRET --send-rate-limit 0 --api-write-rate-limit 0 --access-ttl 7200)
 for rate in $RATES; do
   rm -rf "$OUT/one" "$OUT/three"
   "$BIN/rookery" serve --listen 127.0.0.1:18080 --admin-listen 127.0.0.1:19090 --data-dir "$OUT/one" "${common[@]}" >/dev/null 2>&1 &

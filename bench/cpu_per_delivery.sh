@@ -7,7 +7,7 @@ users=${1:-1000}; rate=${2:-8}; secs=${3:-10}
 data=$(mktemp -d)
 token=bench-admin-token-0123456789
 target/release/rookery serve --listen 127.0.0.1:18300 --admin-listen 127.0.0.1:18301 --data-dir "$data" \
-  --admin-token $token --send-rate-limit 0 >/dev/null 2>&1 &
+  --admin-token $token --send-rate-limit 0 --api-write-rate-limit 0 >/dev/null 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 50); do curl -sf 127.0.0.1:18300/healthz >/dev/null && break; sleep 0.1; done

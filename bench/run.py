@@ -50,7 +50,7 @@ class Server:
         if kind == "rookery":
             cmd = [os.path.join(REL, "rookery"), "serve", "--listen", f"127.0.0.1:{port}",
                    "--admin-listen", f"127.0.0.1:{admin_port}", "--data-dir", self.data,
-                   "--admin-token", ADMIN_TOKEN, "--access-ttl", "7200", "--send-rate-limit", "0"]
+                   "--admin-token", ADMIN_TOKEN, "--access-ttl", "7200", "--send-rate-limit", "0", "--api-write-rate-limit", "0"]
             ready = "rookery is running"
         elif kind == "socketio":
             cmd = ["node", os.path.join(ROOT, "bench", "socketio", "server.js"), "--port", str(port)]

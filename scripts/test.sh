@@ -32,6 +32,16 @@ cargo test --workspace --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 
+# The one-minute soak (bench/soak.py): mixed load on the unoptimised build, memory, fds and
+# latency flat, nothing lost.
+soak_status=0
+if cargo build --locked -q -p rookery-node -p rookery-loadgen 2>&1 | tail -20 &&
+   python3 bench/soak.py --profile debug --preset short --duration "${SOAK_SECONDS:-60}" --check 2>/dev/null | tee -a "$log"; then
+  :
+else
+  soak_status=1
+fi
+
 # A short run of every fuzz target (fuzz/README.md); needs the nightly toolchain and cargo-fuzz.
 fuzz_status=0
 if cargo +nightly --version >/dev/null 2>&1; then
@@ -56,6 +66,8 @@ fi
 echo
 awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
      /^fuzz [a-z_]+: ok/ { fp += 1 } /^fuzz [a-z_]+: FAILED/ { ff += 1 }
-     END { printf "summary: %d passed, %d failed; fuzz targets: %d ok, %d failed\n", p, f, fp, ff }' "$log"
+     /^soak: ok/ { soak = "ok" } /^soak FAILED/ { soak = "FAILED" }
+     END { printf "summary: %d passed, %d failed; fuzz targets: %d ok, %d failed; soak: %s\n", p, f, fp, ff, soak ? soak : "FAILED" }' "$log"
 if [ "$status" -eq 0 ]; then status=$fuzz_status; fi
+if [ "$status" -eq 0 ]; then status=$soak_status; fi
 exit "$status"

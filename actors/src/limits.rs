@@ -34,6 +34,11 @@ impl Bucket {
         Bucket { limit, tokens: limit.burst.max(1.0), last: now }
     }
 
+    /// When a token was last asked for.
+    pub fn last_take(&self) -> Instant {
+        self.last
+    }
+
     /// Takes one token, or says how long until one is available.
     pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
         if self.limit.per_s <= 0.0 {

@@ -111,6 +111,15 @@ pub struct ServeArgs {
     /// Default: 10000.
     #[arg(long, env = "ROOKERY_MAX_CONNECTIONS_PER_ADDR")]
     pub max_connections_per_addr: Option<u32>,
+    /// Time allowed for an HTTP request head (and an idle keep-alive connection), in
+    /// milliseconds. Default: 10000.
+    #[arg(long, env = "ROOKERY_HTTP_HEADER_TIMEOUT_MS")]
+    pub http_header_timeout_ms: Option<u64>,
+    /// HTTP writes (POST, PUT, PATCH, DELETE under `/api`, except sign-up and login, which have
+    /// their own limits) per user per second, sustained; bursts of ten times this. 0: no limit.
+    /// Default: 10.
+    #[arg(long, env = "ROOKERY_API_WRITE_RATE_LIMIT")]
+    pub api_write_rate_limit: Option<f64>,
     /// Outbound queue bound per session, in frames. Default: 1024.
     #[arg(long, env = "ROOKERY_OUTBOUND_QUEUE")]
     pub outbound_queue: Option<usize>,
@@ -195,6 +204,8 @@ pub struct Config {
     pub max_body: usize,
     pub max_frame: usize,
     pub heartbeat: Duration,
+    pub http_header_timeout: Duration,
+    pub api_write_rate_limit: f64,
     pub outbound_queue: usize,
     pub max_connections_per_addr: u32,
     pub access_ttl: Duration,
@@ -247,6 +258,8 @@ impl Config {
             max_body: 8192,
             max_frame: 64 * 1024,
             heartbeat: Duration::from_millis(25_000),
+            http_header_timeout: Duration::from_millis(10_000),
+            api_write_rate_limit: 10.0,
             outbound_queue: 1024,
             max_connections_per_addr: 10_000,
             access_ttl: Duration::from_secs(900),
@@ -307,6 +320,10 @@ impl Config {
             max_body: pick!(max_body).unwrap_or(d.max_body),
             max_frame: pick!(max_frame).unwrap_or(d.max_frame),
             heartbeat: pick!(heartbeat_ms).map(Duration::from_millis).unwrap_or(d.heartbeat),
+            http_header_timeout: pick!(http_header_timeout_ms)
+                .map(Duration::from_millis)
+                .unwrap_or(d.http_header_timeout),
+            api_write_rate_limit: pick!(api_write_rate_limit).unwrap_or(d.api_write_rate_limit),
             outbound_queue: pick!(outbound_queue).unwrap_or(d.outbound_queue),
             max_connections_per_addr: pick!(max_connections_per_addr).unwrap_or(d.max_connections_per_addr),
             access_ttl: pick!(access_ttl).map(Duration::from_secs).unwrap_or(d.access_ttl),
@@ -345,8 +362,12 @@ impl Config {
         if self.heartbeat < Duration::from_millis(100) {
             return bad("heartbeat-ms", "must be at least 100");
         }
+        if self.http_header_timeout < Duration::from_millis(100) {
+            return bad("http-header-timeout-ms", "must be at least 100");
+        }
         for (name, v) in [
             ("send-rate-limit", self.send_rate_limit),
+            ("api-write-rate-limit", self.api_write_rate_limit),
             ("typing-rate-limit", self.typing_rate_limit),
             ("call-rate-limit", self.call_rate_limit),
         ] {

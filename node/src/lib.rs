@@ -10,6 +10,7 @@ pub mod conn_limit;
 pub mod dev_cluster;
 pub mod frames;
 pub mod gateway;
+pub mod http_server;
 pub mod server;
 
 pub use config::Config;

@@ -1,14 +1,12 @@
 //! Wiring: open the store, start the actors, serve the chat and admin listeners, shut down in
 //! phases.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use rookery_actors::limits::Limit;
 use rookery_actors::{Hub, HubConfig, Metrics};
 use rookery_store::embedded::{EmbeddedOptions, EmbeddedStore};
@@ -36,6 +34,8 @@ pub struct App {
     pub sockets: TaskTracker,
     /// Open WebSocket connections per client address.
     pub conn_limit: crate::conn_limit::ConnLimit,
+    /// HTTP writes per user.
+    pub write_limit: crate::api::write_limit::WriteLimit,
     pub started: Instant,
 }
 
@@ -230,6 +230,7 @@ pub async fn start_on(
     let blob_spec = config.blob_store.clone().unwrap_or_else(|| config.data_dir.join("blobs").display().to_string());
     let blobs = crate::blobs::open(&blob_spec)?;
     let conn_limit = crate::conn_limit::ConnLimit::new(config.max_connections_per_addr);
+    let config_write_limit = config.api_write_rate_limit;
     let app = Arc::new(App {
         passwords: Passwords::new(config.argon2, cores)?,
         tokens: Tokens::new(secret.as_bytes()),
@@ -242,6 +243,7 @@ pub async fn start_on(
 
         sockets: TaskTracker::new(),
         conn_limit,
+        write_limit: crate::api::write_limit::WriteLimit::new(config_write_limit),
         started: Instant::now(),
     });
 
@@ -275,29 +277,14 @@ async fn serve(
     admin_router: axum::Router,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let stop_accepting = shutdown.clone();
-    let chat_server = tokio::spawn(
-        axum::serve(
-            // Small frames (acks, messages) must leave at once, not wait for Nagle's algorithm.
-            chat.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            }),
-            chat_router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { stop_accepting.cancelled().await })
-        .into_future(),
-    );
-    let stop_admin = shutdown.clone();
-    let admin_server = tokio::spawn(
-        axum::serve(admin, admin_router)
-            .with_graceful_shutdown(async move { stop_admin.cancelled().await })
-            .into_future(),
-    );
+    let limits = crate::http_server::HttpLimits { header_timeout: app.config.http_header_timeout };
+    let grace = app.config.shutdown_grace;
+    let chat_server = tokio::spawn(crate::http_server::serve(chat, chat_router, limits, shutdown.clone(), grace));
+    let admin_server = tokio::spawn(crate::http_server::serve(admin, admin_router, limits, shutdown.clone(), grace));
     shutdown.cancelled().await;
 
     // Phase 1: the listeners stop accepting (graceful shutdown above). Phase 2: close every
     // session with 1001, let conversations finish their writes, flush the store.
-    let grace = app.config.shutdown_grace;
     let deadline = tokio::time::Instant::now() + grace;
     tracing::info!(?grace, "shutting down");
     app.hub.shutdown(grace).await;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use axum::http::Method;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
@@ -45,8 +46,23 @@ impl FromRequestParts<Arc<App>> for AuthUser {
         if let Some(ban) = app.hub.bans.of(&claims.sub) {
             return Err(ApiError::forbidden(format!("banned: {}", ban.reason)));
         }
+        if is_write(&parts.method) {
+            if let Err(wait) = app.write_limit.take(&claims.sub, std::time::Instant::now()) {
+                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                return Err(ApiError {
+                    code: rookery_protocol::ErrorCode::RateLimited,
+                    message: format!("too many writes; retry in {secs} s"),
+                    retry_after: Some(secs),
+                });
+            }
+        }
         Ok(AuthUser(claims.sub))
     }
+}
+
+/// Requests that change something, counted by the per-user write limit.
+fn is_write(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
 /// The bearer token of a request, if any.

@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod users;
 pub mod web;
+pub mod write_limit;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -141,10 +141,21 @@ fn mint(sub: &str, iss: &str, exp_offset: i64, alg: Algorithm, secret: &str) -> 
 
 /// The claims of `token` under an `{"alg":"none"}` header and no signature.
 fn alg_none(token: &str) -> String {
-    use base64::Engine;
-    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
     let claims = token.split('.').nth(1).unwrap();
-    format!("{header}.{claims}.")
+    format!("{}.{claims}.", b64(r#"{"alg":"none","typ":"JWT"}"#))
+}
+
+/// `token` with its header replaced by `header` and its (HMAC) signature kept: key confusion,
+/// a token that claims an asymmetric algorithm while carrying a signature made with the secret.
+fn with_header(token: &str, header: &str) -> String {
+    let mut parts = token.split('.');
+    let (_, claims, sig) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
+    format!("{}.{claims}.{sig}", b64(header))
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
 }
 
 #[tokio::test]
@@ -161,6 +172,15 @@ async fn bad_tokens_are_refused_on_the_api_and_the_gateway() {
         mint(id, "rookery", 60, Algorithm::HS256, "another-secret-another-secret-xxxxx"),
         "garbage".to_string(),
         alg_none(&good),
+        alg_none(&good).replace(&b64(r#"{"alg":"none","typ":"JWT"}"#), &b64(r#"{"alg":"None","typ":"JWT"}"#)),
+        format!("{}.", &good[..good.rfind('.').unwrap()]),
+        with_header(&good, r#"{"alg":"RS256","typ":"JWT"}"#),
+        with_header(&good, r#"{"alg":"ES256","typ":"JWT"}"#),
+        with_header(&good, r#"{"alg":"PS256","typ":"JWT"}"#),
+        with_header(&good, r#"{"alg":"EdDSA","typ":"JWT"}"#),
+        with_header(&good, r#"{"alg":"HS256","typ":"JWT","jwk":{"kty":"oct","k":"AAAA"}}"#),
+        mint(id, "rookery", 60, Algorithm::HS512, JWT_SECRET),
+        mint(id, "rookery", 60, Algorithm::HS256, ""),
     ];
     for t in &bad {
         let (status, body) = n.get("/api/users/me", t).await;

@@ -1,5 +1,6 @@
 //! Integration tests of the node: one binary, real sockets, real store on disk.
 
+mod abuse;
 mod actors;
 mod auth;
 mod bad_input;

@@ -40,6 +40,13 @@ use crate::{
     Store, StoreError, StoreResult, UserRecord,
 };
 
+/// A keyspace's memtable is flushed to disk beyond this (fjall's default: 64 MiB per keyspace,
+/// which with 19 keyspaces allowed 1.2 GiB of memtables). Memory held by memtables stays under
+/// `19 * MEMTABLE_BYTES` (152 MiB) plus sealed memtables waiting for their flush.
+pub const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+/// Block cache for reads.
+pub const CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
 /// Options of the embedded store.
 #[derive(Clone, Default)]
 pub struct EmbeddedOptions {
@@ -66,12 +73,13 @@ impl EmbeddedStore {
     pub fn open(dir: &Path, options: EmbeddedOptions) -> StoreResult<Self> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
         let db = Database::builder(dir)
+            .cache_size(CACHE_BYTES)
             .open()
             .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", dir.display())))?;
         let mut all = Vec::with_capacity(Ks::ALL.len());
         for ks in Ks::ALL {
             all.push(
-                db.keyspace(ks.name(), KeyspaceCreateOptions::default)
+                db.keyspace(ks.name(), || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES))
                     .map_err(|e| StoreError::Unavailable(e.to_string()))?,
             );
         }
