@@ -85,7 +85,9 @@ async fn rookery_setup(opts: &Opts, conns: &mut [ConnPlan], members: &[Vec<u32>]
     };
     let mut admin = HttpConn::connect(&opts.admin_url).await.context("the admin listener (--admin-url)")?;
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() % 1_000_000_000;
-    let prefix = format!("lg{stamp}-");
+    // The process id too: several load generators started in the same millisecond (a soak runs
+    // three at once) must not pick the same user names.
+    let prefix = format!("lg{stamp}p{}-", std::process::id());
     let mut created = 0;
     while created < conns.len() {
         let count = (conns.len() - created).min(10_000);
