@@ -293,18 +293,21 @@ async fn an_attachment_flood_is_limited_before_the_bytes_are_read() {
         tokio::spawn(async move {
             let (mut stored, mut refused) = (0, 0);
             for _ in 0..300 {
-                let r = http
+                let sent = http
                     .post(&url)
                     .bearer_auth(&token)
                     .header("content-type", "application/octet-stream")
                     .body(body.clone())
                     .send()
-                    .await
-                    .unwrap();
-                match r.status().as_u16() {
-                    201 => stored += 1,
-                    429 => refused += 1,
-                    other => panic!("attachment flood answered {other}"),
+                    .await;
+                match sent.map(|r| r.status().as_u16()) {
+                    Ok(201) => stored += 1,
+                    Ok(429) => refused += 1,
+                    // A refused upload is answered before its body is read, and the server then
+                    // closes the connection rather than read the rest: the client may see the
+                    // reset before the 429. Only after the burst.
+                    Err(e) if stored >= 100 && (e.is_request() || e.is_body()) => refused += 1,
+                    other => panic!("attachment flood answered {other:?}"),
                 }
             }
             (stored, refused)
