@@ -550,10 +550,12 @@ impl ConvState {
         }
     }
 
-    /// Edit (`Some(body)`) or delete (`None`) a message.
     /// Why a member may not send now: banned, muted, or slow mode (with the wait).
     fn moderation_refusal(&self, user: &Arc<str>) -> Option<(ErrorCode, String, Option<u64>)> {
         if let Some(ban) = self.hub.bans.of(user) {
+            if ban.account_deleted {
+                return Some((ErrorCode::Unauthorized, "account deleted".into(), None));
+            }
             return Some((ErrorCode::Banned, format!("banned: {}", ban.reason), None));
         }
         let now = now_ms();

@@ -56,6 +56,13 @@ impl Store for MeteredStore {
         result
     }
 
+    async fn delete_user(&self, id: &str) -> StoreResult<()> {
+        let started = Instant::now();
+        let result = self.inner.delete_user(id).await;
+        self.seconds.with_label_values(&["delete_user"]).observe(started.elapsed().as_secs_f64());
+        result
+    }
+
     async fn put_refresh(&self, token_hash: &str, record: RefreshRecord) -> StoreResult<()> {
         let started = Instant::now();
         let result = self.inner.put_refresh(token_hash, record).await;

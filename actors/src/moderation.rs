@@ -75,6 +75,7 @@ impl Action<'_> {
             by: self.admin.to_string(),
             at_ms: now,
             until_ms: duration_s.map(|d| now.saturating_add((d as i64).saturating_mul(1000))),
+            account_deleted: false,
         }
     }
 }
@@ -106,9 +107,18 @@ impl Hub {
         Ok(())
     }
 
+    /// Refuses to sanction a deleted account (its mark must stay).
+    fn not_deleted(&self, user: &str) -> Result<(), ModerationError> {
+        if self.bans.of(user).is_some_and(|b| b.account_deleted) {
+            return Err(ModerationError::Invalid("the account was deleted".into()));
+        }
+        Ok(())
+    }
+
     /// Bans `user` (for `duration_s`, or until lifted) and closes their sessions with 4003.
     pub async fn ban(&self, a: &Action<'_>, user: &str, duration_s: Option<u64>) -> Result<Sanction, ModerationError> {
         self.user_exists(user).await?;
+        self.not_deleted(user)?;
         let ban = a.sanction(duration_s);
         self.store.set_ban(user, Some(ban.clone())).await?;
         self.bans.set(user, Some(ban.clone()));
@@ -125,12 +135,39 @@ impl Hub {
     /// Lifts a ban.
     pub async fn unban(&self, a: &Action<'_>, user: &str) -> Result<(), ModerationError> {
         self.user_exists(user).await?;
+        self.not_deleted(user)?;
         self.store.set_ban(user, None).await?;
         self.bans.set(user, None);
         if let Some(c) = self.cluster() {
             c.broadcast_ban(user, None);
         }
         self.audit(a, "unban", user, serde_json::Value::Null).await?;
+        Ok(())
+    }
+
+    /// Deletes the account of `user`, asked by the user (`a.admin` is `"self"`) or an operator.
+    ///
+    /// In this order, so that a failure part-way leaves the account unusable rather than half
+    /// deleted (calling again finishes the job): a permanent `account_deleted` ban (every token
+    /// of the user is refused from then on, on every node), the user's refresh tokens revoked,
+    /// the record replaced by its tombstone (profile blanked, password and username gone), an
+    /// audit entry, and the user's sessions closed with 4001. Messages stay in their
+    /// conversations under the tombstone's name ("Deleted user"); memberships stay too.
+    pub async fn delete_account(&self, a: &Action<'_>, user: &str) -> Result<(), ModerationError> {
+        self.user_exists(user).await?;
+        let mut mark = a.sanction(None);
+        mark.account_deleted = true;
+        self.store.set_ban(user, Some(mark.clone())).await?;
+        self.bans.set(user, Some(mark.clone()));
+        if let Some(c) = self.cluster() {
+            c.broadcast_ban(user, Some(mark));
+        }
+        self.store.revoke_user_refresh(user).await?;
+        self.store.delete_user(user).await?;
+        self.audit(a, "delete_account", user, serde_json::Value::Null).await?;
+        for s in self.sessions.of_user(user) {
+            s.close_with(close::AUTH_FAILED);
+        }
         Ok(())
     }
 

@@ -203,6 +203,18 @@ pub async fn unban(State(c): State<Arc<Console>>, Path(id): Path<String>, body: 
     }
 }
 
+/// `DELETE /admin/api/users/{id} {reason}`: deletes the account (see `Hub::delete_account`).
+pub async fn delete_account(State(c): State<Arc<Console>>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+    let r: Reason = match reasoned_body(&body, |b: &Reason| &b.reason) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    match c.hub.delete_account(&Action { admin: ADMIN, reason: &r.reason }, &id).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => moderation_error(e),
+    }
+}
+
 /// `POST /admin/api/users/{id}/kick {reason}`.
 pub async fn kick(State(c): State<Arc<Console>>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
     let r: Reason = match reasoned_body(&body, |b: &Reason| &b.reason) {

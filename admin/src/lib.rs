@@ -50,7 +50,7 @@ pub fn router(console: Console) -> Router {
         .route("/overview", get(overview))
         .route("/nodes", get(api::nodes))
         .route("/users", get(api::users))
-        .route("/users/{id}", get(api::user))
+        .route("/users/{id}", get(api::user).delete(api::delete_account))
         .route("/users/{id}/ban", post(api::ban).delete(api::unban))
         .route("/users/{id}/kick", post(api::kick))
         .route("/conversations", get(api::conversations))
@@ -139,7 +139,7 @@ async fn bulk_users(State(c): State<Arc<Console>>, body: axum::body::Bytes) -> R
             let user =
                 User { id: new_id(), display_name: username.clone(), username, avatar: None, created_at: now_ms() };
             // "!" is not a PHC string: no password ever verifies against it.
-            store.create_user(UserRecord { user: user.clone(), password_hash: "!".into() }).await?;
+            store.create_user(UserRecord { user: user.clone(), password_hash: "!".into(), deleted: false }).await?;
             Ok::<User, StoreError>(user)
         }));
     }

@@ -46,7 +46,7 @@ pub async fn upgrade(State(app): State<Arc<App>>, mut req: Request) -> Response 
         return ApiError::unauthorized("missing, invalid or expired access token").into_response();
     };
     if let Some(ban) = app.hub.bans.of(&claims.sub) {
-        return ApiError::forbidden(format!("banned: {}", ban.reason)).into_response();
+        return ApiError::sanctioned(&ban).into_response();
     }
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return ApiError::bad_request("expected a WebSocket upgrade").into_response();

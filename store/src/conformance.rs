@@ -28,6 +28,7 @@ fn user(name: &str) -> UserRecord {
             created_at: 1,
         },
         password_hash: "$argon2id$fake".into(),
+        deleted: false,
     }
 }
 
@@ -61,6 +62,7 @@ pub fn message(conv: &str, seq: u64, sender: &str, client_id: Option<&str>) -> M
 pub async fn run_all(store: Arc<dyn Store>) {
     users(&*store).await;
     user_search(&*store).await;
+    user_deletion(&*store).await;
 
     refresh_tokens(&*store).await;
     conversations(&*store).await;
@@ -98,6 +100,29 @@ pub async fn users(store: &dyn Store) {
     let mut missing = rec.user.clone();
     missing.id = fresh("missing");
     assert!(matches!(store.update_user(missing).await, Err(StoreError::NotFound(_))));
+}
+
+/// A deleted account leaves a tombstone: no password, no username, out of search; the name is
+/// free again; deleting twice is harmless; deleting nobody is `NotFound`.
+pub async fn user_deletion(store: &dyn Store) {
+    let name = fresh("gone");
+    let rec = user(&name);
+    store.create_user(rec.clone()).await.unwrap();
+    store.delete_user(&rec.user.id).await.unwrap();
+    let tomb = store.user(&rec.user.id).await.unwrap().expect("the tombstone stays");
+    assert!(tomb.deleted);
+    assert_eq!(tomb, rec.tombstone());
+    assert!(tomb.password_hash.is_empty());
+    assert_eq!(store.user_by_name(&name).await.unwrap(), None, "the username no longer leads to it");
+    let (found, _) = store.search_users(&name, None, 10).await.unwrap();
+    assert!(found.is_empty(), "a deleted user is out of search: {found:?}");
+    store.delete_user(&rec.user.id).await.unwrap();
+    assert_eq!(store.user(&rec.user.id).await.unwrap(), Some(tomb), "deleting again changes nothing");
+    let mut again = user(&name);
+    again.user.id = fresh("again");
+    store.create_user(again.clone()).await.unwrap();
+    assert_eq!(store.user_by_name(&name).await.unwrap(), Some(again), "the name is free for someone new");
+    assert!(matches!(store.delete_user(&fresh("nobody")).await, Err(StoreError::NotFound(_))));
 }
 
 /// Refresh tokens are single use; reuse revokes the user's tokens; expiry and revocation hold.
@@ -400,7 +425,7 @@ pub async fn attachments(store: &dyn Store) {
 /// Bans, mutes, slow mode and the audit log persist and read back as written.
 pub async fn moderation(store: &dyn Store) {
     let user = fresh("u");
-    let ban = crate::Sanction { reason: "spam".into(), by: "admin".into(), at_ms: 10, until_ms: Some(100) };
+    let ban = crate::Sanction { reason: "spam".into(), by: "admin".into(), at_ms: 10, until_ms: Some(100), account_deleted: false };
     store.set_ban(&user, Some(ban.clone())).await.unwrap();
     assert!(store.bans().await.unwrap().contains(&(user.clone(), ban.clone())));
     assert!(ban.active(99) && !ban.active(100));
@@ -409,7 +434,7 @@ pub async fn moderation(store: &dyn Store) {
 
     let conv = fresh("c");
     store.create_conversation(group(&conv), vec![(user.clone(), Role::Member)]).await.unwrap();
-    let mute = crate::Sanction { reason: "shouting".into(), by: "admin".into(), at_ms: 1, until_ms: None };
+    let mute = crate::Sanction { reason: "shouting".into(), by: "admin".into(), at_ms: 1, until_ms: None, account_deleted: false };
     store.set_mute(&conv, &user, Some(mute.clone())).await.unwrap();
     assert_eq!(store.mutes(&conv).await.unwrap(), vec![(user.clone(), mute)]);
     store.set_mute(&conv, &user, None).await.unwrap();

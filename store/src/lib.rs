@@ -63,6 +63,10 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<UserRecord>>;
     /// Replaces the public profile of an existing user (the username never changes).
     async fn update_user(&self, user: User) -> StoreResult<()>;
+    /// Deletes an account: the record becomes its [`UserRecord::tombstone`], the username is
+    /// freed and the user leaves the search index. `NotFound` when there is no such user;
+    /// deleting a deleted user again changes nothing.
+    async fn delete_user(&self, id: &str) -> StoreResult<()>;
     /// Users whose username or display name (case-insensitively) starts with `prefix`, in key
     /// order, at most `limit`, resuming after `cursor`; returns the cursor of the next page when
     /// there may be more. Served from an index: the cost grows with the page, not the user count.

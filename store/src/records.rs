@@ -8,6 +8,27 @@ use serde::{Deserialize, Serialize};
 pub struct UserRecord {
     pub user: User,
     pub password_hash: String,
+    /// Set when the account was deleted: the record stays as a tombstone (so old messages still
+    /// name a sender) with the profile blanked, no password and no username index entry.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+}
+
+impl UserRecord {
+    /// The tombstone `delete_user` leaves: profile blanked, password gone, `deleted` set.
+    pub fn tombstone(&self) -> UserRecord {
+        UserRecord {
+            user: User {
+                id: self.user.id.clone(),
+                username: format!("deleted-{}", self.user.id).to_lowercase(),
+                display_name: "Deleted user".into(),
+                avatar: None,
+                created_at: self.user.created_at,
+            },
+            password_hash: String::new(),
+            deleted: true,
+        }
+    }
 }
 
 /// A refresh token, stored under the SHA-256 of its secret (never the secret itself).
@@ -126,6 +147,10 @@ pub struct Sanction {
     pub at_ms: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until_ms: Option<i64>,
+    /// This ban is the mark of a deleted account: permanent and never lifted. Its tokens are
+    /// refused as unauthorized rather than banned.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub account_deleted: bool,
 }
 
 impl Sanction {

@@ -1,13 +1,13 @@
 // The console in a real headless Chromium: sign in, watch the message counter move while
-// traffic flows, ban a user from the page, read the audit log, and check that a hostile display
+// traffic flows, ban a user and delete another from the page, read the audit log, and check that a hostile display
 // name is shown as text. Run by node/tests/it/browser.rs, which starts the node and the traffic:
 //
-//   node tests/browser/console.mjs <admin base url> <admin token> <victim username> <screenshot path>
+//   node tests/browser/console.mjs <admin base url> <admin token> <victim username> <screenshot path> <user to delete>
 //
 // Exits 0 when every check passes; prints what failed otherwise.
 import { chromium } from "playwright-core";
 
-const [base, token, victim, screenshot] = process.argv.slice(2);
+const [base, token, victim, screenshot, doomed] = process.argv.slice(2);
 const hostile = "<img src=x onerror=alert(1)>";
 
 function check(cond, what) {
@@ -63,11 +63,24 @@ try {
   await page.waitForFunction(() => /Banned/.test(document.querySelector("#status").textContent), null, { timeout: 10000 });
   check(true, "the ban button reports success");
 
-  // The audit log shows the ban.
+  // Delete another account from the page: the first click only arms the button.
+  await page.fill("#user-q", doomed);
+  await page.click("#user-search button");
+  await page.waitForSelector(`#users button[data-delete="${doomed}"]`);
+  await page.fill("#mod-reason", "asked by mail");
+  await page.click(`#users button[data-delete="${doomed}"]`);
+  check(/again/.test(await page.textContent(`#users button[data-delete="${doomed}"]`)), "deleting asks for a second click");
+  await page.click(`#users button[data-delete="${doomed}"]`);
+  await page.waitForFunction(() => /Deleted/.test(document.querySelector("#status").textContent), null, { timeout: 10000 });
+  await page.waitForFunction(() => !document.querySelector("#users tbody tr"), null, { timeout: 10000 });
+  check(true, "the deleted account is gone from the user search");
+
+  // The audit log shows the ban and the deletion.
   await page.click("nav button[data-tab=audit]");
   await page.waitForSelector("#audit tbody tr");
   const audit = await page.$$eval("#audit tbody tr", (trs) => trs.map((tr) => tr.textContent));
   check(audit.some((r) => r.includes("ban") && r.includes("spamming the lobby")), "the audit log has the ban with its reason");
+  check(audit.some((r) => r.includes("delete_account") && r.includes("asked by mail")), "the audit log has the deletion");
   check(dialogs.length === 0, "no script from user content ran (no dialogs)");
 } finally {
   await browser.close();

@@ -465,9 +465,10 @@ impl Cluster {
             }
             Envelope::Ban { user, ban } => {
                 hub.bans.set(&user, ban.clone());
-                if ban.is_some() {
+                if let Some(ban) = ban {
+                    let code = if ban.account_deleted { close::AUTH_FAILED } else { close::BANNED };
                     for s in hub.sessions.of_user(&user) {
-                        s.close_with(close::BANNED);
+                        s.close_with(code);
                     }
                 }
             }

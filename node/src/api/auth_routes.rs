@@ -90,7 +90,7 @@ pub async fn signup(
         ApiError::internal()
     })?;
     let user = User { id: new_id(), username: body.username, display_name, avatar: None, created_at: now_ms() };
-    match app.store.create_user(UserRecord { user: user.clone(), password_hash }).await {
+    match app.store.create_user(UserRecord { user: user.clone(), password_hash, deleted: false }).await {
         Ok(()) => {}
         Err(StoreError::Conflict(_)) => return Err(ApiError::new(ErrorCode::Conflict, "username is taken")),
         Err(e) => return Err(e.into()),
@@ -106,12 +106,7 @@ pub async fn login(
     let addr = peer.ip().to_string();
     let now = Instant::now();
     if let Some(wait) = app.throttle.check(&body.username, &addr, now) {
-        let secs = wait.as_secs().max(1);
-        return Err(ApiError {
-            code: ErrorCode::RateLimited,
-            message: format!("too many failed logins; retry in {secs} s"),
-            retry_after: Some(secs),
-        });
+        return Err(ApiError::throttled(wait));
     }
     let record = if valid_username(&body.username) { app.store.user_by_name(&body.username).await? } else { None };
     let phc = record.as_ref().map(|r| r.password_hash.clone());
@@ -122,7 +117,7 @@ pub async fn login(
     app.throttle.succeeded(&body.username);
     let user = record.expect("verify succeeds only for a known user").user;
     if let Some(ban) = app.hub.bans.of(&user.id) {
-        return Err(ApiError::forbidden(format!("banned: {}", ban.reason)));
+        return Err(ApiError::sanctioned(&ban));
     }
     Ok(Json(issue_session(&app, user).await?))
 }
@@ -135,7 +130,7 @@ pub async fn refresh(
     match app.store.use_refresh(&hash, now_ms()).await? {
         RefreshUse::Valid(record) => {
             if let Some(ban) = app.hub.bans.of(&record.user_id) {
-                return Err(ApiError::forbidden(format!("banned: {}", ban.reason)));
+                return Err(ApiError::sanctioned(&ban));
             }
 
             let user = app.store.user(&record.user_id).await?.ok_or_else(|| ApiError::unauthorized("unknown user"))?;

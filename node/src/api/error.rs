@@ -28,6 +28,23 @@ impl ApiError {
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Forbidden, message)
     }
+    /// Too many failed password checks (login throttle) for `wait` more.
+    pub fn throttled(wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs().max(1);
+        Self {
+            code: ErrorCode::RateLimited,
+            message: format!("too many failed logins; retry in {secs} s"),
+            retry_after: Some(secs),
+        }
+    }
+    /// Why a banned user, or the holder of a deleted account's token, is refused.
+    pub fn sanctioned(ban: &rookery_store::Sanction) -> Self {
+        if ban.account_deleted {
+            Self::unauthorized("account deleted")
+        } else {
+            Self::forbidden(format!("banned: {}", ban.reason))
+        }
+    }
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, message)
     }

@@ -44,7 +44,7 @@ impl FromRequestParts<Arc<App>> for AuthUser {
         let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
         let claims = app.tokens.verify(token).ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
         if let Some(ban) = app.hub.bans.of(&claims.sub) {
-            return Err(ApiError::forbidden(format!("banned: {}", ban.reason)));
+            return Err(ApiError::sanctioned(&ban));
         }
         if is_write(&parts.method) {
             if let Err(wait) = app.write_limit.take(&claims.sub, std::time::Instant::now()) {

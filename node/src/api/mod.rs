@@ -37,7 +37,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/auth/refresh", post(auth_routes::refresh))
         .route("/api/auth/logout", post(auth_routes::logout))
         .route("/api/users", get(users::search))
-        .route("/api/users/me", get(users::me).patch(users::patch_me))
+        .route("/api/users/me", get(users::me).patch(users::patch_me).delete(users::delete_me))
         .route("/api/users/{id}", get(users::by_id))
         .route("/api/conversations", post(conversations::create).get(conversations::list))
         .route("/api/conversations/{id}", get(conversations::get).patch(conversations::patch))

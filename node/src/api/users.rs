@@ -2,8 +2,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::StatusCode;
 use axum::Json;
+use rookery_actors::moderation::{Action, ModerationError};
 use rookery_protocol::{is_valid_id, User};
 use serde::Deserialize;
 
@@ -14,6 +19,39 @@ use crate::server::App;
 
 pub async fn me(State(app): State<Arc<App>>, AuthUser(user): AuthUser) -> Result<Json<User>, ApiError> {
     get_user(&app, &user).await.map(Json)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteMe {
+    password: String,
+}
+
+/// `DELETE /api/users/me {password}`: the user deletes their own account (see
+/// `Hub::delete_account`). The password is asked again so that a stolen access token cannot
+/// delete the account; wrong guesses count against the login throttle.
+pub async fn delete_me(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    AuthUser(user): AuthUser,
+    ApiJson(body): ApiJson<DeleteMe>,
+) -> Result<StatusCode, ApiError> {
+    let record = app.store.user(&user).await?.ok_or_else(|| ApiError::unauthorized("account deleted"))?;
+    let (name, addr, now) = (record.user.username.clone(), peer.ip().to_string(), Instant::now());
+    if let Some(wait) = app.throttle.check(&name, &addr, now) {
+        return Err(ApiError::throttled(wait));
+    }
+    if !app.passwords.verify(body.password, Some(record.password_hash)).await {
+        app.throttle.failed(&name, &addr, now);
+        return Err(ApiError::forbidden("wrong password"));
+    }
+    app.throttle.succeeded(&name);
+    let action = Action { admin: "self", reason: "deleted by the user" };
+    app.hub.delete_account(&action, &user).await.map_err(|e| match e {
+        ModerationError::Store(e) => ApiError::from(e),
+        other => ApiError::bad_request(other.to_string()),
+    })?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]

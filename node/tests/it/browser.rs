@@ -1,7 +1,7 @@
 //! The console in headless Chromium (Debian's, driven by playwright-core): the script in
 //! `tests/browser/console.mjs` signs in, watches the counter move while this test sends, bans a
-//! user from the page (whose socket this test sees closed with 4003), and checks that user
-//! content is rendered as text. `scripts/test.sh` installs Chromium and playwright-core.
+//! user from the page (whose socket this test sees closed with 4003), deletes another (closed
+//! with 4001, token refused after), and checks that user content is rendered as text. `scripts/test.sh` installs Chromium and playwright-core.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -31,8 +31,10 @@ async fn the_console_works_in_a_real_browser() {
         )
         .await;
     assert_eq!(s, 201);
+    let doomed = n.signup("dora").await;
     let id = n.group(&a, &[&b]).await;
     let mut victim = n.ws(&b).await;
+    let mut doomed_ws = n.ws(&doomed).await;
     // Live traffic for the counter.
     let mut sender = n.ws(&a).await;
     let conv = id.clone();
@@ -48,7 +50,7 @@ async fn the_console_works_in_a_real_browser() {
     let shot = root.join("target/console-overview.png");
     let out = tokio::process::Command::new("node")
         .arg(root.join("tests/browser/console.mjs"))
-        .args([&n.admin_base, "test-admin-token-0123456789", "bob", shot.to_str().unwrap()])
+        .args([&n.admin_base, "test-admin-token-0123456789", "bob", shot.to_str().unwrap(), "dora"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output();
@@ -57,6 +59,8 @@ async fn the_console_works_in_a_real_browser() {
     let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "browser checks failed:\n{log}");
     assert_eq!(victim.expect_close().await, 4003, "the ban from the page closed the user's socket");
+    assert_eq!(doomed_ws.expect_close().await, 4001, "the deletion from the page closed the user's socket");
+    assert_eq!(n.get("/api/users/me", tok(&doomed)).await.0, 401, "the deleted account's token is refused");
     assert!(shot.exists());
 }
 

@@ -216,3 +216,82 @@ async fn the_overview_lists_busiest_conversations_and_recent_events() {
 fn rand_suffix() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
 }
+
+async fn delete_me(n: &TestNode, session: &Value, body: Value) -> (u16, Value) {
+    let r = n.http.delete(n.url("/api/users/me")).bearer_auth(tok(session)).json(&body).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Every way the old account's credentials could be used again is refused with 401 (login with
+/// its old name and password too, unless someone new took the name since).
+async fn assert_account_refused(n: &TestNode, session: &Value, name: &str) {
+    let (s, e) = n.get("/api/users/me", tok(session)).await;
+    assert_eq!((s, e["error"]["message"].as_str()), (401, Some("account deleted")), "{e}");
+    assert!(n.ws_raw(tok(session)).await.is_err(), "connect refused");
+    let refresh = json!({"refresh_token": session["refresh_token"]});
+    assert_eq!(n.post("/api/auth/refresh", None, refresh).await.0, 401);
+    let (s, login) = n.post("/api/auth/login", None, json!({"username":name,"password":"password123"})).await;
+    assert!(s == 401 || (s == 200 && login["user"]["id"] != session["user"]["id"]), "{s} {login}");
+}
+
+#[tokio::test]
+async fn a_deleted_account_is_refused_everywhere_keeps_its_messages_and_frees_its_name() {
+    let n = TestNode::start().await;
+    let (a, b, c) = (n.signup("alice").await, n.signup("bob").await, n.signup("carol").await);
+    let id = n.group(&a, &[&b, &c]).await;
+    let mut aws = n.ws(&a).await;
+    let mut bws = n.ws(&b).await;
+    assert_eq!(bws.send_msg(&id, "b1", "before I go").await["op"], "ack");
+
+    // The password is asked again; a wrong one or none changes nothing.
+    assert_eq!(delete_me(&n, &b, json!({"password":"not-my-password"})).await.0, 403);
+    assert_eq!(delete_me(&n, &b, json!({})).await.0, 400);
+    assert_eq!(n.get("/api/users/me", tok(&b)).await.0, 200);
+    assert_eq!(delete_me(&n, &b, json!({"password":"password123"})).await.0, 204);
+    assert_eq!(bws.expect_close().await, 4001);
+    assert_account_refused(&n, &b, "bob").await;
+    let send = json!({"client_id":"b2","body":"ghost"});
+    assert_eq!(n.post(&format!("/api/conversations/{id}/messages"), Some(tok(&b)), send).await.0, 401);
+
+    // Others are unaffected; the message stays under the tombstone's name.
+    assert_eq!(aws.send_msg(&id, "a1", "still here").await["op"], "ack");
+    let (_, page) = n.get(&format!("/api/conversations/{id}/messages"), tok(&a)).await;
+    let bodies: Vec<&str> = page["messages"].as_array().unwrap().iter().filter_map(|m| m["body"].as_str()).collect();
+    assert!(bodies.contains(&"before I go"), "{bodies:?}");
+    let (s, gone) = n.get(&format!("/api/users/{}", uid(&b)), tok(&a)).await;
+    assert_eq!((s, gone["display_name"].as_str()), (200, Some("Deleted user")));
+    let (_, found) = n.get("/api/users?q=bob", tok(&a)).await;
+    assert_eq!(found["users"].as_array().map(Vec::len), Some(0), "{found}");
+
+    // The name is free for someone new, who is someone else.
+    let b2 = n.signup("bob").await;
+    assert_ne!(uid(&b2), uid(&b));
+    let (s, login) = n.post("/api/auth/login", None, json!({"username":"bob","password":"password123"})).await;
+    assert_eq!((s, login["user"]["id"].as_str()), (200, Some(uid(&b2))));
+    assert_eq!(n.get("/api/users/me", tok(&b2)).await.0, 200);
+
+    // The deletion cannot be undone as if it were a ban, and it is in the audit log.
+    let path = format!("/users/{}/ban", uid(&b));
+    assert_eq!(admin(&n, reqwest::Method::DELETE, &path, Some(json!({"reason":"undo"}))).await.0, 400);
+    assert_eq!(admin(&n, reqwest::Method::POST, &path, Some(json!({"reason":"x"}))).await.0, 400);
+    assert!(audit_actions(&n).await.contains(&"delete_account".to_string()));
+
+    // An operator deletes carol: a reason is required; her sessions close with 4001.
+    let mut cws = n.ws(&c).await;
+    let path = format!("/users/{}", uid(&c));
+    assert_eq!(admin(&n, reqwest::Method::DELETE, &path, Some(json!({"reason":""}))).await.0, 400);
+    assert_eq!(admin(&n, reqwest::Method::DELETE, "/users/nobody", Some(json!({"reason":"x"}))).await.0, 404);
+    assert_eq!(admin(&n, reqwest::Method::DELETE, &path, Some(json!({"reason":"requested by mail"}))).await.0, 204);
+    assert_eq!(cws.expect_close().await, 4001);
+    assert_account_refused(&n, &c, "carol").await;
+
+    // Still refused after a restart (the mark is in the store, not only in memory).
+    drop((aws, cws));
+    let config = test_config(n.dir.path());
+    let dir = n.stop().await;
+    let n = TestNode::start_in(dir, config).await;
+    assert_account_refused(&n, &b, "bob").await;
+    assert_account_refused(&n, &c, "carol").await;
+    assert_eq!(n.get("/api/users/me", tok(&b2)).await.0, 200);
+}

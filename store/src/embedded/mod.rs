@@ -216,6 +216,28 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    async fn delete_user(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_string();
+        self.writer
+            .submit(move |txn| {
+                let k = id.as_bytes().to_vec();
+                let Some(raw) = txn.get(Ks::Users, &k)? else {
+                    return Err(StoreError::NotFound(format!("user {id}")));
+                };
+                let record: UserRecord = decode(Ks::Users, &raw)?;
+                if record.deleted {
+                    return Ok(());
+                }
+                for term in search_terms(&record.user) {
+                    txn.delete(Ks::UserSearch, key(&[term.as_bytes(), id.as_bytes()]));
+                }
+                txn.delete(Ks::Usernames, record.user.username.as_bytes().to_vec());
+                txn.put(Ks::Users, k, encode(&record.tombstone()));
+                Ok(())
+            })
+            .await
+    }
+
     async fn search_users(
         &self,
         prefix: &str,
@@ -249,7 +271,7 @@ impl Store for EmbeddedStore {
             if users.iter().any(|u| u.id == id) {
                 continue;
             }
-            if let Some(r) = self.get_json::<UserRecord>(Ks::Users, id.as_bytes())? {
+            if let Some(r) = self.get_json::<UserRecord>(Ks::Users, id.as_bytes())?.filter(|r| !r.deleted) {
                 users.push(r.user);
             }
         }

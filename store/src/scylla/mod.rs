@@ -358,7 +358,7 @@ impl Store for ScyllaStore {
 
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<UserRecord>> {
         match self.first::<(String,)>(&self.s.get_username, (username,)).await? {
-            Some((id,)) => self.user(&id).await,
+            Some((id,)) => Ok(self.user(&id).await?.filter(|r| !r.deleted)),
             None => Ok(None),
         }
     }
@@ -376,6 +376,23 @@ impl Store for ScyllaStore {
             self.run(&self.s.put_search, (initial(&term), &term, &record.user.id)).await?;
         }
         self.run(&self.s.put_user, (&record.user.id, to_json(&record))).await?;
+        Ok(())
+    }
+
+    async fn delete_user(&self, id: &str) -> StoreResult<()> {
+        let Some(record) = self.user(id).await? else {
+            return Err(StoreError::NotFound(format!("user {id}")));
+        };
+        if record.deleted {
+            return Ok(());
+        }
+        // The tombstone first: from then on the account is deleted whatever fails after; the
+        // index rows left by a failure point at a tombstone, which search and login skip.
+        self.run(&self.s.put_user, (id, to_json(&record.tombstone()))).await?;
+        for term in search_terms(&record.user) {
+            self.run(&self.s.delete_search, (initial(&term), &term, id)).await?;
+        }
+        self.run(&self.s.release_username, (&record.user.username, id)).await?;
         Ok(())
     }
 
@@ -405,7 +422,7 @@ impl Store for ScyllaStore {
             if users.iter().any(|u| u.id == id) {
                 continue;
             }
-            if let Some(r) = self.user(&id).await? {
+            if let Some(r) = self.user(&id).await?.filter(|r| !r.deleted) {
                 users.push(r.user);
             }
         }
