@@ -204,7 +204,11 @@ pub async fn unban(State(c): State<Arc<Console>>, Path(id): Path<String>, body: 
 }
 
 /// `DELETE /admin/api/users/{id} {reason}`: deletes the account (see `Hub::delete_account`).
-pub async fn delete_account(State(c): State<Arc<Console>>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+pub async fn delete_account(
+    State(c): State<Arc<Console>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
     let r: Reason = match reasoned_body(&body, |b: &Reason| &b.reason) {
         Ok(r) => r,
         Err(r) => return r.into_response(),

@@ -27,7 +27,10 @@ async fn main() {
                     avatar: None,
                     created_at: 0,
                 };
-                store.create_user(UserRecord { user, password_hash: "!".into(), deleted: false }).await.expect("create");
+                store
+                    .create_user(UserRecord { user, password_hash: "!".into(), deleted: false })
+                    .await
+                    .expect("create");
             }
         }));
     }

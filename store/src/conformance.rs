@@ -425,7 +425,13 @@ pub async fn attachments(store: &dyn Store) {
 /// Bans, mutes, slow mode and the audit log persist and read back as written.
 pub async fn moderation(store: &dyn Store) {
     let user = fresh("u");
-    let ban = crate::Sanction { reason: "spam".into(), by: "admin".into(), at_ms: 10, until_ms: Some(100), account_deleted: false };
+    let ban = crate::Sanction {
+        reason: "spam".into(),
+        by: "admin".into(),
+        at_ms: 10,
+        until_ms: Some(100),
+        account_deleted: false,
+    };
     store.set_ban(&user, Some(ban.clone())).await.unwrap();
     assert!(store.bans().await.unwrap().contains(&(user.clone(), ban.clone())));
     assert!(ban.active(99) && !ban.active(100));
@@ -434,7 +440,13 @@ pub async fn moderation(store: &dyn Store) {
 
     let conv = fresh("c");
     store.create_conversation(group(&conv), vec![(user.clone(), Role::Member)]).await.unwrap();
-    let mute = crate::Sanction { reason: "shouting".into(), by: "admin".into(), at_ms: 1, until_ms: None, account_deleted: false };
+    let mute = crate::Sanction {
+        reason: "shouting".into(),
+        by: "admin".into(),
+        at_ms: 1,
+        until_ms: None,
+        account_deleted: false,
+    };
     store.set_mute(&conv, &user, Some(mute.clone())).await.unwrap();
     assert_eq!(store.mutes(&conv).await.unwrap(), vec![(user.clone(), mute)]);
     store.set_mute(&conv, &user, None).await.unwrap();
