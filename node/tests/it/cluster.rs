@@ -208,6 +208,21 @@ async fn every_event_crosses_nodes() {
         Err(_) => {}
         Ok(mut ws) => assert_eq!(ws.expect_close().await, 4003, "a banned user is refused on every node"),
     }
+    // An account deleted on c-1's console: dave's session on c-3 closes with 4001 and c-3
+    // refuses his token.
+    let (dave, mut wd) = user_on(&c, "dave", 2).await;
+    let r = c
+        .node(0)
+        .http
+        .delete(format!("{}/admin/api/users/{}", c.node(0).admin_base, uid(&dave)))
+        .bearer_auth(&admin)
+        .json(&json!({"reason":"asked to leave"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    assert_eq!(wd.expect_close().await, 4001);
+    assert_eq!(c.node(2).get("/api/users/me", tok(&dave)).await.0, 401, "a deleted account is refused on every node");
 
     // Cross-node traffic shows in the metrics and the console.
     let m = c.node(0).metrics().await;
