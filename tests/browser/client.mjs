@@ -155,6 +155,23 @@ try {
   await alice.page.reload();
   await alice.page.waitForSelector("#auth:not([hidden])");
   check(await alice.page.evaluate(() => window.rookery.session === null), "logged out");
+
+  // Bob deletes his account: a wrong password is refused and shown; the right one signs him out
+  // for good (logging in again fails).
+  await bob.page.setViewportSize({ width: 1280, height: 800 });
+  await bob.page.click("#delete-account");
+  await bob.page.fill("#delete-pass", "wrong password");
+  await bob.page.click("#delete-form button");
+  await bob.page.waitForSelector("#delete-error:not(:empty)");
+  check(/wrong password/.test(await bob.page.textContent("#delete-error")), "a wrong password does not delete the account");
+  await bob.page.fill("#delete-pass", "password123");
+  await bob.page.click("#delete-form button");
+  await bob.page.waitForSelector("#auth:not([hidden])");
+  await bob.page.fill("#auth-user", "bob");
+  await bob.page.fill("#auth-pass", "password123");
+  await bob.page.click("#login-btn");
+  await bob.page.waitForSelector("#auth-error:not(:empty)");
+  check(await bob.page.isVisible("#auth"), "a deleted account cannot log in again");
 } finally {
   await browser.close();
 }

@@ -24,6 +24,14 @@ $("auth-form").addEventListener("submit", async (ev) => {
   } catch (e) { $("auth-error").textContent = e.message; }
 });
 $("logout").addEventListener("click", async () => { await client.logout(); location.reload(); });
+// Account deletion asks for the password again (the server checks it) and cannot be undone.
+$("delete-account").addEventListener("click", () => { $("delete-form").hidden = !$("delete-form").hidden; $("delete-pass").focus(); });
+$("delete-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  $("delete-error").textContent = "";
+  try { await client.deleteAccount($("delete-pass").value); location.reload(); }
+  catch (e) { $("delete-error").textContent = e.message; }
+});
 
 // ---- helpers ----------------------------------------------------------------------------
 async function user(id) {

@@ -88,6 +88,16 @@ export class RookeryClient extends EventTarget {
     if (s) await fetch(this.baseUrl + "/api/auth/logout", { method: "POST", headers: { authorization: "Bearer " + s.access_token, "content-type": "application/json" }, body: JSON.stringify({ refresh_token: s.refresh_token }) }).catch(() => {});
   }
 
+  // Deletes the signed-in account for good (DELETE /api/users/me; the password is asked again),
+  // then forgets the session as logout does. Throws with the server's message when refused.
+  async deleteAccount(password) {
+    await this.api("DELETE", "/api/users/me", { password });
+    this.disconnect();
+    this.setSession(null);
+    this.positions = {};
+    this.storage.removeItem(POS_KEY);
+  }
+
   // An authenticated HTTP call; a 401 triggers one token refresh and a retry.
   async api(method, path, body, retried) {
     const headers = { authorization: "Bearer " + (this.session && this.session.access_token) };
