@@ -343,8 +343,10 @@ async fn wall_clock_jumps_neither_reorder_seq_nor_drop_sessions() {
     ];
     // Heartbeat every second: silence for two seconds closes a session.
     let flags = ["--heartbeat-ms", "1000", "--send-rate-limit", "0"];
-    let p = NodeProcess::spawn_with(&dir.path().join("data"), "127.0.0.1:0", "127.0.0.1:0", &flags, &env);
-    let c = p.client();
+    let mut node = FaketimeNode {
+        process: NodeProcess::spawn_with(&dir.path().join("data"), "127.0.0.1:0", "127.0.0.1:0", &flags, &env),
+    };
+    let c = node.process.client();
     let (alice, bob) = (c.signup("alice").await, c.signup("bob").await);
     c.signup("carol").await;
     let (s, g) = c
@@ -401,7 +403,27 @@ async fn wall_clock_jumps_neither_reorder_seq_nor_drop_sessions() {
     // Message times never go back either, even while the clock did.
     let ts: Vec<i64> = history.iter().map(|m| m["ts"].as_i64().unwrap()).collect();
     assert!(ts.windows(2).all(|w| w[0] <= w[1]), "ts went back: {ts:?}");
-    p.signal("-TERM");
+    node.process.signal("-TERM");
+    node.process.wait_exit(Duration::from_secs(10));
+}
+
+/// A node under libfaketime. libfaketime keeps a shared-memory segment and a semaphore per
+/// process, named by its pid, and leaves them behind; a later process given the same pid under
+/// libfaketime would fail to start. Once the node is gone they are removed, however the test
+/// ends.
+struct FaketimeNode {
+    process: NodeProcess,
+}
+
+impl Drop for FaketimeNode {
+    fn drop(&mut self) {
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
+        let pid = self.process.child.id();
+        for name in [format!("faketime_shm_{pid}"), format!("sem.faketime_sem_{pid}")] {
+            let _ = std::fs::remove_file(Path::new("/dev/shm").join(name));
+        }
+    }
 }
 
 fn msg_seq(e: &Value) -> Option<u64> {
