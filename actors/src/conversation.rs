@@ -452,7 +452,7 @@ impl ConvState {
             }
             Ok(None) => {}
             Err(e) => {
-                self.reply_error(&from, ErrorCode::Unavailable, &format!("storage unavailable: {e}"), Some(&key.1));
+                self.reply_error(&from, ErrorCode::Unavailable, &unavailable(&e), Some(&key.1));
                 return;
             }
         }
@@ -470,7 +470,7 @@ impl ConvState {
                     self.seq_from_store = false;
                 }
                 Err(e) => {
-                    let msg = format!("storage unavailable: {e}");
+                    let msg = unavailable(&e);
                     self.reply_error(&from, ErrorCode::Unavailable, &msg, Some(&key.1));
                     return;
                 }
@@ -559,7 +559,7 @@ impl ConvState {
                 }
                 Err(e) => {
                     tracing::warn!(conv = %self.id, seq = p.seq, error = %e, "message write failed; not acked");
-                    let msg = format!("storage unavailable: {e}");
+                    let msg = unavailable(&e);
                     self.reply_error(&p.from, ErrorCode::Unavailable, &msg, Some(&p.client_id));
                     for w in &p.waiters {
                         self.reply_error(w, ErrorCode::Unavailable, &msg, Some(&p.client_id));
@@ -734,6 +734,15 @@ impl ConvState {
             }
             let _ = reply.send(());
         });
+    }
+}
+
+/// What a client reads when a store call failed (its error already says "storage unavailable"
+/// when that is what it is).
+fn unavailable(e: &StoreError) -> String {
+    match e {
+        StoreError::Unavailable(_) => e.to_string(),
+        other => format!("storage unavailable: {other}"),
     }
 }
 
