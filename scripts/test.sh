@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs what the tests need and is missing (Debian's chromium for the
-# console's browser tests, playwright-core from npm, Debian's redis-server for the cluster tests
-# and prometheus for promtool),
+# console's browser tests, playwright-core from npm, Debian's redis-server for the cluster tests,
+# prometheus for promtool and faketime for the clock-jump test),
 # then runs every Rust test, including the browser tests, which drive the real console in
 # headless Chromium, and the cluster tests, which use the Redis on 127.0.0.1:6379 when one
 # answers and otherwise start their own redis-server on a free port.
@@ -12,8 +12,9 @@ missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v promtool >/dev/null || missing+=(prometheus)
+command -v faketime >/dev/null || missing+=(faketime)
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing ${missing[*]} (Debian packages) for the browser, cluster and deployment tests..."
+  echo "installing ${missing[*]} (Debian packages) for the browser, cluster, deployment and fault tests..."
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq

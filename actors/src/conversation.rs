@@ -107,7 +107,11 @@ pub struct ConvState {
     /// Messages accepted since the last tick.
     sent_this_tick: u64,
 
+    /// The highest `seq` handed out (assigned from this counter, never from the clock).
     last_seq: u64,
+    /// An append failed: `last_seq` is reloaded from the store before the next `seq` is given.
+    seq_from_store: bool,
+    /// The newest `ts` given; `ts` never goes back, even when the wall clock does.
     last_ts: i64,
     /// The fence token this actor claimed; every append carries it (see `Store::append_fenced`).
     fence: u64,
@@ -166,6 +170,7 @@ impl Actor for ConversationActor {
             sent_this_tick: 0,
 
             last_seq: last.as_ref().map_or(0, |m| m.seq),
+            seq_from_store: false,
             last_ts: last.as_ref().map_or(0, |m| m.ts),
             fence,
             to_append: Vec::new(),
@@ -365,7 +370,12 @@ impl ConvState {
             p.result = Some(result.clone());
         }
         self.appending = false;
-        if deposed {
+        if result.is_err() {
+            // What waits behind a failed append fails with it: writing it would leave a gap
+            // where the failed messages were. Every send is then answered, and the next one
+            // takes its `seq` from the store, which is the truth after a failure (a write that
+            // failed late may still have been stored).
+            self.seq_from_store = true;
             for m in std::mem::take(&mut self.to_append) {
                 if let Some(p) = self.inflight.iter_mut().find(|p| p.seq == m.seq) {
                     p.result = Some(result.clone());
@@ -442,7 +452,7 @@ impl ConvState {
             }
             Ok(None) => {}
             Err(e) => {
-                self.reply_error(&from, ErrorCode::Unavailable, &format!("storage unavailable: {e}"), Some(&key.1));
+                self.reply_error(&from, ErrorCode::Unavailable, &unavailable(&e), Some(&key.1));
                 return;
             }
         }
@@ -450,6 +460,21 @@ impl ConvState {
             let (code, message, retry) = refusal;
             from.error_retry(&self.hub, code, &message, Some(&key.1), retry);
             return;
+        }
+        if self.seq_from_store {
+            // Nothing is in flight after a failed append (everything queued failed with it).
+            match self.hub.store.last_message(&self.id).await {
+                Ok(last) => {
+                    self.last_seq = last.as_ref().map_or(0, |m| m.seq);
+                    self.hub.fanned_out.insert(self.id.clone(), self.last_seq);
+                    self.seq_from_store = false;
+                }
+                Err(e) => {
+                    let msg = unavailable(&e);
+                    self.reply_error(&from, ErrorCode::Unavailable, &msg, Some(&key.1));
+                    return;
+                }
+            }
         }
         self.last_sent.insert(from.user_id.clone(), Instant::now());
         let seq = self.last_seq + 1;
@@ -509,11 +534,11 @@ impl ConvState {
         while self.inflight.front().is_some_and(|p| p.result.is_some()) {
             let p = self.inflight.pop_front().expect("front exists");
             self.hub.metrics.conversation_writes_in_flight.dec();
-            self.hub.fanned_out.insert(self.id.clone(), p.seq);
 
             let key = (p.from.user_id.clone(), p.client_id.clone());
             match p.result.expect("checked above") {
                 Ok(()) => {
+                    self.hub.fanned_out.insert(self.id.clone(), p.seq);
                     self.ack(&p.from, &p.client_id, &p.id, p.seq, p.ts);
                     for w in &p.waiters {
                         self.ack(w, &p.client_id, &p.id, p.seq, p.ts);
@@ -534,7 +559,7 @@ impl ConvState {
                 }
                 Err(e) => {
                     tracing::warn!(conv = %self.id, seq = p.seq, error = %e, "message write failed; not acked");
-                    let msg = format!("storage unavailable: {e}");
+                    let msg = unavailable(&e);
                     self.reply_error(&p.from, ErrorCode::Unavailable, &msg, Some(&p.client_id));
                     for w in &p.waiters {
                         self.reply_error(w, ErrorCode::Unavailable, &msg, Some(&p.client_id));
@@ -711,6 +736,15 @@ impl ConvState {
             }
             let _ = reply.send(());
         });
+    }
+}
+
+/// What a client reads when a store call failed (its error already says "storage unavailable"
+/// when that is what it is).
+fn unavailable(e: &StoreError) -> String {
+    match e {
+        StoreError::Unavailable(_) => e.to_string(),
+        other => format!("storage unavailable: {other}"),
     }
 }
 

@@ -82,7 +82,9 @@ pub struct Opts {
     /// Admin token of Rookery (needed for setup).
     #[arg(long, env = "ROOKERY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
-    /// Check that every acked message reached every other member exactly once, in order.
+    /// Check that every acked message reached every other member exactly once, in order; on
+    /// Rookery, also read every conversation's stored history at the end and count acked
+    /// messages missing from it (`lost`) and messages stored twice.
     #[arg(long)]
     pub verify: bool,
     /// Write the report as JSON to this file.
@@ -139,10 +141,10 @@ fn main() -> std::process::ExitCode {
                 }
             }
             if let Some(v) = &report.verify {
-                if v.missing + v.duplicated + v.reordered > 0 {
+                if !v.passed() {
                     eprintln!(
-                        "verify failed: {} missing, {} duplicated, {} reordered",
-                        v.missing, v.duplicated, v.reordered
+                        "verify failed: {} missing, {} duplicated, {} reordered, {} lost, {} stored twice",
+                        v.missing, v.duplicated, v.reordered, v.lost, v.stored_twice
                     );
                     failed = true;
                 }

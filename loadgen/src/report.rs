@@ -50,6 +50,8 @@ pub struct ConnTally {
     pub ack_latency: Histogram<u64>,
     pub e2e_latency: Histogram<u64>,
     pub reconnects: u64,
+    /// Sends repeated on a new connection because the old one dropped before their answer.
+    pub resent: u64,
 }
 
 impl ConnTally {
@@ -67,6 +69,7 @@ impl ConnTally {
             ack_latency: histogram(),
             e2e_latency: histogram(),
             reconnects: 0,
+            resent: 0,
         }
     }
 }
@@ -77,7 +80,28 @@ pub struct Verify {
     pub expected: u64,
     pub missing: u64,
     pub duplicated: u64,
+    /// `seq` going backwards on a connection, or not increasing in a stored history.
     pub reordered: u64,
+    /// Acked messages absent from their conversation's stored history (Rookery only).
+    pub lost: u64,
+    /// Extra copies of a message (same sender, same `client_id`) in a stored history.
+    pub stored_twice: u64,
+}
+
+impl Verify {
+    /// Whether the delivery guarantee held.
+    pub fn passed(&self) -> bool {
+        self.missing + self.duplicated + self.reordered + self.lost + self.stored_twice == 0
+    }
+}
+
+/// Every conversation's stored history, read at the end of a `--verify` run.
+#[derive(Debug, Default, Clone)]
+pub struct Stored {
+    /// By room: how many times each (sender connection, message number) is stored.
+    pub rooms: Vec<HashMap<(u32, u64), u32>>,
+    /// Times `seq` did not increase from one stored message to the next.
+    pub out_of_order: u64,
 }
 
 /// The whole report.
@@ -98,6 +122,7 @@ pub struct Report {
     pub e2e: Latency,
     pub errors: BTreeMap<String, u64>,
     pub reconnects: u64,
+    pub resent: u64,
     pub verify: Option<Verify>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connect: Option<ConnectReport>,
@@ -133,13 +158,15 @@ pub struct HistoryReport {
     pub latency: Latency,
 }
 
-/// Merges the tallies of a messaging run. `members[room]` lists the connections of each room and
-/// `room_of_sender[conn]` the room a connection sends to.
+/// Merges the tallies of a messaging run. `members[room]` lists the connections of each room,
+/// `room_of_sender[conn]` the room a connection sends to, and `stored` the histories read back
+/// (for `lost` and `stored_twice`).
 pub fn merge(
     tallies: &[ConnTally],
     members: &[Vec<u32>],
     room_of_sender: &[Option<usize>],
     verify: bool,
+    stored: Option<&Stored>,
     report: &mut Report,
 ) {
     let mut ack = histogram();
@@ -149,6 +176,7 @@ pub fn merge(
         report.acked += t.acked.len() as u64;
         report.delivered += t.received.len() as u64;
         report.reconnects += t.reconnects;
+        report.resent += t.resent;
         ack.add(&t.ack_latency).expect("same bounds");
         e2e.add(&t.e2e_latency).expect("same bounds");
         for (code, n) in &t.errors {
@@ -160,6 +188,7 @@ pub fn merge(
     let by_conn: HashMap<u32, &ConnTally> = tallies.iter().map(|t| (t.conn, t)).collect();
     let mut expected = 0u64;
     let mut missing = 0u64;
+    let mut lost = 0u64;
     for t in tallies {
         let Some(room) = room_of_sender.get(t.conn as usize).copied().flatten() else {
             continue;
@@ -171,6 +200,9 @@ pub fn merge(
             for k in &t.acked {
                 missing += recipients.iter().filter(|r| !r.received.contains(&(t.conn, *k))).count() as u64;
             }
+        }
+        if let Some(history) = stored.and_then(|s| s.rooms.get(room)) {
+            lost += t.acked.iter().filter(|k| !history.contains_key(&(t.conn, **k))).count() as u64;
         }
     }
     report.delivery_ratio =
@@ -184,7 +216,10 @@ pub fn merge(
             expected,
             missing,
             duplicated: tallies.iter().map(|t| t.duplicates).sum(),
-            reordered: tallies.iter().map(|t| t.reordered).sum(),
+            reordered: tallies.iter().map(|t| t.reordered).sum::<u64>() + stored.map_or(0, |s| s.out_of_order),
+            lost,
+            stored_twice: stored
+                .map_or(0, |s| s.rooms.iter().flat_map(|r| r.values()).map(|n| u64::from(n.saturating_sub(1))).sum()),
         });
     }
     if report.duration_s > 0.0 {
@@ -234,15 +269,36 @@ pub fn print_summary(r: &Report) {
         );
     }
     if r.reconnects > 0 {
-        println!("  reconnects     {}", r.reconnects);
+        println!("  reconnects     {}  (resent after a drop: {})", r.reconnects, r.resent);
     }
     if !r.errors.is_empty() {
         println!("  errors         {:?}", r.errors);
     }
     if let Some(v) = &r.verify {
         println!(
-            "  verify         expected {}  missing {}  duplicated {}  reordered {}",
-            v.expected, v.missing, v.duplicated, v.reordered
+            "  verify         expected {}  missing {}  duplicated {}  reordered {}  lost {}  stored twice {}",
+            v.expected, v.missing, v.duplicated, v.reordered, v.lost, v.stored_twice
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stored_history_counts_lost_and_twice_stored_messages() {
+        // Room 0: connection 0 sends, connection 1 receives.
+        let mut sender = ConnTally::new(0);
+        sender.acked = vec![0, 1, 2];
+        let mut receiver = ConnTally::new(1);
+        receiver.received = [(0, 0), (0, 1), (0, 2)].into_iter().collect();
+        let stored =
+            Stored { rooms: vec![[((0, 0), 1), ((0, 1), 2), ((0, 3), 1)].into_iter().collect()], out_of_order: 1 };
+        let mut report = Report::default();
+        merge(&[sender, receiver], &[vec![0, 1]], &[Some(0), None], true, Some(&stored), &mut report);
+        let v = report.verify.unwrap();
+        assert_eq!((v.lost, v.stored_twice, v.reordered, v.missing), (1, 1, 1, 0), "{v:?}");
+        assert!(!v.passed());
     }
 }

@@ -4,8 +4,14 @@
 //! Open loop: connection `i` sends message `k` at `start + phase_i + k / rate`, fixed in
 //! advance. A late send goes out as soon as it can, and its latency is still measured from its
 //! intended time, so a stalled server cannot hide its stall by slowing the load down.
+//!
+//! Node restarts: a dropped Rookery connection reconnects with a growing wait, `sync`s, and
+//! sends again, with the same `client_id`, every message it had sent without getting an answer
+//! (the node stores a `client_id` once and answers a repeat with the original ack). With
+//! `--verify`, each conversation's stored history is read at the end to count acked messages
+//! that are not there and messages stored twice.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -58,6 +64,15 @@ impl Shared {
         start_ns + (phase + k as f64 * interval) as u64
     }
 }
+
+/// First wait before reconnecting a dropped connection; it doubles on each failed attempt up to
+/// [`RECONNECT_MAX_WAIT`], plus a per-connection share so that connections dropped together do
+/// not all come back in the same instant.
+const RECONNECT_FIRST_WAIT: Duration = Duration::from_millis(50);
+const RECONNECT_MAX_WAIT: Duration = Duration::from_secs(2);
+
+/// Messages a connection sent and got no answer (ack or error) for yet, by number.
+type Unanswered = Arc<Mutex<BTreeSet<u64>>>;
 
 /// Runs the scenario of `opts` and returns its report.
 pub async fn run(opts: Opts) -> anyhow::Result<Report> {
@@ -184,8 +199,80 @@ async fn messaging(shared: &Arc<Shared>, report: &mut Report) -> anyhow::Result<
     let _ = ticker.await;
     report.duration_s = opts.duration;
     report.idle = idle;
-    report::merge(&tallies, &shared.plan.members, &shared.plan.sender_rooms(), opts.verify, report);
+    let stored = if opts.verify && opts.target == Target::Rookery { Some(stored_history(shared).await?) } else { None };
+    report::merge(&tallies, &shared.plan.members, &shared.plan.sender_rooms(), opts.verify, stored.as_ref(), report);
     Ok(())
+}
+
+/// Reads every conversation's whole history over HTTP (for `--verify`), 8 conversations at a
+/// time, each as its first member.
+async fn stored_history(shared: &Arc<Shared>) -> anyhow::Result<report::Stored> {
+    let base = shared.opts.url[0].replace("ws://", "http://");
+    let rooms: Vec<usize> = (0..shared.plan.rooms.len()).collect();
+    let mut tasks = Vec::new();
+    for chunk in rooms.chunks(rooms.len().div_ceil(8).max(1)) {
+        let (shared, base, chunk) = (shared.clone(), base.clone(), chunk.to_vec());
+        tasks.push(tokio::spawn(async move {
+            let mut http = connect_http(&base).await?;
+            let mut out = Vec::new();
+            for room in chunk {
+                let Some(first) = shared.plan.members[room].first() else { continue };
+                let token = shared.plan.conns[*first as usize].token.clone();
+                out.push((room, read_room(&mut http, &shared.plan.rooms[room], token.as_deref()).await?));
+            }
+            Ok::<_, anyhow::Error>(out)
+        }));
+    }
+    let mut stored = report::Stored { rooms: vec![HashMap::new(); shared.plan.rooms.len()], out_of_order: 0 };
+    for t in tasks {
+        for (room, (messages, out_of_order)) in t.await?? {
+            stored.rooms[room] = messages;
+            stored.out_of_order += out_of_order;
+        }
+    }
+    Ok(stored)
+}
+
+/// Connects to the HTTP listener, trying for a while (the node may be restarting).
+async fn connect_http(base: &str) -> anyhow::Result<crate::http::HttpConn> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match crate::http::HttpConn::connect(base).await {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() > deadline => return Err(e.context("reading the stored history")),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// One conversation's history: how many times each (sender, message number) is stored, and how
+/// many times `seq` failed to increase from one message to the next.
+async fn read_room(
+    http: &mut crate::http::HttpConn,
+    conv: &str,
+    token: Option<&str>,
+) -> anyhow::Result<(HashMap<(u32, u64), u32>, u64)> {
+    let mut counts: HashMap<(u32, u64), u32> = HashMap::new();
+    let (mut after, mut out_of_order) = (0u64, 0u64);
+    loop {
+        let path = format!("/api/conversations/{conv}/messages?after_seq={after}&limit=500");
+        let (status, page) = http.request("GET", &path, token, None).await?;
+        anyhow::ensure!(status == 200, "reading the history of {conv} answered {status}: {page}");
+        let messages = page["messages"].as_array().context("messages in the history page")?;
+        for m in messages {
+            let seq = m["seq"].as_u64().context("seq")?;
+            if seq <= after {
+                out_of_order += 1;
+            }
+            after = after.max(seq);
+            if let Some((sender, k, _)) = m["body"].as_str().and_then(crate::target::parse_body) {
+                *counts.entry((sender, k)).or_default() += 1;
+            }
+        }
+        if page["has_more"] != true || messages.is_empty() {
+            return Ok((counts, out_of_order));
+        }
+    }
 }
 
 /// Messages from the reader to the writer of a connection.
@@ -203,16 +290,28 @@ async fn connection(shared: Arc<Shared>, i: usize, start_ns: u64) -> ConnTally {
     let ramp_at = Duration::from_secs_f64(opts.ramp * i as f64 / shared.plan.conns.len().max(1) as f64);
     tokio::time::sleep(ramp_at).await;
     let next_k = Arc::new(AtomicU64::new(0));
+    let unanswered: Unanswered = Arc::default();
     // Highest seq seen per room, for `sync` after a reconnect.
     let positions: Arc<Mutex<HashMap<usize, u64>>> = Arc::default();
     let mut first = true;
+    let mut wait = RECONNECT_FIRST_WAIT;
+    // This connection's share of the wait, so that dropped connections spread their returns.
+    let spread = (i as f64 * 0.618_033_988_7).fract();
     while !shared.stop_all.load(Ordering::Relaxed) {
         if !first {
-            tally.lock().reconnects += 1;
-            if opts.target != Target::Rookery || shared.stop_sending.load(Ordering::Relaxed) {
+            // Rookery connections come back until the run ends (the drain included), so that
+            // members catch up through `sync` after a node restart.
+            if opts.target != Target::Rookery {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(wait.mul_f64(1.0 + spread)) => {}
+                _ = shared.stop_notify.notified() => {}
+            }
+            wait = (wait * 2).min(RECONNECT_MAX_WAIT);
+            if shared.stop_all.load(Ordering::Relaxed) {
+                break;
+            }
         }
         let rooms: Vec<String> = plan.rooms.iter().map(|r| shared.plan.rooms[*r].clone()).collect();
         let addr = shared.addrs[i % shared.addrs.len()];
@@ -226,27 +325,31 @@ async fn connection(shared: Arc<Shared>, i: usize, start_ns: u64) -> ConnTally {
                 continue;
             }
         };
+        if !first {
+            tally.lock().reconnects += 1;
+        }
+        wait = RECONNECT_FIRST_WAIT;
         shared.connected.fetch_add(1, Ordering::Relaxed);
         let (ctrl_tx, ctrl_rx) = mpsc::channel::<Control>(64);
         if let Some(g) = opts.target.greeting(&plan.user, &rooms) {
             let _ = ctrl_tx.try_send(Control::Text(g));
         }
         if !first {
-            let since: Vec<(String, u64)> =
-                positions.lock().iter().map(|(r, s)| (shared.plan.rooms[*r].clone(), *s)).collect();
-            if let Some(f) = opts.target.sync_frame(&since) {
+            if let Some(f) = sync_frame(&shared, i, &positions) {
                 let _ = ctrl_tx.try_send(Control::Text(f));
             }
         }
         let ready = Arc::new(Notify::new());
         let ready_flag = Arc::new(AtomicBool::new(opts.target.ready_on_upgrade()));
+        // Sent on the dropped connection and never answered: sent again, first.
+        let resend: Vec<u64> = unanswered.lock().iter().copied().collect();
         let (reader, writer) = conn;
         let r = tokio::spawn(read_loop(
             shared.clone(),
             i,
             reader,
             ctrl_tx,
-            tally.clone(),
+            Tallies { tally: tally.clone(), unanswered: unanswered.clone() },
             positions.clone(),
             !first,
             ready.clone(),
@@ -258,8 +361,8 @@ async fn connection(shared: Arc<Shared>, i: usize, start_ns: u64) -> ConnTally {
             i,
             writer,
             ctrl_rx,
-            tally.clone(),
-            next_k.clone(),
+            Tallies { tally: tally.clone(), unanswered: unanswered.clone() },
+            Sends { next_k: next_k.clone(), resend },
             ready,
             ready_flag,
             start_ns,
@@ -276,19 +379,45 @@ async fn connection(shared: Arc<Shared>, i: usize, start_ns: u64) -> ConnTally {
     })
 }
 
+/// `sync` from the highest `seq` seen in each of the connection's rooms (0 where none was
+/// seen: the user's stored delivery cursor counts what was queued to a session that may have
+/// died before writing it out).
+fn sync_frame(shared: &Shared, i: usize, positions: &Mutex<HashMap<usize, u64>>) -> Option<String> {
+    let positions = positions.lock();
+    let since: Vec<(String, u64)> = shared.plan.conns[i]
+        .rooms
+        .iter()
+        .map(|r| (shared.plan.rooms[*r].clone(), positions.get(r).copied().unwrap_or(0)))
+        .collect();
+    shared.opts.target.sync_frame(&since)
+}
+
+/// What a connection's reader and writer record into.
+struct Tallies {
+    tally: Arc<Mutex<ConnTally>>,
+    unanswered: Unanswered,
+}
+
+/// What a connection's writer sends: new messages from `next_k` on, after the `resend`s.
+struct Sends {
+    next_k: Arc<AtomicU64>,
+    resend: Vec<u64>,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn read_loop(
     shared: Arc<Shared>,
     i: usize,
     mut reader: ws::Reader,
     ctrl: mpsc::Sender<Control>,
-    tally: Arc<Mutex<ConnTally>>,
+    tallies: Tallies,
     positions: Arc<Mutex<HashMap<usize, u64>>>,
     mut syncing: bool,
     ready: Arc<Notify>,
     ready_flag: Arc<AtomicBool>,
     start_ns: u64,
 ) {
+    let Tallies { tally, unanswered } = tallies;
     let target = shared.opts.target;
     let room_of = |name: &str| shared.room_index.get(name).copied();
     let my_room = shared.plan.conns[i].sends_to;
@@ -333,6 +462,10 @@ async fn read_loop(
                 let _ = ctrl.try_send(Control::Text(r));
             }
             Incoming::Ack { k, .. } => {
+                // One ack per message, whichever of its sends it answers.
+                if !unanswered.lock().remove(&k) {
+                    continue;
+                }
                 let intended = shared.intended_ns(i, k, start_ns);
                 let mut t = tally.lock();
                 let _ = t.ack_latency.record(now.saturating_sub(intended) / 1000);
@@ -341,13 +474,13 @@ async fn read_loop(
                 shared.expected.fetch_add(recipients, Ordering::Relaxed);
             }
             Incoming::Msg { room, sender, k, intended_ns, seq } => {
-                if sender as usize == i {
-                    continue; // our own copy (Rookery delivers to the sender's sessions too)
-                }
                 if let Some(s) = seq {
                     let mut p = positions.lock();
                     let e = p.entry(room).or_insert(0);
                     *e = (*e).max(s);
+                }
+                if sender as usize == i {
+                    continue; // our own copy (Rookery delivers to the sender's sessions too)
                 }
                 let mut t = tally.lock();
                 if !t.received.insert((sender, k)) {
@@ -375,8 +508,19 @@ async fn read_loop(
                 }
                 *last = (*last).max(order);
             }
-            Incoming::Synced => syncing = false,
-            Incoming::Error { code, .. } => {
+            Incoming::Synced { more } => {
+                // Paged: ask again from where this page ended.
+                syncing = more;
+                if more {
+                    if let Some(f) = sync_frame(&shared, i, &positions) {
+                        let _ = ctrl.try_send(Control::Text(f));
+                    }
+                }
+            }
+            Incoming::Error { code, k } => {
+                if let Some(k) = k {
+                    unanswered.lock().remove(&k);
+                }
                 *tally.lock().errors.entry(code).or_default() += 1;
                 shared.errors.fetch_add(1, Ordering::Relaxed);
             }
@@ -391,12 +535,15 @@ async fn write_loop(
     i: usize,
     mut writer: ws::Writer,
     mut ctrl: mpsc::Receiver<Control>,
-    tally: Arc<Mutex<ConnTally>>,
-    next_k: Arc<AtomicU64>,
+    tallies: Tallies,
+    sends: Sends,
     ready: Arc<Notify>,
     ready_flag: Arc<AtomicBool>,
     start_ns: u64,
 ) {
+    let Tallies { tally, unanswered } = tallies;
+    let Sends { next_k, resend } = sends;
+    let mut resend = resend.into_iter().peekable();
     let opts = &shared.opts;
     let target = opts.target;
     let sends_to =
@@ -406,8 +553,9 @@ async fn write_loop(
     loop {
         let k = next_k.load(Ordering::Relaxed);
         let due = shared.intended_ns(i, k, start_ns);
-        let sending =
-            room_name.is_some() && ready_flag.load(Ordering::Relaxed) && !shared.stop_sending.load(Ordering::Relaxed);
+        let ready_now = ready_flag.load(Ordering::Relaxed);
+        let resending = room_name.is_some() && ready_now && resend.peek().is_some();
+        let sending = room_name.is_some() && ready_now && !resending && !shared.stop_sending.load(Ordering::Relaxed);
         let wait =
             if sending { Duration::from_nanos(due.saturating_sub(shared.now_ns())) } else { Duration::from_secs(3600) };
         tokio::select! {
@@ -421,20 +569,42 @@ async fn write_loop(
             }
             _ = ready.notified(), if !ready_flag.load(Ordering::Relaxed) => {}
             _ = shared.stop_notify.notified() => {}
-            _ = tokio::time::sleep(wait), if sending => {
-                let body = crate::target::body(i as u32, k, due, opts.message_size);
+            _ = std::future::ready(()), if resending => {
+                let Some(k) = resend.next() else { continue };
+                // Answered meanwhile (an ack that was already on its way), nothing to resend.
+                if !unanswered.lock().contains(&k) {
+                    continue;
+                }
+                // The same message: same client_id, same body (its intended time included).
+                let body = crate::target::body(i as u32, k, shared.intended_ns(i, k, start_ns), opts.message_size);
                 let frame = target.send_frame(room_name.as_deref().unwrap_or_default(), k, &body);
+                tally.lock().resent += 1;
                 if writer.write_frame(Frame::text(Payload::Borrowed(frame.as_bytes()))).await.is_err() {
                     return;
                 }
+            }
+            _ = tokio::time::sleep(wait), if sending => {
+                let body = crate::target::body(i as u32, k, due, opts.message_size);
+                let frame = target.send_frame(room_name.as_deref().unwrap_or_default(), k, &body);
+                // Recorded before the write: the answer may arrive before the write returns, and
+                // a write that fails may still have reached the server, so the message is resent
+                // (same client_id) on the next connection either way.
+                if target.acks() {
+                    unanswered.lock().insert(k);
+                }
                 next_k.store(k + 1, Ordering::Relaxed);
                 shared.sent.fetch_add(1, Ordering::Relaxed);
-                let mut t = tally.lock();
-                t.sent += 1;
-                if !target.acks() {
-                    t.acked.push(k);
-                    shared.acked.fetch_add(1, Ordering::Relaxed);
-                    shared.expected.fetch_add(recipients, Ordering::Relaxed);
+                {
+                    let mut t = tally.lock();
+                    t.sent += 1;
+                    if !target.acks() {
+                        t.acked.push(k);
+                        shared.acked.fetch_add(1, Ordering::Relaxed);
+                        shared.expected.fetch_add(recipients, Ordering::Relaxed);
+                    }
+                }
+                if writer.write_frame(Frame::text(Payload::Borrowed(frame.as_bytes()))).await.is_err() {
+                    return;
                 }
             }
         }

@@ -27,8 +27,8 @@ pub enum Incoming {
     Msg { room: usize, sender: u32, k: u64, intended_ns: u64, seq: Option<u64> },
     /// An error answer; `k` when it belongs to a send.
     Error { code: String, k: Option<u64> },
-    /// Rookery `synced`.
-    Synced,
+    /// Rookery `synced`; `more` when some conversation has more to send (`has_more`).
+    Synced { more: bool },
     /// Something to answer with this text frame (Engine.IO ping → pong).
     Reply(String),
     /// Anything else (receipts, presence, Engine.IO open packet, ...).
@@ -45,7 +45,8 @@ pub fn body(sender: u32, k: u64, intended_ns: u64, size: usize) -> String {
     b
 }
 
-fn parse_body(body: &str) -> Option<(u32, u64, u64)> {
+/// The sender, message number and intended send time a load message's body carries.
+pub fn parse_body(body: &str) -> Option<(u32, u64, u64)> {
     let rest = body.strip_prefix('s')?;
     let (sender, rest) = rest.split_once('k')?;
     let (k, rest) = rest.split_once('t')?;
@@ -138,6 +139,8 @@ struct RookeryEvent<'a> {
     body: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     code: Option<&'a str>,
+    #[serde(default)]
+    has_more: Option<std::collections::HashMap<&'a str, bool>>,
 }
 
 fn parse_rookery(text: &str, room_of: &dyn Fn(&str) -> Option<usize>) -> Incoming {
@@ -163,7 +166,7 @@ fn parse_rookery(text: &str, room_of: &dyn Fn(&str) -> Option<usize>) -> Incomin
             code: e.code.unwrap_or("unknown").to_string(),
             k: e.client_id.and_then(|c| c.parse().ok()),
         },
-        "synced" => Incoming::Synced,
+        "synced" => Incoming::Synced { more: e.has_more.is_some_and(|m| m.values().any(|v| *v)) },
         _ => Incoming::Other,
     }
 }
@@ -245,6 +248,14 @@ mod tests {
         assert_eq!(
             Target::Socketio.parse(r#"439[{"seq":2,"id":"r5:2"}]"#, &rooms),
             Incoming::Ack { k: 9, seq: Some(2) }
+        );
+        assert_eq!(
+            Target::Rookery.parse(r#"{"op":"synced","convs":{"r5":9},"has_more":{"r5":true}}"#, &rooms),
+            Incoming::Synced { more: true }
+        );
+        assert_eq!(
+            Target::Rookery.parse(r#"{"op":"synced","convs":{"r5":9},"has_more":{"r5":false}}"#, &rooms),
+            Incoming::Synced { more: false }
         );
         assert_eq!(Target::Socketio.parse("2", &rooms), Incoming::Reply("3".into()));
         let raw = format!("r5\n{b}");

@@ -67,6 +67,8 @@ async fn group_scenario_delivers_everything_and_verifies() {
     assert_eq!(r["verify"]["missing"], 0);
     assert_eq!(r["verify"]["duplicated"], 0);
     assert_eq!(r["verify"]["reordered"], 0);
+    assert_eq!(r["verify"]["lost"], 0, "every acked message is in the stored history");
+    assert_eq!(r["verify"]["stored_twice"], 0);
     assert_eq!(r["verify"]["expected"].as_u64().unwrap(), r["acked"].as_u64().unwrap() * 4);
     assert!(r["ack"]["p99_ms"].as_f64().unwrap() > 0.0);
     assert!(r["e2e"]["count"].as_u64().unwrap() > 0);
@@ -175,4 +177,8 @@ async fn a_dropped_connection_reconnects_and_syncs_without_losses() {
     assert_eq!(code, 0, "{r}");
     assert!(r["reconnects"].as_u64().unwrap() >= 10, "{r}");
     assert_eq!(r["verify"]["missing"], 0, "{r}");
+    // Sends cut off by the kick were sent again with their client_id: stored once each.
+    assert_eq!(r["verify"]["lost"], 0, "{r}");
+    assert_eq!(r["verify"]["stored_twice"], 0, "{r}");
+    assert_eq!(r["sent"], r["acked"], "{r}");
 }

@@ -144,6 +144,11 @@ pub struct ServeArgs {
     /// fsync the store after each group-committed batch. Default: true.
     #[arg(long, env = "ROOKERY_STORE_SYNC")]
     pub store_sync: Option<bool>,
+    /// Free space, in MiB, to keep on the data directory's filesystem: below it the embedded
+    /// store refuses writes (clients get `unavailable`, `/readyz` answers 503) and keeps serving
+    /// reads; writes resume when space returns. 0: no reserve. Default: 64.
+    #[arg(long, env = "ROOKERY_STORE_MIN_FREE_MB")]
+    pub store_min_free_mb: Option<u64>,
     /// Sends per second per session (burst: twice as many); 0 for no limit. Default: 50.
     #[arg(long, env = "ROOKERY_SEND_RATE_LIMIT")]
     pub send_rate_limit: Option<f64>,
@@ -215,6 +220,8 @@ pub struct Config {
     pub login_failures_per_user: u32,
     pub login_failures_per_addr: u32,
     pub store_sync: bool,
+    /// Free-space reserve of the embedded store, in MiB (0: none).
+    pub store_min_free_mb: u64,
     pub send_rate_limit: f64,
     pub typing_rate_limit: f64,
     pub call_rate_limit: f64,
@@ -269,6 +276,7 @@ impl Config {
             login_failures_per_user: 5,
             login_failures_per_addr: 30,
             store_sync: true,
+            store_min_free_mb: 64,
             send_rate_limit: 50.0,
             typing_rate_limit: 2.0,
             call_rate_limit: 20.0,
@@ -333,6 +341,7 @@ impl Config {
             login_failures_per_user: pick!(login_failures_per_user).unwrap_or(d.login_failures_per_user),
             login_failures_per_addr: pick!(login_failures_per_addr).unwrap_or(d.login_failures_per_addr),
             store_sync: pick!(store_sync).unwrap_or(d.store_sync),
+            store_min_free_mb: pick!(store_min_free_mb).unwrap_or(d.store_min_free_mb),
             send_rate_limit: pick!(send_rate_limit).unwrap_or(d.send_rate_limit),
             typing_rate_limit: pick!(typing_rate_limit).unwrap_or(d.typing_rate_limit),
             call_rate_limit: pick!(call_rate_limit).unwrap_or(d.call_rate_limit),
@@ -374,6 +383,9 @@ impl Config {
             if !(0.0..=1_000_000.0).contains(&v) {
                 return Err(ConfigError::Invalid { setting: name, reason: "must be between 0 and 1000000".into() });
             }
+        }
+        if self.store_min_free_mb > 1024 * 1024 {
+            return bad("store-min-free-mb", "must be at most 1048576 (1 TiB)");
         }
         if self.outbound_queue < 16 {
             return bad("outbound-queue", "must be at least 16");

@@ -7,8 +7,8 @@
 //! sends heartbeat pings, and writes the close frame when anything asks the session to close.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -115,7 +115,7 @@ where
     // batch is written, so an idle connection holds no write buffer at all.
     let (r, write) = tokio::io::split(ws.into_inner());
     let (read, _) = fastwebsockets::after_handshake_split(r, tokio::io::sink(), fastwebsockets::Role::Server);
-    let last_heard = Arc::new(AtomicI64::new(now_ms()));
+    let last_heard = Arc::new(AtomicI64::new(monotonic_ms()));
     // Pongs owed to the client. Overflow policy: past this many unanswered pings, further pings
     // of a burst get no pong (a flood costs the flooder, nobody else).
     let (pongs_tx, pongs_rx) = mpsc::channel::<Bytes>(PONG_QUEUE);
@@ -202,7 +202,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             OpCode::Ping => Op::Ping,
             OpCode::Pong => Op::Pong,
         };
-        last_heard.store(now_ms(), Ordering::Relaxed);
+        last_heard.store(monotonic_ms(), Ordering::Relaxed);
         let bytes = match frames.push(op, frame.fin, masked, &frame.payload) {
             Step::Wait => continue,
             Step::Pong(payload) => {
@@ -299,6 +299,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     expires_at_ms: i64,
 ) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    // The token's remaining lifetime is read off the wall clock once, at connect, and then
+    // counted down on the monotonic clock: a later jump of the wall clock neither cuts the
+    // session short nor stretches it.
     let until_expiry = Duration::from_millis(expires_at_ms.saturating_sub(now_ms()).max(0) as u64);
     let expiry = tokio::time::sleep(until_expiry);
     tokio::pin!(expiry);
@@ -333,7 +336,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 }
             }
             _ = ticker.tick() => {
-                let silent_ms = now_ms() - last_heard.load(Ordering::Relaxed);
+                let silent_ms = monotonic_ms() - last_heard.load(Ordering::Relaxed);
                 if silent_ms > 2 * heartbeat.as_millis() as i64 {
                     handle.close_with(close::HEARTBEAT_TIMEOUT);
                 } else {
@@ -349,6 +352,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             return;
         }
     }
+}
+
+/// Milliseconds on the monotonic clock since its first reading in this process. Heartbeat
+/// silence is measured on it, never on the wall clock: a wall-clock jump (an NTP step, a VM
+/// resumed, `date -s`) forward would otherwise close every live connection, and one backward
+/// would keep dead ones open until the clock caught up.
+fn monotonic_ms() -> i64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as i64
 }
 
 fn close_reason(code: u16) -> &'static str {

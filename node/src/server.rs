@@ -142,6 +142,7 @@ pub fn open_embedded(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<
     let batch_metrics = metrics.clone();
     let options = EmbeddedOptions {
         no_sync: !config.store_sync,
+        min_free_bytes: config.store_min_free_mb * 1024 * 1024,
         observer: Some(Arc::new(move |_, took: Duration| {
             batch_metrics.store_batch_seconds.observe(took.as_secs_f64())
         })),

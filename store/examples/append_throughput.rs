@@ -20,6 +20,7 @@ async fn measure(writers: usize, seconds: f64, body: usize) -> (f64, f64) {
     let b = batches.clone();
     let options = EmbeddedOptions {
         no_sync: false,
+        min_free_bytes: 0,
         observer: Some(Arc::new(move |_, _| {
             b.fetch_add(1, Ordering::Relaxed);
         })),

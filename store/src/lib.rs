@@ -183,7 +183,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Resolves once every write submitted before this call is durable.
     async fn flush(&self) -> StoreResult<()>;
-    /// Answers whether the store can serve requests (for `/readyz`).
+    /// Answers whether the store can serve requests, writes included (for `/readyz`):
+    /// `Unavailable`, with the reason, while it refuses writes (the embedded store below its
+    /// free-space reserve or recovering from a failed write).
     async fn ping(&self) -> StoreResult<()>;
 }
 

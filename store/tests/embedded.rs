@@ -47,6 +47,7 @@ async fn group_commit_batches_concurrent_writes() {
     let (b, j) = (batches.clone(), jobs.clone());
     let options = EmbeddedOptions {
         no_sync: false,
+        min_free_bytes: 0,
         observer: Some(Arc::new(move |n, _| {
             b.fetch_add(1, Ordering::Relaxed);
             j.fetch_add(n, Ordering::Relaxed);
@@ -66,4 +67,19 @@ async fn group_commit_batches_concurrent_writes() {
     let (b, j) = (batches.load(Ordering::Relaxed), jobs.load(Ordering::Relaxed));
     assert_eq!(j, 500);
     assert!(b < 250, "500 concurrent appends took {b} batches (fsyncs); group commit should fold them");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn below_the_free_space_reserve_writes_are_refused_and_reads_served() {
+    let dir = tempfile::tempdir().unwrap();
+    // A reserve no disk meets.
+    let options = EmbeddedOptions { min_free_bytes: u64::MAX, ..EmbeddedOptions::default() };
+    let store = EmbeddedStore::open(dir.path(), options).unwrap();
+    let refused = store.append_messages(vec![message("conv", 1, "u", Some("c1"))]).await.unwrap_err();
+    assert!(matches!(&refused, rookery_store::StoreError::Unavailable(why) if why.contains("reserve")), "{refused}");
+    let (page, more) = store.messages("conv", HistoryQuery::after(0, 10)).await.unwrap();
+    assert!(page.is_empty() && !more, "reads are served");
+    assert!(store.message_by_client_id("conv", "u", "c1").await.unwrap().is_none(), "nothing was written");
+    let why = store.ping().await.unwrap_err();
+    assert!(why.to_string().contains("reserve"), "{why}");
 }

@@ -71,9 +71,9 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     }
     match app.store.ping().await {
         Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
-        Err(_) => {
-            error::ApiError::new(rookery_protocol::ErrorCode::Unavailable, "store is not answering").into_response()
-        }
+        // The reason is for operators (a full disk, a store recovering from a failed write):
+        // it names no user data.
+        Err(e) => error::ApiError::new(rookery_protocol::ErrorCode::Unavailable, e.to_string()).into_response(),
     }
 }
 

@@ -9,6 +9,7 @@ mod cluster;
 mod cluster_support;
 mod conversations;
 mod deploy;
+mod faults;
 mod features;
 mod messaging;
 mod metrics;

@@ -2,136 +2,13 @@
 //! sessions with 1001 and exits 0 within the grace period; tokens survive restarts.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::support::*;
-
-struct Proc {
-    child: Child,
-    base: String,
-    ws_base: String,
-}
-
-/// Starts `rookery serve` on ephemeral ports in `dir` and reads the addresses it prints.
-fn spawn(dir: &std::path::Path, extra: &[&str]) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rookery"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .args(extra)
-        .env("ROOKERY_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start rookery");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines.next().expect("rookery exited before it was ready").unwrap();
-        if let Some(rest) = line.strip_prefix("rookery is running: chat and API on http://") {
-            break rest.split(',').next().unwrap().to_string();
-        }
-    };
-    // The first command of the README ends with the address of the web client.
-    let open = lines.next().expect("the line after the start line").unwrap();
-    assert_eq!(open, format!("open http://{addr}/ in a browser to chat"));
-    // Keep draining stdout so the child never blocks on a full pipe.
-
-    std::thread::spawn(move || for _ in lines {});
-    Proc { child, base: format!("http://{addr}"), ws_base: format!("ws://{addr}") }
-}
-
-impl Proc {
-    /// A client for this process, borrowing the support helpers.
-    fn client(&self) -> TestClient {
-        TestClient { http: reqwest::Client::new(), base: self.base.clone(), ws_base: self.ws_base.clone() }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
-        assert!(ok, "kill {sig}");
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "rookery did not exit within {within:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct TestClient {
-    http: reqwest::Client,
-    base: String,
-    ws_base: String,
-}
-
-impl TestClient {
-    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-        let mut req = self.http.post(format!("{}{path}", self.base)).json(&body);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let r = req.send().await.unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        let r = self.http.get(format!("{}{path}", self.base)).bearer_auth(token).send().await.unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn signup(&self, name: &str) -> Value {
-        let (s, v) = self.post("/api/auth/signup", None, json!({"username":name,"password":"password123"})).await;
-        assert_eq!(s, 201);
-        v
-    }
-
-    async fn ws(&self, token: &str) -> Ws {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut req = format!("{}/ws", self.ws_base).into_client_request().unwrap();
-        req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-        let (stream, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-        let mut ws = Ws { stream };
-        ws.expect_op("hello").await;
-        ws
-    }
-
-    /// The whole history of a conversation, ascending.
-    async fn history(&self, conv: &str, token: &str) -> Vec<Value> {
-        let mut out: Vec<Value> = Vec::new();
-        let mut after = 0;
-        loop {
-            let (s, page) =
-                self.get(&format!("/api/conversations/{conv}/messages?after_seq={after}&limit=500"), token).await;
-            assert_eq!(s, 200, "{page}");
-            let msgs = page["messages"].as_array().unwrap().clone();
-            if let Some(last) = msgs.last() {
-                after = last["seq"].as_u64().unwrap();
-            }
-            out.extend(msgs);
-            if page["has_more"] != true {
-                return out;
-            }
-        }
-    }
-}
 
 /// client_id -> (sender, seq, message id) of every ack a client received.
 type Acked = Arc<Mutex<HashMap<String, (String, u64, String)>>>;
@@ -139,7 +16,7 @@ type Acked = Arc<Mutex<HashMap<String, (String, u64, String)>>>;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_loses_no_acked_message() {
     let dir = tempfile::tempdir().unwrap();
-    let mut p = spawn(dir.path(), &["--send-rate-limit", "0"]);
+    let mut p = NodeProcess::spawn(dir.path(), &["--send-rate-limit", "0"]);
     let c = p.client();
     let users = [c.signup("user0").await, c.signup("user1").await, c.signup("user2").await];
     let (s, g) = c
@@ -196,7 +73,7 @@ async fn sigkill_mid_stream_loses_no_acked_message() {
     let acked = acked.lock().clone();
     drop(p);
 
-    let p = spawn(dir.path(), &[]);
+    let p = NodeProcess::spawn(dir.path(), &[]);
     let c = p.client();
     // Tokens issued before the crash still work: the JWT secret was kept in the data dir.
     let history = c.history(&conv, tok(&users[0])).await;
@@ -228,7 +105,7 @@ async fn sigkill_mid_stream_loses_no_acked_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_sessions_with_1001_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut p = spawn(dir.path(), &["--shutdown-grace", "5"]);
+    let mut p = NodeProcess::spawn(dir.path(), &["--shutdown-grace", "5"]);
     let c = p.client();
     let (a, b) = (c.signup("alice").await, c.signup("bob").await);
     let (_, g) =
@@ -249,7 +126,7 @@ async fn sigterm_closes_sessions_with_1001_and_exits_cleanly() {
     assert!(started.elapsed() < Duration::from_secs(6), "took {:?}", started.elapsed());
     drop(p);
 
-    let p = spawn(dir.path(), &[]);
+    let p = NodeProcess::spawn(dir.path(), &[]);
     let history = p.client().history(&conv, tok(&b)).await;
     assert_eq!(history.len(), 20);
     for (m, ack) in history.iter().zip(&acks) {

@@ -1,7 +1,10 @@
 //! Test nodes and clients, in one place. Every test starts its own node on ephemeral ports
 //! with its own data directory, and talks to it over real sockets.
 
-use std::time::Duration;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use rookery_node::{Config, Node};
@@ -277,6 +280,171 @@ impl Ws {
     pub async fn expect_silence(&mut self, wait: Duration) {
         if let Some(n) = self.next_within(wait).await {
             panic!("expected silence, got {n:?}");
+        }
+    }
+}
+
+/// A `rookery serve` process: the real binary, for what only a process shows (signals, kills,
+/// restarts on the same data directory, a faked clock).
+pub struct NodeProcess {
+    pub child: Child,
+    pub base: String,
+    pub ws_base: String,
+    pub admin_base: String,
+}
+
+impl NodeProcess {
+    /// Starts `rookery serve` on ephemeral ports in `dir`.
+    pub fn spawn(dir: &Path, extra: &[&str]) -> NodeProcess {
+        Self::spawn_with(dir, "127.0.0.1:0", "127.0.0.1:0", extra, &[])
+    }
+
+    /// Starts `rookery serve` on the given listeners in `dir`, with `extra` flags and `env`
+    /// variables, and reads the addresses it prints once it is ready.
+    pub fn spawn_with(
+        dir: &Path,
+        listen: &str,
+        admin_listen: &str,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> NodeProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rookery"));
+        command
+            .args(["serve", "--listen", listen, "--admin-listen", admin_listen, "--data-dir"])
+            .arg(dir)
+            .args(extra)
+            .env("ROOKERY_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("start rookery");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let (addr, admin) = loop {
+            let line = lines.next().expect("rookery exited before it was ready").unwrap();
+            if let Some(rest) = line.strip_prefix("rookery is running: chat and API on http://") {
+                let (chat, admin) = rest.split_once(", ops console on http://").expect("both addresses");
+                break (chat.to_string(), admin.to_string());
+            }
+        };
+        // The first command of the README ends with the address of the web client.
+        let open = lines.next().expect("the line after the start line").unwrap();
+        assert_eq!(open, format!("open http://{addr}/ in a browser to chat"));
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        NodeProcess {
+            child,
+            base: format!("http://{addr}"),
+            ws_base: format!("ws://{addr}"),
+            admin_base: format!("http://{admin}"),
+        }
+    }
+
+    /// A client for this process.
+    pub fn client(&self) -> ProcessClient {
+        ProcessClient { http: reqwest::Client::new(), base: self.base.clone(), ws_base: self.ws_base.clone() }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
+        assert!(ok, "kill {sig}");
+    }
+
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "rookery did not exit within {within:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, and waits for the process to be gone.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// HTTP and WebSocket client of a [`NodeProcess`].
+pub struct ProcessClient {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub ws_base: String,
+}
+
+impl ProcessClient {
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let mut req = self.http.post(format!("{}{path}", self.base)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        let r = self.http.get(format!("{}{path}", self.base)).bearer_auth(token).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn signup(&self, name: &str) -> Value {
+        let (s, v) = self.post("/api/auth/signup", None, json!({"username":name,"password":"password123"})).await;
+        assert_eq!(s, 201);
+        v
+    }
+
+    pub async fn ws(&self, token: &str) -> Ws {
+        let mut req = format!("{}/ws", self.ws_base).into_client_request().unwrap();
+        req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (stream, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let mut ws = Ws { stream };
+        ws.expect_op("hello").await;
+        ws
+    }
+
+    /// The whole history of a conversation, ascending.
+    pub async fn history(&self, conv: &str, token: &str) -> Vec<Value> {
+        history_pages(conv, |path| async move { self.get(&path, token).await }).await
+    }
+}
+
+impl TestNode {
+    /// The whole history of a conversation, ascending.
+    pub async fn history(&self, conv: &str, token: &str) -> Vec<Value> {
+        history_pages(conv, |path| async move { self.get(&path, token).await }).await
+    }
+}
+
+/// Pages through a conversation's history with `get`.
+async fn history_pages<F, Fut>(conv: &str, mut get: F) -> Vec<Value>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = (u16, Value)>,
+{
+    let mut out: Vec<Value> = Vec::new();
+    let mut after = 0;
+    loop {
+        let (s, page) = get(format!("/api/conversations/{conv}/messages?after_seq={after}&limit=500")).await;
+        assert_eq!(s, 200, "{page}");
+        let msgs = page["messages"].as_array().unwrap().clone();
+        if let Some(last) = msgs.last() {
+            after = last["seq"].as_u64().unwrap();
+        }
+        out.extend(msgs);
+        if page["has_more"] != true {
+            return out;
         }
     }
 }

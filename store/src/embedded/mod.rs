@@ -19,19 +19,20 @@
 //! | `dedupe` | conv id, sender, client id | seq (u64 BE) |
 //! | `cursors` | user id, conv id | [`Cursor`] JSON |
 
+mod disk;
 mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use fjall::{Database, KeyspaceCreateOptions};
 use rookery_protocol::{Message, Role, User};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use disk::CHECK_EVERY as FREE_SPACE_CHECK_EVERY;
 pub use writer::BatchObserver;
-use writer::{Keyspaces, Ks, Txn, Writer};
+use writer::{Engine, Keyspaces, Ks, Txn, Writer};
 
 use crate::search_terms;
 
@@ -53,14 +54,23 @@ pub struct EmbeddedOptions {
     /// Sync the journal to disk (fsync) after each group-committed batch. Default: `true`.
     /// With `false` an acked message can be lost if the machine (not just the process) crashes.
     pub no_sync: bool,
+    /// Writes are refused with `Unavailable` while the space available on the store
+    /// directory's filesystem is below this many bytes (read at most every
+    /// [`FREE_SPACE_CHECK_EVERY`]); reads go on, and writes resume when space returns.
+    /// Default: 0, no reserve (the node's `--store-min-free-mb` defaults to 64 MiB).
+    pub min_free_bytes: u64,
     /// Called after each batch with its job count and commit time.
     pub observer: Option<BatchObserver>,
 }
 
 /// The embedded store. Cheap to clone; all clones share one database and one writer thread.
+///
+/// After a failed write (a full disk, an I/O error) the store refuses writes, answers reads from
+/// the database as it was, and reopens the database from its directory once there is room
+/// again (see the writer's module documentation).
 #[derive(Clone)]
 pub struct EmbeddedStore {
-    ks: Arc<Keyspaces>,
+    engine: Arc<Engine>,
     writer: Writer,
 }
 
@@ -72,24 +82,18 @@ impl EmbeddedStore {
     /// example another process holds it).
     pub fn open(dir: &Path, options: EmbeddedOptions) -> StoreResult<Self> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
-        let db = Database::builder(dir)
-            .cache_size(CACHE_BYTES)
-            .open()
-            .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", dir.display())))?;
-        let mut all = Vec::with_capacity(Ks::ALL.len());
-        for ks in Ks::ALL {
-            all.push(
-                db.keyspace(ks.name(), || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES))
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))?,
-            );
-        }
-        let ks = Arc::new(Keyspaces { db, all });
-        let writer = Writer::start(ks.clone(), !options.no_sync, options.observer);
-        Ok(EmbeddedStore { ks, writer })
+        let engine = Arc::new(Engine::open(dir, options.min_free_bytes)?);
+        let writer = Writer::start(engine.clone(), !options.no_sync, options.observer);
+        Ok(EmbeddedStore { engine, writer })
+    }
+
+    /// The open database (briefly unavailable while it is reopened after a failed write).
+    fn ks(&self) -> StoreResult<Arc<Keyspaces>> {
+        self.engine.keyspaces()
     }
 
     fn get_raw(&self, ks: Ks, key: &[u8]) -> StoreResult<Option<fjall::Slice>> {
-        self.ks.get(ks).get(key).map_err(unavailable)
+        self.ks()?.get(ks).get(key).map_err(unavailable)
     }
 
     fn get_json<T: DeserializeOwned>(&self, ks: Ks, key: &[u8]) -> StoreResult<Option<T>> {
@@ -102,7 +106,7 @@ impl EmbeddedStore {
     /// Every (key suffix after the prefix, value) under `prefix`.
     fn scan(&self, ks: Ks, prefix: &[u8]) -> StoreResult<Vec<(Vec<u8>, fjall::Slice)>> {
         let mut out = Vec::new();
-        for guard in self.ks.get(ks).prefix(prefix) {
+        for guard in self.ks()?.get(ks).prefix(prefix) {
             let (k, v) = guard.into_inner().map_err(unavailable)?;
             out.push((k[prefix.len()..].to_vec(), v));
         }
@@ -256,7 +260,7 @@ impl Store for EmbeddedStore {
         let mut users: Vec<User> = Vec::new();
         let mut last_key = None;
         let mut more = false;
-        for guard in self.ks.get(Ks::UserSearch).range(start..) {
+        for guard in self.ks()?.get(Ks::UserSearch).range(start..) {
             let (k, _) = guard.into_inner().map_err(unavailable)?;
             if !k.starts_with(prefix.as_bytes()) {
                 break;
@@ -494,7 +498,8 @@ impl Store for EmbeddedStore {
             Some(s) => msg_key(conv, s - 1),
             None => msg_key(conv, u64::MAX),
         };
-        let range = self.ks.get(Ks::Messages).range(lo..=hi);
+        let keyspaces = self.ks()?;
+        let range = keyspaces.get(Ks::Messages).range(lo..=hi);
         let mut out = Vec::with_capacity(q.limit.min(512));
         let mut has_more = false;
         let forward = q.after_seq.is_some();
@@ -547,7 +552,7 @@ impl Store for EmbeddedStore {
         let lo = msg_key(conv, after_seq.saturating_add(1));
         let hi = msg_key(conv, u64::MAX);
         let mut n = 0;
-        for guard in self.ks.get(Ks::Messages).range(lo..=hi) {
+        for guard in self.ks()?.get(Ks::Messages).range(lo..=hi) {
             if n >= cap {
                 break;
             }
@@ -613,7 +618,7 @@ impl Store for EmbeddedStore {
 
     async fn bans(&self) -> StoreResult<Vec<(String, Sanction)>> {
         let mut out = Vec::new();
-        for guard in self.ks.get(Ks::Bans).iter() {
+        for guard in self.ks()?.get(Ks::Bans).iter() {
             let (k, v) = guard.into_inner().map_err(unavailable)?;
             out.push((String::from_utf8_lossy(&k).into_owned(), decode(Ks::Bans, &v)?));
         }
@@ -669,7 +674,7 @@ impl Store for EmbeddedStore {
     async fn audit(&self, before_ts: Option<i64>, limit: usize) -> StoreResult<Vec<AuditEntry>> {
         let hi = (before_ts.unwrap_or(i64::MAX).max(0) as u64).to_be_bytes().to_vec();
         let mut out = Vec::new();
-        for guard in self.ks.get(Ks::Audit).range(..hi).rev() {
+        for guard in self.ks()?.get(Ks::Audit).range(..hi).rev() {
             if out.len() == limit {
                 break;
             }
@@ -689,7 +694,7 @@ impl Store for EmbeddedStore {
             None => Vec::new(),
         };
         let mut out = Vec::new();
-        for guard in self.ks.get(Ks::Convs).range(start..) {
+        for guard in self.ks()?.get(Ks::Convs).range(start..) {
             if out.len() == limit {
                 break;
             }
@@ -735,7 +740,11 @@ impl Store for EmbeddedStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.get_raw(Ks::Users, b"\0ping").map(|_| ())
+        self.get_raw(Ks::Users, b"\0ping")?;
+        match self.engine.write_refusal() {
+            Some(reason) => Err(StoreError::Unavailable(format!("writes are refused: {reason}"))),
+            None => Ok(()),
+        }
     }
 }
 

@@ -10,14 +10,27 @@
 //!
 //! Queue: bounded at [`QUEUE_CAPACITY`] jobs. Overflow policy: callers wait (backpressure) for a
 //! free slot; nothing is dropped.
+//!
+//! Faults: while free space is below the reserve ([`super::disk`]) nothing is written: every job
+//! that would write is answered `Unavailable` (one that writes nothing still gets its answer).
+//! A batch whose journal write or sync fails is answered `Unavailable` and was not applied: the
+//! journal is synced before the batch reaches the memtables, so nobody ever reads a write that
+//! was not acknowledged. The engine refuses writes after such a failure, so the writer then
+//! refuses every job and reopens the database from its directory (journal recovery drops a torn
+//! last batch), as a restart would, once there is room again; reads are served by the old
+//! engine until the moment of the reopen.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
-use fjall::{Database, Keyspace, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
+use super::disk::DiskReserve;
+use super::{CACHE_BYTES, MEMTABLE_BYTES};
 use crate::{StoreError, StoreResult};
 
 /// Most write jobs waiting for the writer thread.
@@ -107,6 +120,102 @@ impl Keyspaces {
     pub(crate) fn get(&self, ks: Ks) -> &Keyspace {
         &self.all[ks as usize]
     }
+
+    /// Opens (or creates) the database in `dir` with every keyspace.
+    fn open(dir: &Path) -> StoreResult<Self> {
+        let db = Database::builder(dir)
+            .cache_size(CACHE_BYTES)
+            .open()
+            .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", dir.display())))?;
+        let mut all = Vec::with_capacity(Ks::ALL.len());
+        for ks in Ks::ALL {
+            all.push(
+                db.keyspace(ks.name(), || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES))
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+            );
+        }
+        Ok(Keyspaces { db, all })
+    }
+}
+
+/// A full disk is not reopened before this much is free (with no reserve configured, a reopen
+/// on a disk that is still full would fail its next write at once).
+const REOPEN_MIN_FREE: u64 = 4 * 1024 * 1024;
+/// First wait between reopen attempts; it doubles up to [`REOPEN_MAX_WAIT`].
+const REOPEN_FIRST_WAIT: Duration = Duration::from_millis(100);
+const REOPEN_MAX_WAIT: Duration = Duration::from_secs(5);
+/// How often a failed writer looks at its queue and at the free space.
+const RECOVERY_POLL: Duration = Duration::from_millis(20);
+/// How long a reopen waits for reads still using the old engine.
+const READERS_GRACE: Duration = Duration::from_secs(5);
+
+/// The engine, the reason it refuses writes (if it does) and the reopen after a failure.
+pub(crate) struct Engine {
+    dir: PathBuf,
+    /// `None` only while the database is being reopened.
+    current: RwLock<Option<Arc<Keyspaces>>>,
+    /// Set when a write or sync failed: the engine refuses writes until it is reopened.
+    failure: Mutex<Option<String>>,
+    reserve: DiskReserve,
+}
+
+impl Engine {
+    pub(crate) fn open(dir: &Path, min_free_bytes: u64) -> StoreResult<Self> {
+        let keyspaces = Keyspaces::open(dir)?;
+        Ok(Engine {
+            dir: dir.to_path_buf(),
+            current: RwLock::new(Some(Arc::new(keyspaces))),
+            failure: Mutex::new(None),
+            reserve: DiskReserve::new(dir, min_free_bytes),
+        })
+    }
+
+    /// The open database, for reads.
+    pub(crate) fn keyspaces(&self) -> StoreResult<Arc<Keyspaces>> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| StoreError::Unavailable("the store is reopening after a failed write; retry".into()))
+    }
+
+    /// Why writes are refused now (a failed write not yet recovered, or free space below the
+    /// reserve), if they are.
+    pub(crate) fn write_refusal(&self) -> Option<String> {
+        if let Some(failure) = self.failure.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Some(format!("a write failed ({failure}); the store reopens when there is room"));
+        }
+        self.reserve.refusal()
+    }
+
+    fn failed(&self) -> bool {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    fn fail(&self, reason: String) {
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+    }
+
+    /// Drops the failed database (once the reads using it are done) and opens it again from its
+    /// directory, as a restart would.
+    fn reopen(&self) -> StoreResult<()> {
+        let old = self.current.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(old) = old {
+            let gone = Arc::downgrade(&old);
+            drop(old);
+            let deadline = Instant::now() + READERS_GRACE;
+            while gone.strong_count() > 0 {
+                if Instant::now() > deadline {
+                    return Err(StoreError::Unavailable("reads of the failed database did not finish".into()));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let keyspaces = Keyspaces::open(&self.dir)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(keyspaces));
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(())
+    }
 }
 
 /// A key of one keyspace.
@@ -157,7 +266,9 @@ impl Txn<'_> {
 }
 
 type Completion = Box<dyn FnOnce(StoreResult<()>) + Send>;
-type Job = Box<dyn FnOnce(&mut Txn<'_>) -> Completion + Send>;
+/// A write job: runs against the batch (`Some`), or is refused without running (`None`); either
+/// way it returns what answers its caller once the batch's outcome is known.
+type Job = Box<dyn FnOnce(Option<&mut Txn<'_>>) -> Completion + Send>;
 
 enum Request {
     Job(Job),
@@ -173,17 +284,19 @@ pub(crate) struct Writer {
 pub type BatchObserver = Arc<dyn Fn(usize, std::time::Duration) + Send + Sync>;
 
 impl Writer {
-    pub(crate) fn start(keyspaces: Arc<Keyspaces>, sync: bool, observer: Option<BatchObserver>) -> Self {
+    pub(crate) fn start(engine: Arc<Engine>, sync: bool, observer: Option<BatchObserver>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         std::thread::Builder::new()
             .name("rookery-store-writer".into())
-            .spawn(move || run(keyspaces, rx, sync, observer))
+            .spawn(move || run(engine, rx, sync, observer))
             .expect("spawning the store writer thread");
         Writer { tx }
     }
 
     /// Runs `f` on the writer thread inside the next batch and resolves when that batch is
-    /// durable. If `f` fails, none of its writes are applied.
+    /// durable. If `f` fails, none of its writes are applied. `Unavailable` when its writes were
+    /// refused (free space below the reserve, the engine recovering from a failed write) or the
+    /// batch's commit failed; then nothing of it was written.
     pub(crate) async fn submit<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -191,12 +304,18 @@ impl Writer {
     {
         let (done_tx, done_rx) = oneshot::channel::<StoreResult<T>>();
         let job: Job = Box::new(move |txn| {
-            let result = f(txn);
-            if result.is_err() {
-                txn.own.clear();
-            }
+            let result = txn.map(|txn| {
+                let result = f(txn);
+                if result.is_err() {
+                    txn.own.clear();
+                }
+                result
+            });
             Box::new(move |durable: StoreResult<()>| {
-                let _ = done_tx.send(durable.and(result));
+                let answer = durable.and_then(|()| {
+                    result.unwrap_or_else(|| Err(StoreError::Unavailable("the write was refused".into())))
+                });
+                let _ = done_tx.send(answer);
             })
         });
         self.tx.send(Request::Job(job)).await.map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
@@ -204,11 +323,22 @@ impl Writer {
     }
 }
 
-fn run(keyspaces: Arc<Keyspaces>, mut rx: mpsc::Receiver<Request>, sync: bool, observer: Option<BatchObserver>) {
+fn refuse(job: Job, reason: &str) {
+    job(None)(Err(StoreError::Unavailable(reason.to_string())));
+}
+
+fn run(engine: Arc<Engine>, mut rx: mpsc::Receiver<Request>, sync: bool, observer: Option<BatchObserver>) {
     let mut jobs: Vec<Job> = Vec::with_capacity(64);
-    while let Some(first) = rx.blocking_recv() {
-        let Request::Job(job) = first;
-        jobs.push(job);
+    let mut refusing = false;
+    loop {
+        if engine.failed() {
+            if !recover(&engine, &mut rx) {
+                break;
+            }
+            refusing = false;
+        }
+        let Some(Request::Job(first)) = rx.blocking_recv() else { break };
+        jobs.push(first);
         while jobs.len() < MAX_BATCH_JOBS {
             match rx.try_recv() {
                 Ok(Request::Job(job)) => jobs.push(job),
@@ -217,11 +347,40 @@ fn run(keyspaces: Arc<Keyspaces>, mut rx: mpsc::Receiver<Request>, sync: bool, o
         }
         let started = Instant::now();
         let n = jobs.len();
+        let refusal = engine.write_refusal();
+        if refusal.is_some() != refusing {
+            refusing = refusal.is_some();
+            match &refusal {
+                Some(reason) => tracing::error!(%reason, "the store refuses writes"),
+                None => tracing::info!("the store accepts writes again"),
+            }
+        }
+        let keyspaces = match engine.keyspaces() {
+            Ok(ks) => ks,
+            Err(e) => {
+                for job in jobs.drain(..) {
+                    refuse(job, &e.to_string());
+                }
+                continue;
+            }
+        };
+        if let Some(reason) = refusal {
+            // Nothing is written. A job that writes nothing (a flush, a check that fails, a
+            // revocation of an unknown token) still gets its answer; the others are refused.
+            let nothing = Overlay::new();
+            for job in jobs.drain(..) {
+                let mut txn = Txn { keyspaces: &keyspaces, batch: &nothing, own: Vec::new() };
+                let completion = job(Some(&mut txn));
+                let wrote = !txn.own.is_empty();
+                completion(if wrote { Err(StoreError::Unavailable(reason.clone())) } else { Ok(()) });
+            }
+            continue;
+        }
         let mut overlay: Overlay = HashMap::new();
         let mut completions: Vec<Completion> = Vec::with_capacity(n);
         for job in jobs.drain(..) {
             let mut txn = Txn { keyspaces: &keyspaces, batch: &overlay, own: Vec::new() };
-            let completion = job(&mut txn);
+            let completion = job(Some(&mut txn));
             let own = std::mem::take(&mut txn.own);
             for (k, v) in own {
                 overlay.insert(k, v);
@@ -229,6 +388,16 @@ fn run(keyspaces: Arc<Keyspaces>, mut rx: mpsc::Receiver<Request>, sync: bool, o
             completions.push(completion);
         }
         let outcome = commit(&keyspaces, overlay, sync);
+        drop(keyspaces);
+        if let Err(e) = &outcome {
+            // The engine refuses every write from now on; `recover` reopens it.
+            tracing::error!(error = %e, jobs = n, "a store write failed; nothing of it was acknowledged");
+            engine.fail(match e {
+                StoreError::Unavailable(detail) => detail.clone(),
+                other => other.to_string(),
+            });
+            refusing = true;
+        }
         if let Some(observe) = &observer {
             observe(n, started.elapsed());
         }
@@ -237,23 +406,57 @@ fn run(keyspaces: Arc<Keyspaces>, mut rx: mpsc::Receiver<Request>, sync: bool, o
         }
     }
     // Every handle is gone: make what was written durable before the thread ends.
-    let _ = keyspaces.db.persist(PersistMode::SyncAll);
+    if let Ok(keyspaces) = engine.keyspaces() {
+        let _ = keyspaces.db.persist(PersistMode::SyncAll);
+    }
 }
 
+/// After a failed write: refuses every job until the database is reopened, which is tried once
+/// there is room on the disk, with a growing wait between attempts. Returns `false` when every
+/// handle to the store is gone.
+fn recover(engine: &Engine, rx: &mut mpsc::Receiver<Request>) -> bool {
+    let mut wait = REOPEN_FIRST_WAIT;
+    let mut next_attempt = Instant::now();
+    loop {
+        loop {
+            match rx.try_recv() {
+                Ok(Request::Job(job)) => {
+                    let reason = engine.write_refusal().unwrap_or_else(|| "the store is recovering".into());
+                    refuse(job, &reason);
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+        if Instant::now() >= next_attempt && engine.reserve.room_to_reopen(REOPEN_MIN_FREE) {
+            match engine.reopen() {
+                Ok(()) => {
+                    tracing::info!("the store was reopened after a failed write and accepts writes again");
+                    return true;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?wait, "reopening the store failed");
+                    next_attempt = Instant::now() + wait;
+                    wait = (wait * 2).min(REOPEN_MAX_WAIT);
+                }
+            }
+        }
+        std::thread::sleep(RECOVERY_POLL);
+    }
+}
+
+/// Writes the batch; with `sync`, the journal is synced before the batch is applied to the
+/// memtables, so a failed sync leaves nothing readable behind.
 fn commit(keyspaces: &Keyspaces, overlay: Overlay, sync: bool) -> StoreResult<()> {
     if overlay.is_empty() {
         return Ok(());
     }
-    let mut batch = keyspaces.db.batch();
+    let mut batch = keyspaces.db.batch().durability(sync.then_some(PersistMode::SyncAll));
     for ((ks, key), value) in overlay {
         match value {
             Some(v) => batch.insert(keyspaces.get(ks), key, v),
             None => batch.remove(keyspaces.get(ks), key),
         }
     }
-    batch.commit().map_err(|e| StoreError::Unavailable(e.to_string()))?;
-    if sync {
-        keyspaces.db.persist(PersistMode::SyncAll).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-    }
-    Ok(())
+    batch.commit().map_err(|e| StoreError::Unavailable(e.to_string()))
 }
