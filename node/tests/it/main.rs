@@ -13,6 +13,7 @@ mod features;
 mod messaging;
 mod metrics;
 mod moderation;
+mod openapi;
 mod process;
 mod repo;
 mod rfc6455;
