@@ -553,7 +553,7 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
         (status = 201, description = "The stored message (the original one for a repeated `client_id`)", body = Message),
         (status = 400, description = "`bad_request`: a malformed body, an invalid `client_id`, a blank body without attachments, or more than 10 attachments", body = ErrorBody),
         (status = 401, response = Unauthorized),
-        (status = 403, description = "`forbidden` (banned), or `muted`/`banned` in this conversation", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is banned; or `muted`: the caller is muted in this conversation", body = ErrorBody),
         (status = 404, description = "`not_found`: no such conversation, the caller is not a member, or an attachment the caller may not read", body = ErrorBody),
         (status = 413, description = "`too_large`: the body is over `--max-body` bytes, or the request over 256 KiB", body = ErrorBody),
         (status = 429, description = "`rate_limited`: over the per-user write limit (with `Retry-After`); or `slow_mode`: slow mode is on and the caller sent recently",
