@@ -48,39 +48,47 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Two free ports, chosen by the kernel.
-read -r port admin_port < <(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(2)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))')
-base="http://127.0.0.1:$port"
-
-target/debug/rookery serve --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port" \
+# The node binds free ports itself (port 0) and logs the addresses it got.
+target/debug/rookery serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --log-format json \
   --data-dir "$work/data" --api-write-rate-limit 0 --send-rate-limit 0 >"$work/node.log" 2>&1 &
 node_pid=$!
 
-# Wait for the node, then sign up the user whose token schemathesis sends.
-token=$(python3 - "$base" <<'EOF'
+# Wait for the node's address, then sign up the user whose token schemathesis sends.
+started=$(python3 - "$work/node.log" "$node_pid" <<'EOF'
 import json, sys, time, urllib.request
-base = sys.argv[1]
-deadline = time.monotonic() + 60
-while True:
+log, pid = sys.argv[1], sys.argv[2]
+
+def alive():
     try:
-        urllib.request.urlopen(base + "/healthz", timeout=2).read()
-        break
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
+        return False
+
+deadline = time.monotonic() + 60
+base = None
+while base is None:
+    for line in open(log, errors="replace"):
+        try:
+            fields = json.loads(line).get("fields", {})
+        except ValueError:
+            continue
+        if "chat_addr" in fields:
+            base = "http://" + fields["chat_addr"]
+    if base is None:
+        if not alive():
+            sys.exit("the node exited")
         if time.monotonic() > deadline:
-            sys.exit("the node did not answer /healthz within 60 s")
+            sys.exit("the node did not start within 60 s")
         time.sleep(0.1)
+urllib.request.urlopen(base + "/healthz", timeout=10).read()
 body = json.dumps({"username": "schemathesis", "password": "schemathesis-password"}).encode()
 req = urllib.request.Request(base + "/api/auth/signup", body, {"Content-Type": "application/json"})
-print(json.load(urllib.request.urlopen(req, timeout=10))["access_token"])
+print(base, json.load(urllib.request.urlopen(req, timeout=10))["access_token"])
 EOF
 ) || { tail -20 "$work/node.log" >&2; fail "the node did not start"; }
+read -r base token <<<"$started"
 
-started=$(date +%s)
+began=$(date +%s)
 set +e
 report=target/schemathesis-report.json
 rm -f "$report"
@@ -94,7 +102,7 @@ timeout "$timeout" "$venv/bin/st" --config-file scripts/schemathesis.toml run "$
   --report json --report-json-path "$report" >"$work/st.log" 2>&1
 status=$?
 set -e
-seconds=$(($(date +%s) - started))
+seconds=$(($(date +%s) - began))
 
 # The node must still be up, and must have logged no panic.
 if ! kill -0 "$node_pid" 2>/dev/null; then
