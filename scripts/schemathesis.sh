@@ -8,10 +8,10 @@
 # Installs the pinned schemathesis into target/schemathesis-venv when it is missing, builds the
 # debug node, starts it on free ports with a fresh data directory and no write limits, signs up
 # a user for a bearer token, runs schemathesis, stops the node and prints one line:
-# `schemathesis: ok, N operations, M test cases` or `schemathesis: FAILED ...` (exit 1).
+# `schemathesis: ok, N operations, M test cases, T s ...` or `schemathesis: FAILED ...` (exit 1).
 #
 # Environment: SCHEMATHESIS_EXAMPLES (test cases per operation and phase, default 25),
-# SCHEMATHESIS_SEED (default 1: the same cases each run; set another to explore),
+# SCHEMATHESIS_SEED (default 1, so runs generate the same inputs; set another to explore),
 # SCHEMATHESIS_TIMEOUT (seconds, default 300: the run is cut off and fails after this).
 # Per-operation exceptions to the checks are in scripts/schemathesis.toml, each with its reason.
 set -euo pipefail

@@ -37,6 +37,7 @@ const MAX_COALESCE: usize = 128;
     path = "/ws",
     tag = "websocket",
     operation_id = "websocket",
+    summary = "Opens a WebSocket (token in the header or `?token=`)",
     description = "The WebSocket gateway: a GET with the RFC 6455 upgrade headers. The protocol spoken once \
 upgraded (frames, events, close codes) is in `docs/protocol.md`, section 4.",
     security(("bearer" = []), ("query_token" = [])),

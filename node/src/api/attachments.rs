@@ -80,6 +80,7 @@ fn content_type(req: &Request) -> String {
     path = "/api/attachments",
     tag = "attachments",
     operation_id = "upload_attachment",
+    summary = "Uploads a file (the raw body), named by `?name=`",
     security(("bearer" = [])),
     params(UploadParams),
     request_body(
@@ -155,6 +156,7 @@ fn blob_error(e: &object_store::Error) -> ApiError {
     path = "/api/attachments/{id}",
     tag = "attachments",
     operation_id = "download_attachment",
+    summary = "Downloads a file the caller may read",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "An attachment id")),
     responses(

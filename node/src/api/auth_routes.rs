@@ -233,6 +233,7 @@ pub async fn refresh(
     path = "/api/auth/logout",
     tag = "auth",
     operation_id = "logout",
+    summary = "Revokes one refresh token, or all of the caller's",
     security(("bearer" = [])),
     request_body(
         content = Option<LogoutBody>,

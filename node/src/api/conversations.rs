@@ -653,6 +653,7 @@ async fn update_message(
     path = "/api/conversations/{id}/messages/{msg_id}",
     tag = "conversations",
     operation_id = "edit_message",
+    summary = "Edits one of the caller's messages",
     security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "A conversation id"),
@@ -694,6 +695,7 @@ pub async fn edit_message(
     path = "/api/conversations/{id}/messages/{msg_id}",
     tag = "conversations",
     operation_id = "delete_message",
+    summary = "Deletes a message (the sender's own, or any as an owner or admin)",
     security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "A conversation id"),

@@ -176,6 +176,7 @@ pub fn valid_query(q: &str) -> Option<&str> {
     path = "/api/users",
     tag = "users",
     operation_id = "search_users",
+    summary = "Users whose username or display name starts with `q`",
     security(("bearer" = [])),
     params(SearchParams),
     responses(
