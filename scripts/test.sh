@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs what the tests need and is missing (Debian's chromium for the
 # console's browser tests, playwright-core from npm, Debian's redis-server for the cluster tests,
-# prometheus for promtool and faketime for the clock-jump test),
+# prometheus for promtool, faketime for the clock-jump test, and python3-venv for schemathesis,
+# which scripts/schemathesis.sh installs from PyPI into target/schemathesis-venv),
 # then runs every Rust test, including the browser tests, which drive the real console in
 # headless Chromium, and the cluster tests, which use the Redis on 127.0.0.1:6379 when one
-# answers and otherwise start their own redis-server on a free port.
+# answers and otherwise start their own redis-server on a free port; then the soak, schemathesis
+# against a live node, and a short run of each fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +15,7 @@ missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v faketime >/dev/null || missing+=(faketime)
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} (Debian packages) for the browser, cluster, deployment and fault tests..."
   SUDO=""
@@ -43,6 +46,15 @@ else
   soak_status=1
 fi
 
+# Schemathesis against a live node (scripts/schemathesis.sh): every operation of the OpenAPI
+# document at /api/openapi.json with generated input; no 5xx, nothing the document does not say.
+schemathesis_status=0
+if ./scripts/schemathesis.sh | tee -a "$log"; then
+  :
+else
+  schemathesis_status=1
+fi
+
 # A short run of every fuzz target (fuzz/README.md); needs the nightly toolchain and cargo-fuzz.
 fuzz_status=0
 if cargo +nightly --version >/dev/null 2>&1; then
@@ -68,7 +80,9 @@ echo
 awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
      /^fuzz [a-z_]+: ok/ { fp += 1 } /^fuzz [a-z_]+: FAILED/ { ff += 1 }
      /^soak: ok/ { soak = "ok" } /^soak FAILED/ { soak = "FAILED" }
-     END { printf "summary: %d passed, %d failed; fuzz targets: %d ok, %d failed; soak: %s\n", p, f, fp, ff, soak ? soak : "FAILED" }' "$log"
+     /^schemathesis: ok/ { st = "ok" } /^schemathesis: FAILED/ { st = "FAILED" }
+     END { printf "summary: %d passed, %d failed; fuzz targets: %d ok, %d failed; soak: %s; schemathesis: %s\n", p, f, fp, ff, soak ? soak : "FAILED", st ? st : "FAILED" }' "$log"
 if [ "$status" -eq 0 ]; then status=$fuzz_status; fi
 if [ "$status" -eq 0 ]; then status=$soak_status; fi
+if [ "$status" -eq 0 ]; then status=$schemathesis_status; fi
 exit "$status"

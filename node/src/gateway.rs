@@ -32,6 +32,29 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const MAX_COALESCE: usize = 128;
 
 /// `GET /ws`: authenticates (header or `?token=`), then upgrades.
+#[utoipa::path(
+    get,
+    path = "/ws",
+    tag = "websocket",
+    operation_id = "websocket",
+    summary = "Opens a WebSocket (token in the header or `?token=`)",
+    description = "The WebSocket gateway: a GET with the RFC 6455 upgrade headers. The protocol spoken once \
+upgraded (frames, events, close codes) is in `docs/protocol.md`, section 4.",
+    security(("bearer" = []), ("query_token" = [])),
+    params(
+        ("Connection" = String, Header, description = "`Upgrade`", pattern = "^[Uu][Pp][Gg][Rr][Aa][Dd][Ee]$"),
+        ("Upgrade" = String, Header, description = "`websocket`", pattern = "^[Ww][Ee][Bb][Ss][Oo][Cc][Kk][Ee][Tt]$"),
+        ("Sec-WebSocket-Version" = String, Header, description = "`13`", pattern = "^13$"),
+        ("Sec-WebSocket-Key" = String, Header, description = "The client's nonce (RFC 6455 section 4.1)"),
+    ),
+    responses(
+        (status = 101, description = "Switching Protocols: the connection is a WebSocket from here on"),
+        (status = 400, description = "`bad_request`: not a WebSocket upgrade request", body = crate::api::error::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing, invalid or expired access token", body = crate::api::error::ErrorBody),
+        (status = 403, description = "`forbidden`: the user is banned", body = crate::api::error::ErrorBody),
+        (status = 429, description = "`rate_limited`: too many open connections from this address", body = crate::api::error::ErrorBody),
+    ),
+)]
 pub async fn upgrade(State(app): State<Arc<App>>, mut req: Request) -> Response {
     let token = req
         .headers()

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// The `code` of an error, as it appears in `{"error":{"code":...}}` HTTP bodies and in
 /// WebSocket `error` frames.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {

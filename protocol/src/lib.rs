@@ -4,6 +4,9 @@
 //!
 //! This crate does no I/O. The node, the load generator and the tests all use it, so a change
 //! here is a change of the public protocol: document it in `docs/protocol.md`.
+//!
+//! Feature `openapi` (off by default): the objects and [`ErrorCode`] derive `utoipa::ToSchema`,
+//! for the node's OpenAPI document of its HTTP API.
 
 mod codes;
 mod events;

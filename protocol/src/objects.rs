@@ -8,8 +8,10 @@ pub type UserId = String;
 pub type ConvId = String;
 
 /// A user's public profile.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub id: UserId,
     pub username: String,
     pub display_name: String,
@@ -19,6 +21,7 @@ pub struct User {
 }
 
 /// What signup, login and refresh answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Session {
     pub user: User,
@@ -29,6 +32,7 @@ pub struct Session {
 }
 
 /// Kind of conversation.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConversationKind {
@@ -37,6 +41,7 @@ pub enum ConversationKind {
 }
 
 /// A member's role in a conversation.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -53,8 +58,10 @@ impl Role {
 }
 
 /// One member of a conversation.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub user_id: UserId,
     pub role: Role,
     /// The member's read cursor, when the answer includes it.
@@ -63,8 +70,10 @@ pub struct Member {
 }
 
 /// A conversation as clients see it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conversation {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub id: ConvId,
     pub kind: ConversationKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -82,15 +91,21 @@ impl Conversation {
 }
 
 /// A stored message.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub conv: ConvId,
     pub seq: u64,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub sender: UserId,
     pub ts: i64,
     pub body: String,
+    /// Attachment objects (`{id, name, content_type, size, url}`), or one call-log object
+    /// (`{"kind":"call", ...}`); empty when none and once deleted.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub attachments: Vec<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -13,17 +13,49 @@ use object_store::{ObjectStoreExt, WriteMultipart};
 use rookery_actors::{new_id, now_ms};
 use rookery_protocol::{is_valid_id, ErrorCode};
 use rookery_store::AttachmentRecord;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::error::ApiError;
-use super::extract::AuthUser;
+use super::error::{ApiError, ErrorBody, Forbidden, Unauthorized, Unavailable, WriteLimited};
+use super::extract::{ApiPath, ApiQuery, AuthUser};
 use crate::blobs::attachment_path;
 use crate::server::App;
 
-#[derive(Deserialize)]
+/// The query of an upload. Any other parameter is a 400.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UploadParams {
+    /// The file name: 1–255 characters, no control characters, no `/` or `\`.
+    #[param(min_length = 1, max_length = 255, pattern = r"^[^\x00-\x1f\x7f-\x9f/\\]*$", example = "cat pic.png")]
     name: String,
+}
+
+/// An uploaded file, as an upload answers it and as a message's `attachments` holds it.
+#[derive(Serialize, ToSchema)]
+pub struct Attachment {
+    /// The attachment id.
+    id: String,
+    /// The file name given at upload.
+    name: String,
+    /// `type/subtype`, lower case, as uploaded (or `application/octet-stream`).
+    content_type: String,
+    /// Bytes.
+    size: u64,
+    /// `/api/attachments/{id}`, relative to the node; needs the bearer token.
+    url: String,
+}
+
+impl From<&AttachmentRecord> for Attachment {
+    fn from(r: &AttachmentRecord) -> Self {
+        Attachment {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            content_type: r.content_type.clone(),
+            size: r.size,
+            url: format!("/api/attachments/{}", r.id),
+        }
+    }
 }
 
 fn valid_name(n: &str) -> bool {
@@ -43,13 +75,35 @@ fn content_type(req: &Request) -> String {
 }
 
 /// `POST /api/attachments?name=<file name>`: the raw body is the file.
+#[utoipa::path(
+    post,
+    path = "/api/attachments",
+    tag = "attachments",
+    operation_id = "upload_attachment",
+    summary = "Uploads a file (the raw body), named by `?name=`",
+    security(("bearer" = [])),
+    params(UploadParams),
+    request_body(
+        description = "The file's bytes, raw (not JSON, not multipart). Its `Content-Type` becomes the attachment's \
+`content_type`; at most `--max-attachment` bytes (default 25 MiB).",
+        content(("application/octet-stream"), ("*/*")),
+    ),
+    responses(
+        (status = 201, description = "Stored; private to the uploader until sent in a message or made an avatar", body = Attachment),
+        (status = 400, description = "`bad_request`: a missing or invalid `name`, or another parameter", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, description = "`too_large`: the file is over `--max-attachment` bytes", body = ErrorBody),
+        (status = 429, response = WriteLimited),
+        (status = 503, response = Unavailable),
+    ),
+)]
 pub async fn upload(
     State(app): State<Arc<App>>,
     AuthUser(me): AuthUser,
-    params: Result<Query<UploadParams>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(p): ApiQuery<UploadParams>,
     req: Request,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(p) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     if !valid_name(&p.name) {
         return Err(ApiError::bad_request("name must be 1-255 characters without control characters or slashes"));
     }
@@ -87,7 +141,7 @@ pub async fn upload(
     let record =
         AttachmentRecord { id, uploader: me, name: p.name, content_type, size, created_at: now_ms(), public: false };
     app.store.put_attachment(record.clone()).await?;
-    Ok((StatusCode::CREATED, Json(record.to_message_json())))
+    Ok((StatusCode::CREATED, Json(Attachment::from(&record))))
 }
 
 fn blob_error(e: &object_store::Error) -> ApiError {
@@ -97,10 +151,36 @@ fn blob_error(e: &object_store::Error) -> ApiError {
 
 /// `GET /api/attachments/{id}`: the bytes, with the stored type, a safe disposition and
 /// `nosniff`. Anyone else gets 404.
+#[utoipa::path(
+    get,
+    path = "/api/attachments/{id}",
+    tag = "attachments",
+    operation_id = "download_attachment",
+    summary = "Downloads a file the caller may read",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "An attachment id")),
+    responses(
+        (status = 200, description = "The whole file, for its uploader, members of a conversation where it was sent, \
+and every signed-in user when it is (or was) an avatar",
+            content(("application/octet-stream"), ("*/*")),
+            headers(
+                ("Content-Type" = String, description = "The stored `content_type`"),
+                ("Content-Length" = u64, description = "`size`"),
+                ("Content-Disposition" = String, description = "`inline` for PNG, JPEG, GIF and WebP images, else `attachment`; with the file name"),
+                ("X-Content-Type-Options" = String, description = "`nosniff`"),
+                ("Content-Security-Policy" = String, description = "`default-src 'none'; sandbox`"),
+                ("Cache-Control" = String, description = "`private, max-age=86400`"),
+            )),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "`not_found`: no such attachment, or the caller may not read it", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ),
+)]
 pub async fn download(
     State(app): State<Arc<App>>,
     AuthUser(me): AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let not_found = || ApiError::not_found("no such attachment");
     if !is_valid_id(&id) {
@@ -148,4 +228,23 @@ fn percent_encode(s: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_upload_answer_is_what_messages_carry() {
+        let r = AttachmentRecord {
+            id: "a1".into(),
+            uploader: "u".into(),
+            name: "cat pic.png".into(),
+            content_type: "image/png".into(),
+            size: 3,
+            created_at: 1,
+            public: false,
+        };
+        assert_eq!(serde_json::to_value(Attachment::from(&r)).unwrap(), r.to_message_json());
+    }
 }

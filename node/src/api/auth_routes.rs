@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -13,31 +12,58 @@ use rookery_actors::{new_id, now_ms};
 use rookery_protocol::{ErrorCode, Session, User};
 use rookery_store::{RefreshRecord, RefreshUse, StoreError, UserRecord};
 use serde::Deserialize;
+use utoipa::ToSchema;
 
-use super::error::ApiError;
-use super::extract::{ApiJson, AuthUser};
+use super::error::{ApiError, ErrorBody, Forbidden, TooLarge, Unauthorized, Unavailable, WriteLimited};
+use super::extract::{parse_object, trim_json_whitespace, ApiBytes, ApiJson, AuthUser};
 use crate::auth::tokens::{hash_refresh_token, new_refresh_token};
 use crate::server::App;
 
-#[derive(Deserialize)]
+/// The body of a sign-up.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignupBody {
+    /// 3–32 of `a-z0-9_.-`; unique, never changes.
+    #[schema(pattern = r"^[a-z0-9_.-]{3,32}$", example = "alice")]
     username: String,
+    /// 8–256 characters.
+    #[schema(min_length = 8, max_length = 256, example = "password123")]
     password: String,
+    /// 1–64 characters, no control characters, not blank. Defaults to `username`.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$",
+        example = "Alice"
+    )]
     display_name: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// The body of a login. Any strings: a malformed username is refused like a wrong password.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
+    #[schema(example = "alice")]
     username: String,
+    #[schema(example = "password123")]
     password: String,
 }
 
-#[derive(Deserialize)]
+/// The body of a refresh.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshBody {
+    /// A refresh token from a Session; each works once.
     refresh_token: String,
+}
+
+/// The optional body of a logout.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogoutBody {
+    /// This refresh token stops working (an unknown one is ignored). Without it, or `null`,
+    /// every refresh token of the caller does.
+    refresh_token: Option<String>,
 }
 
 /// Usernames: 3–32 of `a-z0-9_.-`.
@@ -67,6 +93,21 @@ pub async fn issue_session(app: &App, user: User) -> Result<Session, ApiError> {
     Ok(Session { user, access_token, refresh_token, expires_in: ttl })
 }
 
+/// Creates an account and signs it in. Not throttled.
+#[utoipa::path(
+    post,
+    path = "/api/auth/signup",
+    tag = "auth",
+    operation_id = "signup",
+    request_body = SignupBody,
+    responses(
+        (status = 201, description = "The account was created; its first session", body = Session),
+        (status = 400, description = "`bad_request`: a malformed body or an invalid field", body = ErrorBody),
+        (status = 409, description = "`conflict`: the username is taken", body = ErrorBody),
+        (status = 413, response = TooLarge),
+        (status = 503, response = Unavailable),
+    ),
+)]
 pub async fn signup(
     State(app): State<Arc<App>>,
     ApiJson(body): ApiJson<SignupBody>,
@@ -98,6 +139,25 @@ pub async fn signup(
     Ok((StatusCode::CREATED, Json(issue_session(&app, user).await?)))
 }
 
+/// Signs in with a username and password: a new session each time.
+#[utoipa::path(
+    post,
+    path = "/api/auth/login",
+    tag = "auth",
+    operation_id = "login",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "Signed in", body = Session),
+        (status = 400, description = "`bad_request`: a malformed body", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: wrong username or password (the same answer for both)", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the user is banned", body = ErrorBody),
+        (status = 413, response = TooLarge),
+        (status = 429, description = "`rate_limited`: too many failed logins for this username or from this address",
+            body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until logins are accepted again"))),
+        (status = 503, response = Unavailable),
+    ),
+)]
 pub async fn login(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -122,6 +182,23 @@ pub async fn login(
     Ok(Json(issue_session(&app, user).await?))
 }
 
+/// Exchanges a refresh token for a new session. Refresh tokens rotate: each works once, and
+/// presenting a used one revokes every refresh token of its user.
+#[utoipa::path(
+    post,
+    path = "/api/auth/refresh",
+    tag = "auth",
+    operation_id = "refresh",
+    request_body = RefreshBody,
+    responses(
+        (status = 200, description = "A new access token and a new refresh token", body = Session),
+        (status = 400, description = "`bad_request`: a malformed body", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: the refresh token is unknown, expired, revoked or already used", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the user is banned", body = ErrorBody),
+        (status = 413, response = TooLarge),
+        (status = 503, response = Unavailable),
+    ),
+)]
 pub async fn refresh(
     State(app): State<Arc<App>>,
     ApiJson(body): ApiJson<RefreshBody>,
@@ -146,24 +223,42 @@ pub async fn refresh(
 
 /// Logout: with `{refresh_token}` that token stops working; without a body every refresh token
 /// of the user does. Access tokens already issued run out on their own (`access-ttl`).
+#[utoipa::path(
+    post,
+    path = "/api/auth/logout",
+    tag = "auth",
+    operation_id = "logout",
+    summary = "Revokes one refresh token, or all of the caller's",
+    security(("bearer" = [])),
+    request_body(
+        content = Option<LogoutBody>,
+        description = "Optional, and needs no `Content-Type`: an empty body (or `null`) revokes every refresh token \
+of the caller",
+    ),
+    responses(
+        (status = 204, description = "The refresh token (or all of the caller's) stopped working"),
+        (status = 400, description = "`bad_request`: the body is not valid JSON of this shape", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = TooLarge),
+        (status = 429, response = WriteLimited),
+        (status = 503, response = Unavailable),
+    ),
+)]
 pub async fn logout(
     State(app): State<Arc<App>>,
     AuthUser(user): AuthUser,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<StatusCode, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        app.store.revoke_user_refresh(&user).await?;
+    // No body at all, or `null`: every refresh token. White space alone is not a JSON document.
+    let token = if body.is_empty() || trim_json_whitespace(&body) == b"null" {
+        None
     } else {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct LogoutBody {
-            refresh_token: Option<String>,
-        }
-        let parsed: LogoutBody = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        match parsed.refresh_token {
-            Some(t) => app.store.revoke_refresh(&hash_refresh_token(&t)).await?,
-            None => app.store.revoke_user_refresh(&user).await?,
-        }
+        parse_object::<LogoutBody>(&body)?.refresh_token
+    };
+    match token {
+        Some(t) => app.store.revoke_refresh(&hash_refresh_token(&t)).await?,
+        None => app.store.revoke_user_refresh(&user).await?,
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -16,9 +16,10 @@ use rookery_protocol::{
 };
 use rookery_store::{ConvMeta, HistoryQuery};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::error::ApiError;
-use super::extract::{ApiJson, AuthUser};
+use super::error::{ApiError, ErrorBody, Forbidden, TooLarge, Unauthorized, Unavailable, WriteLimited};
+use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser};
 use crate::server::App;
 
 /// Most members one request may name.
@@ -26,27 +27,57 @@ const MAX_MEMBERS_PER_REQUEST: usize = 1000;
 /// Unread counts stop at this number (clients show "999+").
 const UNREAD_CAP: usize = 999;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateBody {
-    kind: ConversationKind,
-    #[serde(default)]
-    members: Vec<String>,
-    title: Option<String>,
+/// What to create: the direct conversation of the caller and one other user, or a group.
+#[derive(Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CreateConversation {
+    /// The one direct conversation of the caller and another user: 201 when new, 200 when it
+    /// existed (whoever of the two leaves it rejoins by asking again).
+    Direct {
+        /// Exactly one user, not the caller.
+        #[schema(min_items = 1, max_items = 1)]
+        members: Vec<String>,
+    },
+    /// A group; the caller is its owner.
+    Group {
+        /// 1–100 characters, no control characters, not blank.
+        #[schema(
+            min_length = 1,
+            max_length = 100,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$"
+        )]
+        title: String,
+        /// The other members (the caller is added whether or not they are named), at most 1000;
+        /// duplicates are ignored.
+        #[serde(default)]
+        #[schema(max_items = 1000)]
+        members: Vec<String>,
+    },
 }
 
 /// A conversation in the caller's list.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ListedConversation {
     #[serde(flatten)]
     conversation: Conversation,
+    /// The newest message; omitted when there is none.
     #[serde(skip_serializing_if = "Option::is_none")]
     last_message: Option<Message>,
+    /// The caller's read cursor.
     read_seq: u64,
+    /// Messages after `read_seq` sent by others and not deleted, capped at 999.
     unread: usize,
 }
 
-fn valid_title(t: &str) -> bool {
+/// The caller's conversations.
+#[derive(Serialize, ToSchema)]
+pub struct ConversationList {
+    /// Most recent activity first.
+    conversations: Vec<ListedConversation>,
+}
+
+/// A title: 1–100 characters, no control characters, not blank.
+pub fn valid_title(t: &str) -> bool {
     let n = t.chars().count();
     (1..=100).contains(&n) && !t.trim().is_empty() && !t.chars().any(char::is_control)
 }
@@ -98,25 +129,39 @@ async fn check_users_exist(app: &App, ids: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Creates a group, or opens the direct conversation with another user.
+#[utoipa::path(
+    post,
+    path = "/api/conversations",
+    tag = "conversations",
+    operation_id = "create_conversation",
+    security(("bearer" = [])),
+    request_body = CreateConversation,
+    responses(
+        (status = 201, description = "Created (a group, or a new direct conversation)", body = Conversation),
+        (status = 200, description = "The existing direct conversation of the two users", body = Conversation),
+        (status = 400, description = "`bad_request`: a malformed body, an invalid title, or a direct conversation that does not name exactly one other user", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "`not_found`: a named user does not exist", body = ErrorBody),
+        (status = 413, response = TooLarge),
+        (status = 429, response = WriteLimited),
+        (status = 503, response = Unavailable),
+    ),
+)]
 pub async fn create(
     State(app): State<Arc<App>>,
     AuthUser(me): AuthUser,
-    ApiJson(body): ApiJson<CreateBody>,
+    ApiJson(body): ApiJson<CreateConversation>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if body.members.len() > MAX_MEMBERS_PER_REQUEST {
-        return Err(ApiError::bad_request(format!("at most {MAX_MEMBERS_PER_REQUEST} members per request")));
-    }
     let now = now_ms();
-    match body.kind {
-        ConversationKind::Direct => {
-            let [other] = body.members.as_slice() else {
+    match body {
+        CreateConversation::Direct { members } => {
+            let [other] = members.as_slice() else {
                 return Err(ApiError::bad_request("a direct conversation names exactly one other member"));
             };
             if *other == me {
                 return Err(ApiError::bad_request("a direct conversation needs another user"));
-            }
-            if body.title.is_some() {
-                return Err(ApiError::bad_request("direct conversations have no title"));
             }
             check_users_exist(&app, std::slice::from_ref(other)).await?;
             let proposed =
@@ -138,12 +183,14 @@ pub async fn create(
             let status = if created { StatusCode::CREATED } else { StatusCode::OK };
             Ok((status, Json(conv)))
         }
-        ConversationKind::Group => {
-            let title = body.title.ok_or_else(|| ApiError::bad_request("a group needs a title"))?;
+        CreateConversation::Group { title, members } => {
+            if members.len() > MAX_MEMBERS_PER_REQUEST {
+                return Err(ApiError::bad_request(format!("at most {MAX_MEMBERS_PER_REQUEST} members per request")));
+            }
             if !valid_title(&title) {
                 return Err(ApiError::bad_request("title must be 1-100 printable characters"));
             }
-            let mut others: Vec<String> = body.members.into_iter().filter(|m| *m != me).collect();
+            let mut others: Vec<String> = members.into_iter().filter(|m| *m != me).collect();
             others.sort();
             others.dedup();
             check_users_exist(&app, &others).await?;
@@ -165,7 +212,21 @@ pub async fn create(
     }
 }
 
-pub async fn list(State(app): State<Arc<App>>, AuthUser(me): AuthUser) -> Result<Json<serde_json::Value>, ApiError> {
+/// The caller's conversations, most recent activity first.
+#[utoipa::path(
+    get,
+    path = "/api/conversations",
+    tag = "conversations",
+    operation_id = "list_conversations",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's conversations, with their last message and unread count", body = ConversationList),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub async fn list(State(app): State<Arc<App>>, AuthUser(me): AuthUser) -> Result<Json<ConversationList>, ApiError> {
     let mut out = Vec::new();
     for id in app.store.user_conversations(&me).await? {
         let Some(meta) = app.store.conversation(&id).await? else {
@@ -180,13 +241,29 @@ pub async fn list(State(app): State<Arc<App>>, AuthUser(me): AuthUser) -> Result
     }
     let activity = |c: &ListedConversation| c.last_message.as_ref().map_or(c.conversation.created_at, |m| m.ts);
     out.sort_by(|a, b| activity(b).cmp(&activity(a)).then_with(|| b.conversation.id.cmp(&a.conversation.id)));
-    Ok(Json(serde_json::json!({ "conversations": out })))
+    Ok(Json(ConversationList { conversations: out }))
 }
 
+/// One conversation, its members with their read cursors (members only).
+#[utoipa::path(
+    get,
+    path = "/api/conversations/{id}",
+    tag = "conversations",
+    operation_id = "get_conversation",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "A conversation id")),
+    responses(
+        (status = 200, description = "The conversation; each member carries `read_seq`", body = Conversation),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "`not_found`: no such conversation, or the caller is not a member", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ),
+)]
 pub async fn get(
     State(app): State<Arc<App>>,
     AuthUser(me): AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Conversation>, ApiError> {
     let (mut conv, _) = load_as_member(&app, &id, &me).await?;
     for m in &mut conv.members {
@@ -195,17 +272,44 @@ pub async fn get(
     Ok(Json(conv))
 }
 
-#[derive(Deserialize)]
+/// A change of a group; absent or `null` fields stay as they are.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PatchBody {
+pub struct PatchConversation {
+    /// 1–100 characters, no control characters, not blank.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     title: Option<String>,
 }
 
+/// Renames a group (owner or admin).
+#[utoipa::path(
+    patch,
+    path = "/api/conversations/{id}",
+    tag = "conversations",
+    operation_id = "patch_conversation",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "A conversation id")),
+    request_body = PatchConversation,
+    responses(
+        (status = 200, description = "The conversation as changed", body = Conversation),
+        (status = 400, description = "`bad_request`: a malformed body, an invalid title, or a direct conversation (they have no title)", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: the caller is not an owner or admin, or is banned", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation, or the caller is not a member", body = ErrorBody),
+        (status = 413, response = TooLarge),
+        (status = 429, response = WriteLimited),
+        (status = 503, response = Unavailable),
+    ),
+)]
 pub async fn patch(
     State(app): State<Arc<App>>,
     AuthUser(me): AuthUser,
-    Path(id): Path<String>,
-    ApiJson(body): ApiJson<PatchBody>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<PatchConversation>,
 ) -> Result<Json<Conversation>, ApiError> {
     let (mut conv, role) = load_as_member(&app, &id, &me).await?;
     if conv.kind == ConversationKind::Direct {
@@ -226,18 +330,60 @@ pub async fn patch(
     Ok(Json(conv))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddMembersBody {
-    user_ids: Vec<String>,
-    role: Option<Role>,
+/// The role members are added with (or changed to); a group has one owner, never named here.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantedRole {
+    #[default]
+    Member,
+    Admin,
 }
 
+impl From<GrantedRole> for Role {
+    fn from(r: GrantedRole) -> Role {
+        match r {
+            GrantedRole::Member => Role::Member,
+            GrantedRole::Admin => Role::Admin,
+        }
+    }
+}
+
+/// Users to add to a group, or whose role to set.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMembers {
+    /// 1–1000 existing users. Naming a member sets their role (the owner's never changes).
+    #[schema(min_items = 1, max_items = 1000)]
+    user_ids: Vec<String>,
+    /// Default `member`.
+    role: Option<GrantedRole>,
+}
+
+/// Adds members to a group, or sets their role (owner or admin).
+#[utoipa::path(
+    post,
+    path = "/api/conversations/{id}/members",
+    tag = "conversations",
+    operation_id = "add_members",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "A conversation id")),
+    request_body = AddMembers,
+    responses(
+        (status = 200, description = "The conversation after the change", body = Conversation),
+        (status = 400, description = "`bad_request`: a malformed body, or a direct conversation (they always have two members)", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: the caller is not an owner or admin, or is banned", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation, the caller is not a member, or a named user does not exist", body = ErrorBody),
+        (status = 413, response = TooLarge),
+        (status = 429, response = WriteLimited),
+        (status = 503, response = Unavailable),
+    ),
+)]
 pub async fn add_members(
     State(app): State<Arc<App>>,
     AuthUser(me): AuthUser,
-    Path(id): Path<String>,
-    ApiJson(body): ApiJson<AddMembersBody>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<AddMembers>,
 ) -> Result<Json<Conversation>, ApiError> {
     let (conv, my_role) = load_as_member(&app, &id, &me).await?;
     if conv.kind == ConversationKind::Direct {
@@ -249,10 +395,7 @@ pub async fn add_members(
     if body.user_ids.is_empty() || body.user_ids.len() > MAX_MEMBERS_PER_REQUEST {
         return Err(ApiError::bad_request(format!("user_ids must name 1-{MAX_MEMBERS_PER_REQUEST} users")));
     }
-    let role = body.role.unwrap_or(Role::Member);
-    if role == Role::Owner {
-        return Err(ApiError::bad_request("role must be member or admin"));
-    }
+    let role = Role::from(body.role.unwrap_or_default());
     check_users_exist(&app, &body.user_ids).await?;
     for user in &body.user_ids {
         // Never demote an owner by re-adding them.
@@ -266,10 +409,31 @@ pub async fn add_members(
     Ok(Json(conv))
 }
 
+/// Removes a member (owner or admin, by the role rules), or leaves (any member, naming
+/// themselves). When the last owner leaves, the senior remaining member becomes owner.
+#[utoipa::path(
+    delete,
+    path = "/api/conversations/{id}/members/{user_id}",
+    tag = "conversations",
+    operation_id = "remove_member",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "A conversation id"),
+        ("user_id" = String, Path, description = "The member to remove; the caller's own id to leave"),
+    ),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: the caller's role does not allow removing this member, or the caller is banned", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation, the caller is not a member, or the user is not a member", body = ErrorBody),
+        (status = 429, response = WriteLimited),
+        (status = 503, response = Unavailable),
+    ),
+)]
 pub async fn remove_member(
     State(app): State<Arc<App>>,
     AuthUser(me): AuthUser,
-    Path((id, user)): Path<(String, String)>,
+    ApiPath((id, user)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let (conv, my_role) = load_as_member(&app, &id, &me).await?;
     let target_role = conv.role_of(&user).ok_or_else(|| ApiError::not_found("not a member"))?;
@@ -298,21 +462,54 @@ pub async fn remove_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// The query of a history page. Any other parameter is a 400.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryParams {
+    /// Only messages with a smaller seq (the newest of them).
+    #[param(minimum = 0, maximum = 18446744073709551615_u64)]
     before_seq: Option<u64>,
+    /// Only messages with a greater seq (the oldest of them).
+    #[param(minimum = 0, maximum = 18446744073709551615_u64)]
     after_seq: Option<u64>,
+    /// Messages per page, 1–500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
 }
 
+/// A page of history.
+#[derive(Serialize, ToSchema)]
+pub struct MessagePage {
+    /// Ascending by seq.
+    messages: Vec<Message>,
+    /// More messages exist beyond the page in the direction read.
+    has_more: bool,
+}
+
+/// A page of a conversation's history (members only).
+#[utoipa::path(
+    get,
+    path = "/api/conversations/{id}/messages",
+    tag = "conversations",
+    operation_id = "list_messages",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "A conversation id"), HistoryParams),
+    responses(
+        (status = 200, description = "Messages ascending by seq; without parameters the newest `limit`", body = MessagePage),
+        (status = 400, description = "`bad_request`: an invalid parameter, or another parameter", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "`not_found`: no such conversation, or the caller is not a member", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ),
+)]
 pub async fn messages(
     State(app): State<Arc<App>>,
     AuthUser(me): AuthUser,
-    Path(id): Path<String>,
-    params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(p) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(p): ApiQuery<HistoryParams>,
+) -> Result<Json<MessagePage>, ApiError> {
     load_as_member(&app, &id, &me).await?;
     let limit = p.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
@@ -320,25 +517,57 @@ pub async fn messages(
     }
     let (messages, has_more) =
         app.store.messages(&id, HistoryQuery { after_seq: p.after_seq, before_seq: p.before_seq, limit }).await?;
-    Ok(Json(serde_json::json!({ "messages": messages, "has_more": has_more })))
+    Ok(Json(MessagePage { messages, has_more }))
 }
 
-#[derive(Deserialize)]
+/// A message to send.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendBody {
+    /// The sender's key for the message, 1–128 bytes: a repeated one stores nothing and answers
+    /// the original message.
+    #[schema(min_length = 1, max_length = 128)]
     client_id: String,
+    /// At most `--max-body` bytes (default 8192); not blank unless there are attachments.
     body: String,
+    /// At most 10 attachment ids (or objects with a string `id`), each readable by the sender.
     #[serde(default)]
+    #[schema(value_type = Vec<serde_json::Value>, max_items = 10)]
     attachments: Vec<serde_json::Value>,
 }
 
 /// How long an HTTP send waits for its conversation's answer.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Sends a message (members only), with the rules of the WebSocket `send`; answers once it is
+/// durable.
+#[utoipa::path(
+    post,
+    path = "/api/conversations/{id}/messages",
+    tag = "conversations",
+    operation_id = "send_message",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "A conversation id")),
+    request_body = SendBody,
+    responses(
+        (status = 201, description = "The stored message (the original one for a repeated `client_id`)", body = Message),
+        (status = 400, description = "`bad_request`: a malformed body, an invalid `client_id`, a blank body without attachments, or more than 10 attachments", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: the caller is banned; or `muted`: the caller is muted in this conversation", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation, the caller is not a member, or an attachment the caller may not read", body = ErrorBody),
+        (status = 413, description = "`too_large`: the body is over `--max-body` bytes, or the request over 256 KiB", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: over the per-user write limit (with `Retry-After`); or `slow_mode`: slow mode is on and the caller sent recently",
+            body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait (`rate_limited` only)"))),
+        (status = 503, description = "`unavailable`: the store is not answering, or the conversation did not answer within 10 s (retry with the same `client_id`)",
+            body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait, when the store failed"))),
+    ),
+)]
 pub async fn send(
     State(app): State<Arc<App>>,
     AuthUser(me): AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<SendBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     if body.client_id.is_empty() || body.client_id.len() > 128 {
@@ -374,9 +603,12 @@ pub async fn send(
     }
 }
 
-#[derive(Deserialize)]
+/// The new body of a message.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditBody {
+    /// At most `--max-body` bytes (default 8192), not blank.
+    #[schema(pattern = r"[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")]
     body: String,
 }
 
@@ -416,10 +648,34 @@ async fn update_message(
 }
 
 /// `PATCH /api/conversations/{id}/messages/{msg_id}`: edit one's own message.
+#[utoipa::path(
+    patch,
+    path = "/api/conversations/{id}/messages/{msg_id}",
+    tag = "conversations",
+    operation_id = "edit_message",
+    summary = "Edits one of the caller's messages",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "A conversation id"),
+        ("msg_id" = String, Path, description = "A message id"),
+    ),
+    request_body = EditBody,
+    responses(
+        (status = 200, description = "The message as now stored", body = Message),
+        (status = 400, description = "`bad_request`: a malformed body or a blank body", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: the caller did not send the message, or is banned", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation, the caller is not a member, or no such message (or it was deleted)", body = ErrorBody),
+        (status = 413, description = "`too_large`: the body is over `--max-body` bytes, or the request over 256 KiB", body = ErrorBody),
+        (status = 429, response = WriteLimited),
+        (status = 503, description = "`unavailable`: the store is not answering, or the conversation did not answer within 10 s", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait, when the store failed"))),
+    ),
+)]
 pub async fn edit_message(
     State(app): State<Arc<App>>,
     AuthUser(me): AuthUser,
-    Path((id, msg_id)): Path<(String, String)>,
+    ApiPath((id, msg_id)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<EditBody>,
 ) -> Result<Json<Message>, ApiError> {
     if body.body.len() > app.config.max_body {
@@ -434,10 +690,31 @@ pub async fn edit_message(
 
 /// `DELETE /api/conversations/{id}/messages/{msg_id}`: delete one's own message, or any as an
 /// owner or admin.
+#[utoipa::path(
+    delete,
+    path = "/api/conversations/{id}/messages/{msg_id}",
+    tag = "conversations",
+    operation_id = "delete_message",
+    summary = "Deletes a message (the sender's own, or any as an owner or admin)",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "A conversation id"),
+        ("msg_id" = String, Path, description = "A message id"),
+    ),
+    responses(
+        (status = 204, description = "Deleted: the message is now a tombstone"),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: the caller neither sent the message nor is an owner or admin, or is banned", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation, the caller is not a member, or no such message (or it was already deleted)", body = ErrorBody),
+        (status = 429, response = WriteLimited),
+        (status = 503, description = "`unavailable`: the store is not answering, or the conversation did not answer within 10 s", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait, when the store failed"))),
+    ),
+)]
 pub async fn delete_message(
     State(app): State<Arc<App>>,
     AuthUser(me): AuthUser,
-    Path((id, msg_id)): Path<(String, String)>,
+    ApiPath((id, msg_id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     update_message(&app, &me, &id, |from| ConvMsg::Delete { from, id: msg_id }).await?;
     Ok(StatusCode::NO_CONTENT)

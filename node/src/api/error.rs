@@ -5,6 +5,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rookery_protocol::ErrorCode;
 use rookery_store::StoreError;
+use serde::Serialize;
+use utoipa::{ToResponse, ToSchema};
 
 /// An error answered to an HTTP client.
 #[derive(Debug)]
@@ -79,10 +81,23 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The body of every error answer: `{"error":{"code","message"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong. Match on `code`; `message` is human-readable text that may change.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::json!({"error": {"code": self.code.as_str(), "message": self.message}});
+        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message } };
         let mut response = (status, axum::Json(body)).into_response();
         if let Some(s) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
@@ -90,3 +105,38 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+// The error answers that come from the extractors and the store, the same on every route that
+// uses them; each is a reusable response of the OpenAPI document (`api/openapi.rs`). Answers
+// particular to a route are described on its handler.
+
+/// 401 `unauthorized` from the bearer token check.
+#[derive(ToResponse)]
+#[response(description = "`unauthorized`: missing, invalid or expired access token")]
+pub struct Unauthorized(pub ErrorBody);
+
+/// 403 `forbidden` for a banned user, from the bearer token check.
+#[derive(ToResponse)]
+#[response(description = "`forbidden`: the user is banned")]
+pub struct Forbidden(pub ErrorBody);
+
+/// 413 `too_large` for a JSON body over [`super::MAX_JSON_BODY`].
+#[derive(ToResponse)]
+#[response(description = "`too_large`: the JSON body is over 256 KiB")]
+pub struct TooLarge(pub ErrorBody);
+
+/// 429 `rate_limited` from the per-user write limit (`--api-write-rate-limit`).
+#[derive(ToResponse)]
+#[response(
+    description = "`rate_limited`: the caller's writes are over the per-user write limit; nothing changed",
+    headers(("Retry-After" = u64, description = "Seconds to wait before writing again"))
+)]
+pub struct WriteLimited(pub ErrorBody);
+
+/// 503 `unavailable` when the store does not answer.
+#[derive(ToResponse)]
+#[response(
+    description = "`unavailable`: the store (or blob store) is not answering; retry later",
+    headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))
+)]
+pub struct Unavailable(pub ErrorBody);

@@ -5,6 +5,7 @@ pub mod auth_routes;
 pub mod conversations;
 pub mod error;
 pub mod extract;
+pub mod openapi;
 pub mod users;
 pub mod web;
 pub mod write_limit;
@@ -15,42 +16,25 @@ use std::time::Instant;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::get;
 use axum::{Json, Router};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::server::App;
+use error::ErrorBody;
 
 /// Largest JSON body of an API request. Larger ones get 413 `too_large`.
 pub const MAX_JSON_BODY: usize = 256 * 1024;
 
-/// The chat listener's routes.
+/// The chat listener's routes: the API (each route documented, see [`openapi`]) and the web
+/// client's files.
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/", get(web::index))
+    let api: Router<Arc<App>> = openapi::api_routes().into();
+    api.route("/", get(web::index))
         .route("/app.js", get(web::app_js))
         .route("/rookery-client.js", get(web::client_js))
         .route("/style.css", get(web::style))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/api/auth/signup", post(auth_routes::signup))
-        .route("/api/auth/login", post(auth_routes::login))
-        .route("/api/auth/refresh", post(auth_routes::refresh))
-        .route("/api/auth/logout", post(auth_routes::logout))
-        .route("/api/users", get(users::search))
-        .route("/api/users/me", get(users::me).patch(users::patch_me).delete(users::delete_me))
-        .route("/api/users/{id}", get(users::by_id))
-        .route("/api/conversations", post(conversations::create).get(conversations::list))
-        .route("/api/conversations/{id}", get(conversations::get).patch(conversations::patch))
-        .route("/api/conversations/{id}/members", post(conversations::add_members))
-        .route("/api/conversations/{id}/members/{user_id}", delete(conversations::remove_member))
-        .route("/api/conversations/{id}/messages", get(conversations::messages).post(conversations::send))
-        .route(
-            "/api/conversations/{id}/messages/{msg_id}",
-            axum::routing::patch(conversations::edit_message).delete(conversations::delete_message),
-        )
-        .route("/api/attachments", post(attachments::upload).layer(DefaultBodyLimit::disable()))
-        .route("/api/attachments/{id}", get(attachments::download))
-        .route("/ws", get(crate::gateway::upgrade))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
@@ -58,10 +42,47 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-async fn healthz(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok", "node_id": &*app.hub.node_id}))
+/// What `/healthz` answers.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    status: &'static str,
+    /// The node's id (`--node-id`).
+    node_id: String,
 }
 
+/// What `/readyz` answers when the node is ready.
+#[derive(Serialize, ToSchema)]
+pub struct Ready {
+    /// Always `ready`.
+    #[schema(example = "ready")]
+    status: &'static str,
+}
+
+/// Liveness: answers while the process runs.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    operation_id = "healthz",
+    responses((status = 200, description = "The process runs", body = Health)),
+)]
+async fn healthz(State(app): State<Arc<App>>) -> Json<Health> {
+    Json(Health { status: "ok", node_id: app.hub.node_id.to_string() })
+}
+
+/// Readiness: the store (and Redis, in cluster mode) answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    operation_id = "readyz",
+    responses(
+        (status = 200, description = "The store (and Redis, in cluster mode) answers", body = Ready),
+        (status = 503, description = "`unavailable`: the store or Redis is not answering", body = ErrorBody),
+    ),
+)]
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     if let Some(c) = app.hub.cluster() {
         if !c.view().redis_up {
@@ -70,7 +91,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         }
     }
     match app.store.ping().await {
-        Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
+        Ok(()) => Json(Ready { status: "ready" }).into_response(),
         // The reason is for operators (a full disk, a store recovering from a failed write):
         // it names no user data.
         Err(e) => error::ApiError::new(rookery_protocol::ErrorCode::Unavailable, e.to_string()).into_response(),

@@ -14,6 +14,7 @@ mod features;
 mod messaging;
 mod metrics;
 mod moderation;
+mod openapi;
 mod process;
 mod repo;
 mod rfc6455;

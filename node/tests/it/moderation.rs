@@ -295,3 +295,24 @@ async fn a_deleted_account_is_refused_everywhere_keeps_its_messages_and_frees_it
     assert_account_refused(&n, &c, "carol").await;
     assert_eq!(n.get("/api/users/me", tok(&b2)).await.0, 200);
 }
+
+/// An HTTP send meets the same moderation as a WebSocket send, with the same codes
+/// (`docs/protocol.md` §3.1): 403 `muted`, 429 `slow_mode`.
+#[tokio::test]
+async fn an_http_send_answers_muted_and_slow_mode() {
+    let n = TestNode::start().await;
+    let (a, b) = (n.signup("alice").await, n.signup("bob").await);
+    let id = n.group(&a, &[&b]).await;
+    let path = format!("/api/conversations/{id}/messages");
+    let mute = json!({"user_id":uid(&b),"reason":"flood"});
+    assert_eq!(admin(&n, reqwest::Method::POST, &format!("/conversations/{id}/mute"), Some(mute)).await.0, 200);
+    let (status, e) = n.post(&path, Some(tok(&b)), json!({"client_id":"h1","body":"hi"})).await;
+    assert_eq!((status, e["error"]["code"].as_str()), (403, Some("muted")));
+    assert_eq!(admin(&n, reqwest::Method::DELETE, &format!("/conversations/{id}/mute/{}", uid(&b)), None).await.0, 204);
+
+    let slow = Some(json!({"seconds":60}));
+    assert_eq!(admin(&n, reqwest::Method::PUT, &format!("/conversations/{id}/slow_mode"), slow).await.0, 200);
+    assert_eq!(n.post(&path, Some(tok(&b)), json!({"client_id":"h2","body":"one"})).await.0, 201);
+    let (status, e) = n.post(&path, Some(tok(&b)), json!({"client_id":"h3","body":"two"})).await;
+    assert_eq!((status, e["error"]["code"].as_str()), (429, Some("slow_mode")));
+}
