@@ -243,8 +243,8 @@ impl Hub {
         }
         match tokio::time::timeout(std::time::Duration::from_secs(10), outcome).await {
             Ok(Ok(Outcome::Updated(_))) => {}
-            Ok(Ok(Outcome::Error(ErrorCode::NotFound, _))) => return Err(ModerationError::NotFound("message")),
-            Ok(Ok(Outcome::Error(code, m))) => return Err(ModerationError::Refused(code, m)),
+            Ok(Ok(Outcome::Error(ErrorCode::NotFound, ..))) => return Err(ModerationError::NotFound("message")),
+            Ok(Ok(Outcome::Error(code, m, _))) => return Err(ModerationError::Refused(code, m)),
             _ => {
                 return Err(ModerationError::Refused(ErrorCode::Unavailable, "the conversation did not answer".into()))
             }

@@ -17,8 +17,8 @@ pub enum Outcome {
     Acked { id: String, seq: u64, ts: i64 },
     /// An edit or delete was stored; the message as it is now.
     Updated(Box<Message>),
-    /// Refused or failed.
-    Error(ErrorCode, String),
+    /// Refused or failed, with when to retry (ms) for `slow_mode` and `rate_limited`.
+    Error(ErrorCode, String, Option<u64>),
 }
 
 /// Where the answer goes.
@@ -87,7 +87,9 @@ impl Requester {
                 let frame = encode_event(&ServerEvent::Error { code, message, client_id, retry_after_ms });
                 hub.push_to_session(addr, frame);
             }
-            ReplyTo::Http(_) | ReplyTo::Remote { .. } => self.done(hub, Outcome::Error(code, message.to_string())),
+            ReplyTo::Http(_) | ReplyTo::Remote { .. } => {
+                self.done(hub, Outcome::Error(code, message.to_string(), retry_after_ms))
+            }
             ReplyTo::Nobody => tracing::warn!(code = code.as_str(), message, "a message sent by the node was refused"),
         }
     }

@@ -233,7 +233,7 @@ impl Cluster {
             ReplyTo::Nobody => WireReply::Nobody,
             ReplyTo::Http(_) => {
                 if self.pending.len() >= MAX_PENDING {
-                    r.done_local(Outcome::Error(ErrorCode::Unavailable, "too many requests in flight".into()));
+                    r.done_local(Outcome::Error(ErrorCode::Unavailable, "too many requests in flight".into(), None));
                     return None;
                 }
                 let req = self.next_req.fetch_add(1, Ordering::Relaxed);

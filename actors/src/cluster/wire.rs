@@ -115,7 +115,12 @@ pub struct WireSession {
 pub enum WireOutcome {
     Acked { id: String, seq: u64, ts: i64 },
     Updated { message: Box<rookery_protocol::Message> },
-    Error { code: ErrorCode, message: String },
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
 }
 
 impl From<Outcome> for WireOutcome {
@@ -123,7 +128,7 @@ impl From<Outcome> for WireOutcome {
         match o {
             Outcome::Acked { id, seq, ts } => WireOutcome::Acked { id, seq, ts },
             Outcome::Updated(message) => WireOutcome::Updated { message },
-            Outcome::Error(code, message) => WireOutcome::Error { code, message },
+            Outcome::Error(code, message, retry_after_ms) => WireOutcome::Error { code, message, retry_after_ms },
         }
     }
 }
@@ -133,7 +138,7 @@ impl From<WireOutcome> for Outcome {
         match o {
             WireOutcome::Acked { id, seq, ts } => Outcome::Acked { id, seq, ts },
             WireOutcome::Updated { message } => Outcome::Updated(message),
-            WireOutcome::Error { code, message } => Outcome::Error(code, message),
+            WireOutcome::Error { code, message, retry_after_ms } => Outcome::Error(code, message, retry_after_ms),
         }
     }
 }

@@ -556,7 +556,7 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
         (status = 403, description = "`forbidden`: the caller is banned; or `muted`: the caller is muted in this conversation", body = ErrorBody),
         (status = 404, description = "`not_found`: no such conversation, the caller is not a member, or an attachment the caller may not read", body = ErrorBody),
         (status = 413, description = "`too_large`: the body is over `--max-body` bytes, or the request over 256 KiB", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: over the per-user write limit (with `Retry-After`); or `slow_mode`: slow mode is on and the caller sent recently",
+        (status = 429, description = "`rate_limited`: over the per-user write limit (with `Retry-After`); or `slow_mode`: slow mode is on and the caller sent recently (also with `Retry-After`)",
             body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait (`rate_limited` only)"))),
         (status = 503, description = "`unavailable`: the store is not answering, or the conversation did not answer within 10 s (retry with the same `client_id`)",
@@ -612,7 +612,6 @@ pub struct EditBody {
     body: String,
 }
 
-/// Sends an edit or delete to the conversation's actor and waits for its answer.
 /// Routes a request built by `msg` to the conversation's actor and waits for its answer; errors
 /// come back in the API's shape (a non-member gets 404, as everywhere in the HTTP API).
 async fn ask(app: &App, me: &str, conv: &str, msg: impl FnOnce(Requester) -> ConvMsg) -> Result<Outcome, ApiError> {
@@ -626,8 +625,12 @@ async fn ask(app: &App, me: &str, conv: &str, msg: impl FnOnce(Requester) -> Con
         Err(RouteError::Unavailable(e)) => return Err(ApiError::new(ErrorCode::Unavailable, e)),
     }
     match tokio::time::timeout(SEND_TIMEOUT, outcome).await {
-        Ok(Ok(Outcome::Error(ErrorCode::NotMember, _))) => Err(ApiError::not_found("no such conversation")),
-        Ok(Ok(Outcome::Error(code, message))) => Err(ApiError::new(code, message)),
+        Ok(Ok(Outcome::Error(ErrorCode::NotMember, ..))) => Err(ApiError::not_found("no such conversation")),
+        Ok(Ok(Outcome::Error(code, message, retry_after_ms))) => {
+            let mut e = ApiError::new(code, message);
+            e.retry_after = retry_after_ms.map(|ms| ms.div_ceil(1000).max(1));
+            Err(e)
+        }
         Ok(Ok(answer)) => Ok(answer),
         Ok(Err(_)) => Err(ApiError::internal()),
         Err(_) => Err(ApiError::new(ErrorCode::Unavailable, "the conversation did not answer in time")),

@@ -313,6 +313,10 @@ async fn an_http_send_answers_muted_and_slow_mode() {
     let slow = Some(json!({"seconds":60}));
     assert_eq!(admin(&n, reqwest::Method::PUT, &format!("/conversations/{id}/slow_mode"), slow).await.0, 200);
     assert_eq!(n.post(&path, Some(tok(&b)), json!({"client_id":"h2","body":"one"})).await.0, 201);
-    let (status, e) = n.post(&path, Some(tok(&b)), json!({"client_id":"h3","body":"two"})).await;
+    let r = n.http.post(n.url(&path)).bearer_auth(tok(&b)).json(&json!({"client_id":"h3","body":"two"}));
+    let r = r.send().await.unwrap();
+    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((55..=60).contains(&retry), "Retry-After {retry} under a 60 s slow mode");
+    let (status, e): (u16, Value) = (r.status().as_u16(), r.json().await.unwrap());
     assert_eq!((status, e["error"]["code"].as_str()), (429, Some("slow_mode")));
 }
