@@ -125,6 +125,11 @@ pub struct ConvState {
     inflight: VecDeque<Pending>,
     dedupe: HashMap<(Arc<str>, String), Dedupe>,
     dedupe_order: VecDeque<(Arc<str>, String)>,
+    /// Whether `dedupe` knows every `client_id` stored in this conversation: true when it had no
+    /// message when this actor claimed it (every later write is this actor's), until a
+    /// `client_id` is forgotten or a write fails (a failed write may still have reached the
+    /// disk). While true a new `client_id` needs no store read to be known new.
+    dedupe_complete: bool,
     delivered: HashMap<Arc<str>, u64>,
     reads: HashMap<Arc<str>, u64>,
     /// Read cursors of members who sent `read` while this actor ran (loaded on first use).
@@ -178,6 +183,7 @@ impl Actor for ConversationActor {
             inflight: VecDeque::new(),
             dedupe: HashMap::new(),
             dedupe_order: VecDeque::new(),
+            dedupe_complete: last.is_none(),
             delivered: HashMap::new(),
             reads: HashMap::new(),
             read_cursors: HashMap::new(),
@@ -444,7 +450,12 @@ impl ConvState {
             }
             None => {}
         }
-        match self.hub.store.message_by_client_id(&self.id, &from.user_id, &key.1).await {
+        let stored = if self.dedupe_complete {
+            Ok(None)
+        } else {
+            self.hub.store.message_by_client_id(&self.id, &from.user_id, &key.1).await
+        };
+        match stored {
             Ok(Some(m)) => {
                 self.ack(&from, &key.1, &m.id, m.seq, m.ts);
                 self.remember(key, Dedupe::Done { id: m.id.into(), seq: m.seq, ts: m.ts });
@@ -524,6 +535,7 @@ impl ConvState {
                         break;
                     }
                     self.dedupe.remove(&old);
+                    self.dedupe_complete = false;
                 }
             }
         }
@@ -559,6 +571,7 @@ impl ConvState {
                 }
                 Err(e) => {
                     tracing::warn!(conv = %self.id, seq = p.seq, error = %e, "message write failed; not acked");
+                    self.dedupe_complete = false;
                     let msg = unavailable(&e);
                     self.reply_error(&p.from, ErrorCode::Unavailable, &msg, Some(&p.client_id));
                     for w in &p.waiters {
