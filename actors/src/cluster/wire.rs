@@ -113,8 +113,14 @@ pub struct WireSession {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum WireOutcome {
-    Acked { id: String, seq: u64, ts: i64 },
-    Updated { message: Box<rookery_protocol::Message> },
+    Acked {
+        id: String,
+        seq: u64,
+        ts: i64,
+    },
+    Updated {
+        message: Box<rookery_protocol::Message>,
+    },
     Error {
         code: ErrorCode,
         message: String,
