@@ -23,8 +23,10 @@ use crate::requester::{Outcome, Requester};
 use crate::{now_ms, Hub};
 
 /// How many recent `client_id`s each conversation remembers in memory; older ones are found in
-/// the store's dedupe index.
-const DEDUPE_MEMORY: usize = 4096;
+/// the store's dedupe index. Each costs about 190 bytes (docs/benchmarks.md, 2026-12-01): 512
+/// keep a busy conversation's window under 100 KB, and cover the resends of a client that
+/// reconnects after a drop (it resends what was not acked, seconds later).
+const DEDUPE_MEMORY: usize = 512;
 
 /// Messages of the conversation actor.
 pub enum ConvMsg {
