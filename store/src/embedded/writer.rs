@@ -130,8 +130,17 @@ impl Keyspaces {
         let mut all = Vec::with_capacity(Ks::ALL.len());
         for ks in Ks::ALL {
             all.push(
-                db.keyspace(ks.name(), || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES))
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+                db.keyspace(ks.name(), || {
+                    // Filter and index blocks of every level stay in memory (fjall pins only the
+                    // first levels' by default): a point read (the per-send client_id lookup,
+                    // the commit's seq check) otherwise reloads and re-checksums a large filter
+                    // block through the block cache once the tables grow (docs/benchmarks.md).
+                    KeyspaceCreateOptions::default()
+                        .max_memtable_size(MEMTABLE_BYTES)
+                        .filter_block_pinning_policy(fjall::config::PinningPolicy::all(true))
+                        .index_block_pinning_policy(fjall::config::PinningPolicy::all(true))
+                })
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?,
             );
         }
         Ok(Keyspaces { db, all })
