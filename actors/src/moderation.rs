@@ -115,20 +115,36 @@ impl Hub {
         Ok(())
     }
 
+    /// Stores `user`'s ban (`Some`) or its lifting (`None`), applies it on this node and
+    /// broadcasts it to the others, which apply it too.
+    async fn set_ban(&self, user: &str, ban: Option<Sanction>) -> Result<(), StoreError> {
+        self.store.set_ban(user, ban.clone()).await?;
+        if let Some(c) = self.cluster() {
+            c.broadcast_ban(user, ban.clone());
+        }
+        self.apply_ban(user, ban);
+        Ok(())
+    }
+
+    /// A ban set or lifted, on this node: the cache every request checks, and a new ban closes
+    /// the user's sessions here with its close code (4003, or 4001 for a deleted account).
+    pub(crate) fn apply_ban(&self, user: &str, ban: Option<Sanction>) {
+        let code = ban.as_ref().map(Sanction::close_code);
+        self.bans.set(user, ban);
+        if let Some(code) = code {
+            for s in self.sessions.of_user(user) {
+                s.close_with(code);
+            }
+        }
+    }
+
     /// Bans `user` (for `duration_s`, or until lifted) and closes their sessions with 4003.
     pub async fn ban(&self, a: &Action<'_>, user: &str, duration_s: Option<u64>) -> Result<Sanction, ModerationError> {
         self.user_exists(user).await?;
         self.not_deleted(user)?;
         let ban = a.sanction(duration_s);
-        self.store.set_ban(user, Some(ban.clone())).await?;
-        self.bans.set(user, Some(ban.clone()));
-        if let Some(c) = self.cluster() {
-            c.broadcast_ban(user, Some(ban.clone()));
-        }
+        self.set_ban(user, Some(ban.clone())).await?;
         self.audit(a, "ban", user, serde_json::json!({ "duration_s": duration_s })).await?;
-        for s in self.sessions.of_user(user) {
-            s.close_with(close::BANNED);
-        }
         Ok(ban)
     }
 
@@ -136,11 +152,7 @@ impl Hub {
     pub async fn unban(&self, a: &Action<'_>, user: &str) -> Result<(), ModerationError> {
         self.user_exists(user).await?;
         self.not_deleted(user)?;
-        self.store.set_ban(user, None).await?;
-        self.bans.set(user, None);
-        if let Some(c) = self.cluster() {
-            c.broadcast_ban(user, None);
-        }
+        self.set_ban(user, None).await?;
         self.audit(a, "unban", user, serde_json::Value::Null).await?;
         Ok(())
     }
@@ -149,25 +161,18 @@ impl Hub {
     ///
     /// In this order, so that a failure part-way leaves the account unusable rather than half
     /// deleted (calling again finishes the job): a permanent `account_deleted` ban (every token
-    /// of the user is refused from then on, on every node), the user's refresh tokens revoked,
-    /// the record replaced by its tombstone (profile blanked, password and username gone), an
-    /// audit entry, and the user's sessions closed with 4001. Messages stay in their
-    /// conversations under the tombstone's name ("Deleted user"); memberships stay too.
+    /// of the user is refused from then on, on every node, and their sessions close with 4001),
+    /// the user's refresh tokens revoked, the record replaced by its tombstone (profile blanked,
+    /// password and username gone), and an audit entry. Messages stay in their conversations
+    /// under the tombstone's name ("Deleted user"); memberships stay too.
     pub async fn delete_account(&self, a: &Action<'_>, user: &str) -> Result<(), ModerationError> {
         self.user_exists(user).await?;
         let mut mark = a.sanction(None);
         mark.account_deleted = true;
-        self.store.set_ban(user, Some(mark.clone())).await?;
-        self.bans.set(user, Some(mark.clone()));
-        if let Some(c) = self.cluster() {
-            c.broadcast_ban(user, Some(mark));
-        }
+        self.set_ban(user, Some(mark)).await?;
         self.store.revoke_user_refresh(user).await?;
         self.store.delete_user(user).await?;
         self.audit(a, "delete_account", user, serde_json::Value::Null).await?;
-        for s in self.sessions.of_user(user) {
-            s.close_with(close::AUTH_FAILED);
-        }
         Ok(())
     }
 

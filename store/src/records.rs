@@ -1,6 +1,6 @@
 //! Records the store keeps besides the protocol objects.
 
-use rookery_protocol::{ConversationKind, User};
+use rookery_protocol::{close, ConversationKind, User};
 use serde::{Deserialize, Serialize};
 
 /// A user with their password hash (PHC string, argon2id).
@@ -154,6 +154,16 @@ pub struct Sanction {
 }
 
 impl Sanction {
+    /// How the sessions of a user under this ban are closed: 4001 for a deleted account (its
+    /// tokens are no longer valid anywhere), 4003 for a ban.
+    pub fn close_code(&self) -> u16 {
+        if self.account_deleted {
+            close::AUTH_FAILED
+        } else {
+            close::BANNED
+        }
+    }
+
     /// Whether the sanction is in force at `now_ms`.
     pub fn active(&self, now_ms: i64) -> bool {
         self.until_ms.is_none_or(|u| now_ms < u)

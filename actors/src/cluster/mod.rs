@@ -463,15 +463,7 @@ impl Cluster {
                     requester.done_local(outcome.into());
                 }
             }
-            Envelope::Ban { user, ban } => {
-                hub.bans.set(&user, ban.clone());
-                if let Some(ban) = ban {
-                    let code = if ban.account_deleted { close::AUTH_FAILED } else { close::BANNED };
-                    for s in hub.sessions.of_user(&user) {
-                        s.close_with(code);
-                    }
-                }
-            }
+            Envelope::Ban { user, ban } => hub.apply_ban(&user, ban),
             Envelope::Close { user, code } => {
                 for s in hub.sessions.of_user(&user) {
                     s.close_with(code);

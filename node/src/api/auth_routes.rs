@@ -166,7 +166,7 @@ pub async fn login(
     let addr = peer.ip().to_string();
     let now = Instant::now();
     if let Some(wait) = app.throttle.check(&body.username, &addr, now) {
-        return Err(ApiError::throttled(wait));
+        return Err(ApiError::rate_limited("too many failed logins", wait));
     }
     let record = if valid_username(&body.username) { app.store.user_by_name(&body.username).await? } else { None };
     let phc = record.as_ref().map(|r| r.password_hash.clone());

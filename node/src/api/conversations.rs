@@ -18,7 +18,9 @@ use rookery_store::{ConvMeta, HistoryQuery};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::{ApiError, ErrorBody, Forbidden, TooLarge, Unauthorized, Unavailable, WriteLimited};
+use super::error::{
+    retry_after_secs, ApiError, ErrorBody, Forbidden, TooLarge, Unauthorized, Unavailable, WriteLimited,
+};
 use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser};
 use crate::server::App;
 
@@ -628,7 +630,7 @@ async fn ask(app: &App, me: &str, conv: &str, msg: impl FnOnce(Requester) -> Con
         Ok(Ok(Outcome::Error(ErrorCode::NotMember, ..))) => Err(ApiError::not_found("no such conversation")),
         Ok(Ok(Outcome::Error(code, message, retry_after_ms))) => {
             let mut e = ApiError::new(code, message);
-            e.retry_after = retry_after_ms.map(|ms| ms.div_ceil(1000).max(1));
+            e.retry_after = retry_after_ms.map(|ms| retry_after_secs(Duration::from_millis(ms)));
             Err(e)
         }
         Ok(Ok(answer)) => Ok(answer),

@@ -30,14 +30,10 @@ impl ApiError {
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Forbidden, message)
     }
-    /// Too many failed password checks (login throttle) for `wait` more.
-    pub fn throttled(wait: std::time::Duration) -> Self {
-        let secs = wait.as_secs().max(1);
-        Self {
-            code: ErrorCode::RateLimited,
-            message: format!("too many failed logins; retry in {secs} s"),
-            retry_after: Some(secs),
-        }
+    /// 429 `rate_limited`: `what` happened too often; retry after `wait` (sent as `Retry-After`).
+    pub fn rate_limited(what: &str, wait: std::time::Duration) -> Self {
+        let secs = retry_after_secs(wait);
+        Self { code: ErrorCode::RateLimited, message: format!("{what}; retry in {secs} s"), retry_after: Some(secs) }
     }
     /// Why a banned user, or the holder of a deleted account's token, is refused.
     pub fn sanctioned(ban: &rookery_store::Sanction) -> Self {
@@ -79,6 +75,12 @@ impl From<StoreError> for ApiError {
             }
         }
     }
+}
+
+/// `wait` as the whole seconds of a `Retry-After` header: rounded up (retrying earlier would be
+/// refused again), at least 1.
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    (wait.as_millis().div_ceil(1000) as u64).max(1)
 }
 
 /// The body of every error answer: `{"error":{"code","message"}}`.

@@ -130,12 +130,7 @@ impl FromRequestParts<Arc<App>> for AuthUser {
         }
         if is_write(&parts.method) {
             if let Err(wait) = app.write_limit.take(&claims.sub, std::time::Instant::now()) {
-                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-                return Err(ApiError {
-                    code: ErrorCode::RateLimited,
-                    message: format!("too many writes; retry in {secs} s"),
-                    retry_after: Some(secs),
-                });
+                return Err(ApiError::rate_limited("too many writes", wait));
             }
         }
         Ok(AuthUser(claims.sub))

@@ -92,7 +92,7 @@ pub async fn delete_me(
     let record = app.store.user(&user).await?.ok_or_else(|| ApiError::unauthorized("account deleted"))?;
     let (name, addr, now) = (record.user.username.clone(), peer.ip().to_string(), Instant::now());
     if let Some(wait) = app.throttle.check(&name, &addr, now) {
-        return Err(ApiError::throttled(wait));
+        return Err(ApiError::rate_limited("too many failed logins", wait));
     }
     if !app.passwords.verify(body.password, Some(record.password_hash)).await {
         app.throttle.failed(&name, &addr, now);

@@ -119,6 +119,38 @@ fn ack_of(ack: &Value) -> (String, u64) {
     (ack["client_id"].as_str().unwrap().to_string(), ack["seq"].as_u64().unwrap())
 }
 
+/// A node on a small filesystem and a group of two in which alice has sent ten messages.
+struct Chat {
+    node: TestNode,
+    alice: Value,
+    bob: Value,
+    conv: String,
+    aws: Ws,
+    /// `(client_id, seq)` of every acked message.
+    acked: Vec<(String, u64)>,
+}
+
+impl Chat {
+    /// With a free-space reserve of `reserve_mb` (0: none).
+    async fn on(mount: &Tmpfs, reserve_mb: u64) -> Chat {
+        let data = mount.path().join("data");
+        let node = TestNode::start_with(|c| {
+            c.data_dir = data;
+            c.store_min_free_mb = reserve_mb;
+            c.send_rate_limit = 0.0;
+        })
+        .await;
+        let (alice, bob) = (node.signup("alice").await, node.signup("bob").await);
+        let conv = node.group(&alice, &[&bob]).await;
+        let mut aws = node.ws(&alice).await;
+        let mut acked = Vec::new();
+        for i in 0..10 {
+            acked.push(ack_of(&aws.send_msg(&conv, &format!("before-{i}"), "before the disk filled").await));
+        }
+        Chat { node, alice, bob, conv, aws, acked }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disk_below_the_reserve_refuses_writes_serves_reads_and_recovers() {
     let mount = match Tmpfs::mount(64) {
@@ -131,20 +163,7 @@ async fn a_disk_below_the_reserve_refuses_writes_serves_reads_and_recovers() {
             return reserve_above_the_real_free_space().await;
         }
     };
-    let data = mount.path().join("data");
-    let node = TestNode::start_with(|c| {
-        c.data_dir = data;
-        c.store_min_free_mb = 16;
-        c.send_rate_limit = 0.0;
-    })
-    .await;
-    let (alice, bob) = (node.signup("alice").await, node.signup("bob").await);
-    let conv = node.group(&alice, &[&bob]).await;
-    let mut aws = node.ws(&alice).await;
-    let mut acked = Vec::new();
-    for i in 0..10 {
-        acked.push(ack_of(&aws.send_msg(&conv, &format!("before-{i}"), "before the disk filled").await));
-    }
+    let Chat { node, alice, bob, conv, mut aws, mut acked } = Chat::on(&mount, 16).await;
 
     // 8 MiB left: under the 16 MiB reserve.
     let filler = mount.fill_until_available(8 * MIB);
@@ -233,20 +252,7 @@ async fn a_write_that_fails_for_lack_of_space_is_not_acked_and_the_store_recover
             return;
         }
     };
-    let data = mount.path().join("data");
-    let node = TestNode::start_with(|c| {
-        c.data_dir = data;
-        c.store_min_free_mb = 0;
-        c.send_rate_limit = 0.0;
-    })
-    .await;
-    let (alice, bob) = (node.signup("alice").await, node.signup("bob").await);
-    let conv = node.group(&alice, &[&bob]).await;
-    let mut aws = node.ws(&alice).await;
-    let mut acked = Vec::new();
-    for i in 0..10 {
-        acked.push(ack_of(&aws.send_msg(&conv, &format!("before-{i}"), "before the disk filled").await));
-    }
+    let Chat { node, bob, conv, mut aws, mut acked, .. } = Chat::on(&mount, 0).await;
 
     // No reserve: the store's own write fails. A few sends may still fit in blocks its files
     // already hold; send until one is refused, and keep every ack.
