@@ -2,6 +2,7 @@
 //! and reports throughput, latency and whether every acked message reached every member.
 
 mod http;
+mod ranges;
 mod report;
 mod run;
 mod setup;

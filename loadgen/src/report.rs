@@ -1,10 +1,12 @@
 //! Results: per-connection tallies merged into one report, the delivery check, the summary
 //! table and the JSON file.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
+
+use crate::ranges::{MessageSet, RangeSet};
 
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -40,10 +42,10 @@ pub struct ConnTally {
     pub sent: u64,
     /// Message numbers of this connection's sends that were acked (all sends for targets
     /// without acks).
-    pub acked: Vec<u64>,
-    pub received: HashSet<(u32, u64)>,
+    pub acked: RangeSet,
+    pub received: MessageSet,
     /// Messages first received while a `sync` was being answered.
-    pub via_sync: HashSet<(u32, u64)>,
+    pub via_sync: MessageSet,
     pub duplicates: u64,
     pub reordered: u64,
     pub errors: HashMap<String, u64>,
@@ -59,9 +61,9 @@ impl ConnTally {
         ConnTally {
             conn,
             sent: 0,
-            acked: Vec::new(),
-            received: HashSet::new(),
-            via_sync: HashSet::new(),
+            acked: RangeSet::default(),
+            received: MessageSet::default(),
+            via_sync: MessageSet::default(),
 
             duplicates: 0,
             reordered: 0,
@@ -98,8 +100,10 @@ impl Verify {
 /// Every conversation's stored history, read at the end of a `--verify` run.
 #[derive(Debug, Default, Clone)]
 pub struct Stored {
-    /// By room: how many times each (sender connection, message number) is stored.
-    pub rooms: Vec<HashMap<(u32, u64), u32>>,
+    /// By room: the (sender connection, message number) of every stored message.
+    pub rooms: Vec<MessageSet>,
+    /// Extra copies: messages stored again under the same (sender, message number).
+    pub twice: u64,
     /// Times `seq` did not increase from one stored message to the next.
     pub out_of_order: u64,
 }
@@ -173,8 +177,8 @@ pub fn merge(
     let mut e2e = histogram();
     for t in tallies {
         report.sent += t.sent;
-        report.acked += t.acked.len() as u64;
-        report.delivered += t.received.len() as u64;
+        report.acked += t.acked.len();
+        report.delivered += t.received.len();
         report.reconnects += t.reconnects;
         report.resent += t.resent;
         ack.add(&t.ack_latency).expect("same bounds");
@@ -195,14 +199,14 @@ pub fn merge(
         };
         let recipients: Vec<&ConnTally> =
             members[room].iter().filter(|c| **c != t.conn).filter_map(|c| by_conn.get(c).copied()).collect();
-        expected += (t.acked.len() * recipients.len()) as u64;
+        expected += t.acked.len() * recipients.len() as u64;
         if verify {
-            for k in &t.acked {
-                missing += recipients.iter().filter(|r| !r.received.contains(&(t.conn, *k))).count() as u64;
+            for k in t.acked.iter() {
+                missing += recipients.iter().filter(|r| !r.received.contains(&(t.conn, k))).count() as u64;
             }
         }
         if let Some(history) = stored.and_then(|s| s.rooms.get(room)) {
-            lost += t.acked.iter().filter(|k| !history.contains_key(&(t.conn, **k))).count() as u64;
+            lost += t.acked.iter().filter(|k| !history.contains(&(t.conn, *k))).count() as u64;
         }
     }
     report.delivery_ratio =
@@ -218,8 +222,7 @@ pub fn merge(
             duplicated: tallies.iter().map(|t| t.duplicates).sum(),
             reordered: tallies.iter().map(|t| t.reordered).sum::<u64>() + stored.map_or(0, |s| s.out_of_order),
             lost,
-            stored_twice: stored
-                .map_or(0, |s| s.rooms.iter().flat_map(|r| r.values()).map(|n| u64::from(n.saturating_sub(1))).sum()),
+            stored_twice: stored.map_or(0, |s| s.twice),
         });
     }
     if report.duration_s > 0.0 {
@@ -290,11 +293,11 @@ mod tests {
     fn the_stored_history_counts_lost_and_twice_stored_messages() {
         // Room 0: connection 0 sends, connection 1 receives.
         let mut sender = ConnTally::new(0);
-        sender.acked = vec![0, 1, 2];
+        sender.acked = [0, 1, 2].into_iter().collect();
         let mut receiver = ConnTally::new(1);
         receiver.received = [(0, 0), (0, 1), (0, 2)].into_iter().collect();
-        let stored =
-            Stored { rooms: vec![[((0, 0), 1), ((0, 1), 2), ((0, 3), 1)].into_iter().collect()], out_of_order: 1 };
+        // (0, 1) is stored twice, (0, 2) not at all, (0, 3) was never acked.
+        let stored = Stored { rooms: vec![[(0, 0), (0, 1), (0, 3)].into_iter().collect()], twice: 1, out_of_order: 1 };
         let mut report = Report::default();
         merge(&[sender, receiver], &[vec![0, 1]], &[Some(0), None], true, Some(&stored), &mut report);
         let v = report.verify.unwrap();

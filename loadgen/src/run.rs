@@ -22,6 +22,7 @@ use fastwebsockets::{Frame, OpCode, Payload};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
 
+use crate::ranges::MessageSet;
 use crate::report::{self, ConnTally, ConnectReport, HistoryReport, IdleReport, Latency, Report};
 use crate::setup::{self, Plan};
 use crate::target::{Incoming, Target};
@@ -223,10 +224,11 @@ async fn stored_history(shared: &Arc<Shared>) -> anyhow::Result<report::Stored> 
             Ok::<_, anyhow::Error>(out)
         }));
     }
-    let mut stored = report::Stored { rooms: vec![HashMap::new(); shared.plan.rooms.len()], out_of_order: 0 };
+    let mut stored = report::Stored { rooms: vec![MessageSet::default(); shared.plan.rooms.len()], ..Default::default() };
     for t in tasks {
-        for (room, (messages, out_of_order)) in t.await?? {
+        for (room, (messages, twice, out_of_order)) in t.await?? {
             stored.rooms[room] = messages;
+            stored.twice += twice;
             stored.out_of_order += out_of_order;
         }
     }
@@ -245,15 +247,15 @@ async fn connect_http(base: &str) -> anyhow::Result<crate::http::HttpConn> {
     }
 }
 
-/// One conversation's history: how many times each (sender, message number) is stored, and how
-/// many times `seq` failed to increase from one message to the next.
+/// One conversation's history: every stored (sender, message number), how many were stored
+/// again, and how many times `seq` failed to increase from one message to the next.
 async fn read_room(
     http: &mut crate::http::HttpConn,
     conv: &str,
     token: Option<&str>,
-) -> anyhow::Result<(HashMap<(u32, u64), u32>, u64)> {
-    let mut counts: HashMap<(u32, u64), u32> = HashMap::new();
-    let (mut after, mut out_of_order) = (0u64, 0u64);
+) -> anyhow::Result<(MessageSet, u64, u64)> {
+    let mut stored = MessageSet::default();
+    let (mut after, mut twice, mut out_of_order) = (0u64, 0u64, 0u64);
     loop {
         let path = format!("/api/conversations/{conv}/messages?after_seq={after}&limit=500");
         let (status, page) = http.request("GET", &path, token, None).await?;
@@ -266,11 +268,11 @@ async fn read_room(
             }
             after = after.max(seq);
             if let Some((sender, k, _)) = m["body"].as_str().and_then(crate::target::parse_body) {
-                *counts.entry((sender, k)).or_default() += 1;
+                twice += u64::from(!stored.insert((sender, k)));
             }
         }
         if page["has_more"] != true || messages.is_empty() {
-            return Ok((counts, out_of_order));
+            return Ok((stored, twice, out_of_order));
         }
     }
 }
@@ -469,7 +471,7 @@ async fn read_loop(
                 let intended = shared.intended_ns(i, k, start_ns);
                 let mut t = tally.lock();
                 let _ = t.ack_latency.record(now.saturating_sub(intended) / 1000);
-                t.acked.push(k);
+                t.acked.insert(k);
                 shared.acked.fetch_add(1, Ordering::Relaxed);
                 shared.expected.fetch_add(recipients, Ordering::Relaxed);
             }
@@ -598,7 +600,7 @@ async fn write_loop(
                     let mut t = tally.lock();
                     t.sent += 1;
                     if !target.acks() {
-                        t.acked.push(k);
+                        t.acked.insert(k);
                         shared.acked.fetch_add(1, Ordering::Relaxed);
                         shared.expected.fetch_add(recipients, Ordering::Relaxed);
                     }
