@@ -110,6 +110,9 @@ pub struct Opts {
     /// Messages written before the `history` scenario reads.
     #[arg(long, default_value_t = 5000)]
     pub history_messages: usize,
+    /// Pages per second per `history` reader, paced from fixed times (0: as fast as it can).
+    #[arg(long, default_value_t = 0.0)]
+    pub history_rate: f64,
     /// No live progress line.
     #[arg(long)]
     pub quiet: bool,

@@ -726,7 +726,13 @@ async fn history(shared: &Arc<Shared>) -> anyhow::Result<HistoryReport> {
                     .await?;
             let mut h = report::histogram();
             let mut k = w as u64;
+            let started = Instant::now();
+            let pace = (shared.opts.history_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / shared.opts.history_rate));
             while Instant::now() < deadline {
+                if let Some(pace) = pace {
+                    // Open loop: page n is due at n × pace whatever the earlier pages took.
+                    tokio::time::sleep_until((started + pace * (k - w as u64) as u32).into()).await;
+                }
                 let before = 51 + (k.wrapping_mul(7919) % total.max(1));
                 k += 1;
                 let t0 = Instant::now();
