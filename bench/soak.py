@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A soak: mixed load against one node for a long time, watching memory, fds and latency.
 
-    python3 bench/soak.py --duration 3600 --svg docs/soak-2026-11-22.svg   # the hour run
+    python3 bench/soak.py --duration 3600 --svg docs/soak-2026-12-01.svg --out target/soak.json --check  # the hour run
+    python3 bench/soak_report.py target/soak.json                           # its tables, for docs/benchmarks.md
     python3 bench/soak.py --profile debug --preset short --check           # the one-minute check
 
 Starts the node (embedded store, every message fsynced before its ack) and three
@@ -12,7 +13,7 @@ the ack-latency p99 of that interval (from the histogram's bucket deltas). Write
 JSON (`--out`) and, with `--svg`, a plot of the four series.
 
 `--check` exits non-zero unless the run was flat and lossless: verify found nothing missing,
-duplicated or reordered; resident memory at the end no more than 15 % + the embedded store's
+duplicated, reordered, lost from the stored history or stored twice; resident memory at the end no more than 15 % + the embedded store's
 memory budget (up to 152 MiB of memtables and a 32 MiB block cache, which fill up during a run) above
 its level after the warm-up; fds at the end within 32 of their level after the warm-up; no
 interval p99 above `--max-interval-p99-ms`.
@@ -259,7 +260,7 @@ def evaluate(samples, reports, args):
         return ["too few samples"]
     for name in ("group", "direct"):
         v = reports[name].get("verify") or {}
-        for k in ("missing", "duplicated", "reordered"):
+        for k in ("missing", "duplicated", "reordered", "lost", "stored_twice"):
             if v.get(k, 1) != 0:
                 failures.append(f"{name}: verify {k} = {v.get(k)}")
         if reports[name]["acked"] == 0:
