@@ -224,7 +224,8 @@ async fn stored_history(shared: &Arc<Shared>) -> anyhow::Result<report::Stored> 
             Ok::<_, anyhow::Error>(out)
         }));
     }
-    let mut stored = report::Stored { rooms: vec![MessageSet::default(); shared.plan.rooms.len()], ..Default::default() };
+    let mut stored =
+        report::Stored { rooms: vec![MessageSet::default(); shared.plan.rooms.len()], ..Default::default() };
     for t in tasks {
         for (room, (messages, twice, out_of_order)) in t.await?? {
             stored.rooms[room] = messages;
@@ -727,7 +728,8 @@ async fn history(shared: &Arc<Shared>) -> anyhow::Result<HistoryReport> {
             let mut h = report::histogram();
             let mut k = w as u64;
             let started = Instant::now();
-            let pace = (shared.opts.history_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / shared.opts.history_rate));
+            let pace =
+                (shared.opts.history_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / shared.opts.history_rate));
             while Instant::now() < deadline {
                 if let Some(pace) = pace {
                     // Open loop: page n is due at n × pace whatever the earlier pages took.

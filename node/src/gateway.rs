@@ -6,6 +6,7 @@
 //! session's bounded outbound queue, coalescing every frame already queued into one flush,
 //! sends heartbeat pings, and writes the close frame when anything asks the session to close.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -20,7 +21,7 @@ use crate::frames::{Frames, Op, Step};
 use rookery_actors::{new_id, now_ms, OutboundReceiver, SessionAddr, SessionHandle, SessionMsg};
 use rookery_protocol::{close, decode_client_frame, encode_event, ErrorCode, Limits, ServerEvent};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::error::ApiError;
@@ -115,6 +116,35 @@ where
 /// Pongs a connection may owe at once (Autobahn's case 2.10 sends 10 pings in a row).
 const PONG_QUEUE: usize = 32;
 
+/// Pongs owed to the client, from the reader to the writer. Overflow policy: past
+/// [`PONG_QUEUE`] unanswered pings, further pings of a burst get no pong (a flood costs the
+/// flooder, nobody else). A queue that allocates only when pings arrive: a channel would hold a
+/// block of slots for the connection's whole life, and most connections never ping.
+#[derive(Default)]
+struct Pongs {
+    queue: parking_lot::Mutex<VecDeque<Bytes>>,
+    ready: Notify,
+}
+
+impl Pongs {
+    fn push(&self, payload: Bytes) {
+        let mut q = self.queue.lock();
+        if q.len() < PONG_QUEUE {
+            q.push_back(payload);
+            drop(q);
+            self.ready.notify_one();
+        }
+    }
+
+    /// Frames every owed pong into `out`; the queue's memory goes with them.
+    fn drain_into(&self, out: &mut Vec<u8>) {
+        let owed = std::mem::take(&mut *self.queue.lock());
+        for payload in owed {
+            frame(out, OP_PONG, &payload);
+        }
+    }
+}
+
 async fn connection<S>(app: Arc<App>, ws: fastwebsockets::WebSocket<S>, addr: SessionAddr, expires_at_ms: i64)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -139,14 +169,12 @@ where
     let (r, write) = tokio::io::split(ws.into_inner());
     let (read, _) = fastwebsockets::after_handshake_split(r, tokio::io::sink(), fastwebsockets::Role::Server);
     let last_heard = Arc::new(AtomicI64::new(monotonic_ms()));
-    // Pongs owed to the client. Overflow policy: past this many unanswered pings, further pings
-    // of a burst get no pong (a flood costs the flooder, nobody else).
-    let (pongs_tx, pongs_rx) = mpsc::channel::<Bytes>(PONG_QUEUE);
+    let pongs = Arc::new(Pongs::default());
     let writer = tokio::spawn(write_loop(
         write,
         outbound,
         handle.clone(),
-        pongs_rx,
+        pongs.clone(),
         config.heartbeat,
         last_heard.clone(),
         expires_at_ms,
@@ -154,7 +182,7 @@ where
 
     match hub.open_session(handle.clone()).await {
         Ok(actor) => {
-            read_loop(read, &app, &handle, &actor, pongs_tx, &last_heard).await;
+            read_loop(read, &app, &handle, &actor, &pongs, &last_heard).await;
             actor.stop(None);
         }
         Err(e) => {
@@ -172,7 +200,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     app: &App,
     handle: &SessionHandle,
     actor: &rookery_actors::ActorRef<SessionMsg>,
-    pongs: mpsc::Sender<Bytes>,
+    pongs: &Pongs,
     last_heard: &AtomicI64,
 ) {
     let max = app.config.max_frame;
@@ -188,8 +216,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     loop {
         let mut obligated = |f: Frame<'_>| {
             if f.opcode == OpCode::Pong {
-                // Overflow policy: a client that floods pings loses pongs, nothing else.
-                let _ = pongs.try_send(Bytes::copy_from_slice(&f.payload));
+                pongs.push(Bytes::copy_from_slice(&f.payload));
             }
             async { Ok::<(), std::convert::Infallible>(()) }
         };
@@ -229,8 +256,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         let bytes = match frames.push(op, frame.fin, masked, &frame.payload) {
             Step::Wait => continue,
             Step::Pong(payload) => {
-                // Overflow policy: a client that floods pings loses pongs, nothing else.
-                let _ = pongs.try_send(payload);
+                pongs.push(payload);
                 continue;
             }
             Step::Close(code) => {
@@ -316,7 +342,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut write: W,
     mut outbound: OutboundReceiver,
     handle: Arc<SessionHandle>,
-    mut pongs: mpsc::Receiver<Bytes>,
+    pongs: Arc<Pongs>,
     heartbeat: Duration,
     last_heard: Arc<AtomicI64>,
     expires_at_ms: i64,
@@ -345,7 +371,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 let _ = write.flush().await;
                 return;
             }
-            Some(payload) = pongs.recv() => frame(&mut out, OP_PONG, &payload),
+            _ = pongs.ready.notified() => pongs.drain_into(&mut out),
             next = outbound.frames.recv() => {
                 let Some(first) = next else { return };
                 // Everything already queued goes out in one write.
