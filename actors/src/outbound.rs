@@ -6,13 +6,15 @@
 //! Replies to the client's own requests (`sync` pages, errors) wait for room instead, up to a
 //! deadline, because they are paced by the client itself.
 
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use rookery_protocol::close;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::Metrics;
@@ -25,10 +27,46 @@ pub struct SessionAddr {
     pub user_id: Arc<str>,
 }
 
+/// The queue itself, shared by the handle and the writer. A deque behind a lock rather than a
+/// channel: it allocates only while frames wait (a channel keeps a block of slots for the
+/// connection's whole life), and most connections are idle most of the time.
+struct Queue {
+    frames: Mutex<VecDeque<Bytes>>,
+    capacity: usize,
+    /// Wakes the writer: frames were queued.
+    queued: Notify,
+    /// Wakes `push_wait`: the writer took frames.
+    room: Notify,
+    /// The writer is gone; nothing queued would ever be written.
+    receiver_gone: AtomicBool,
+}
+
+/// Why a frame was not queued.
+enum Refused {
+    Full(Bytes),
+    Closed,
+}
+
+impl Queue {
+    fn try_push(&self, frame: Bytes) -> Result<(), Refused> {
+        if self.receiver_gone.load(Ordering::Acquire) {
+            return Err(Refused::Closed);
+        }
+        let mut q = self.frames.lock();
+        if q.len() >= self.capacity {
+            return Err(Refused::Full(frame));
+        }
+        q.push_back(frame);
+        drop(q);
+        self.queued.notify_one();
+        Ok(())
+    }
+}
+
 /// The producer side of one session's outbound queue, shared by everything that sends to it.
 pub struct SessionHandle {
     pub addr: SessionAddr,
-    tx: mpsc::Sender<Bytes>,
+    queue: Arc<Queue>,
     close: CancellationToken,
     close_code: AtomicU16,
     metrics: Arc<Metrics>,
@@ -36,40 +74,89 @@ pub struct SessionHandle {
 
 /// The consumer side, owned by the socket writer.
 pub struct OutboundReceiver {
-    pub frames: mpsc::Receiver<Bytes>,
+    queue: Arc<Queue>,
     pub close: CancellationToken,
+}
+
+impl OutboundReceiver {
+    /// Waits until frames are queued, then takes up to `max` of them, oldest first. Cancel safe:
+    /// dropped while waiting, it takes nothing.
+    pub async fn take(&mut self, max: usize) -> VecDeque<Bytes> {
+        loop {
+            {
+                let mut q = self.queue.frames.lock();
+                if !q.is_empty() {
+                    let batch = if q.len() <= max { std::mem::take(&mut *q) } else { q.drain(..max).collect() };
+                    drop(q);
+                    self.queue.room.notify_waiters();
+                    return batch;
+                }
+            }
+            // A frame queued after the check above leaves a permit: this returns at once.
+            self.queue.queued.notified().await;
+        }
+    }
+}
+
+impl Drop for OutboundReceiver {
+    fn drop(&mut self) {
+        self.queue.receiver_gone.store(true, Ordering::Release);
+        self.queue.frames.lock().clear();
+        self.queue.room.notify_waiters();
+    }
 }
 
 impl SessionHandle {
     /// Creates a handle and its receiver with room for `capacity` frames.
     pub fn new(addr: SessionAddr, capacity: usize, metrics: Arc<Metrics>) -> (Arc<Self>, OutboundReceiver) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let queue = Arc::new(Queue {
+            frames: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+            queued: Notify::new(),
+            room: Notify::new(),
+            receiver_gone: AtomicBool::new(false),
+        });
         let close = CancellationToken::new();
-        let handle = Arc::new(SessionHandle { addr, tx, close: close.clone(), close_code: AtomicU16::new(0), metrics });
-        (handle, OutboundReceiver { frames: rx, close })
+        let handle = Arc::new(SessionHandle {
+            addr,
+            queue: queue.clone(),
+            close: close.clone(),
+            close_code: AtomicU16::new(0),
+            metrics,
+        });
+        (handle, OutboundReceiver { queue, close })
     }
 
     /// Queues a frame without waiting. A full queue closes the session with 4009 and returns
     /// `false`; so does a closed one (without counting a slow consumer).
     pub fn push(&self, frame: Bytes) -> bool {
-        match self.tx.try_send(frame) {
+        match self.queue.try_push(frame) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(Refused::Full(_)) => {
                 self.slow_consumer();
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(Refused::Closed) => false,
         }
     }
 
     /// Queues a frame, waiting up to `patience` for room; past it the session is closed with 4009.
     pub async fn push_wait(&self, frame: Bytes, patience: Duration) -> bool {
-        match tokio::time::timeout(patience, self.tx.send(frame)).await {
-            Ok(Ok(())) => true,
-            Ok(Err(_)) => false,
-            Err(_) => {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut frame = frame;
+        loop {
+            // Registered before the attempt, so room made right after it is not missed.
+            let room = self.queue.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.queue.try_push(frame) {
+                Ok(()) => return true,
+                Err(Refused::Closed) => return false,
+                Err(Refused::Full(f)) => frame = f,
+            }
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
                 self.slow_consumer();
-                false
+                return false;
             }
         }
     }
@@ -99,7 +186,7 @@ impl SessionHandle {
 
     /// Frames queued and not yet taken by the writer.
     pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.queue.frames.lock().len()
     }
 
     /// Resolves once something asked the session to close.
@@ -109,6 +196,6 @@ impl SessionHandle {
 
     /// Whether the session is closing or closed.
     pub fn is_closed(&self) -> bool {
-        self.close.is_cancelled() || self.tx.is_closed()
+        self.close.is_cancelled() || self.queue.receiver_gone.load(Ordering::Acquire)
     }
 }

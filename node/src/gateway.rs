@@ -372,16 +372,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 return;
             }
             _ = pongs.ready.notified() => pongs.drain_into(&mut out),
-            next = outbound.frames.recv() => {
-                let Some(first) = next else { return };
+            batch = outbound.take(MAX_COALESCE) => {
                 // Everything already queued goes out in one write.
-                out.reserve(first.len() + 10);
-                frame(&mut out, OP_TEXT, &first);
-                for _ in 1..MAX_COALESCE {
-                    match outbound.frames.try_recv() {
-                        Ok(next) => frame(&mut out, OP_TEXT, &next),
-                        Err(_) => break,
-                    }
+                out.reserve(batch.iter().map(|f| f.len() + 10).sum());
+                for f in &batch {
+                    frame(&mut out, OP_TEXT, f);
                 }
             }
             _ = ticker.tick() => {
