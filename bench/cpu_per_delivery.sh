@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Server CPU per delivered message at a fixed offered load: a steadier figure than the maximum
-# rate on a shared machine. Usage: bench/cpu_per_delivery.sh [users] [rate per conn] [seconds]
+# rate on a shared machine. Usage: bench/cpu_per_delivery.sh [users] [rate per conn] [seconds]; ROOKERY_BIN picks the node binary (default target/release/rookery)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 users=${1:-1000}; rate=${2:-8}; secs=${3:-10}
 data=$(mktemp -d)
 token=bench-admin-token-0123456789
-target/release/rookery serve --listen 127.0.0.1:18300 --admin-listen 127.0.0.1:18301 --data-dir "$data" \
+"${ROOKERY_BIN:-target/release/rookery}" serve --listen 127.0.0.1:18300 --admin-listen 127.0.0.1:18301 --data-dir "$data" \
   --admin-token $token --send-rate-limit 0 --api-write-rate-limit 0 >/dev/null 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; rm -rf "$data"' EXIT
