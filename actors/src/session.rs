@@ -91,7 +91,9 @@ impl Actor for SessionActor {
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SessionMsg::Frame(frame, permit, _slot) => state.frame(frame, permit).await,
+            // Boxed: the handling future is large (every op's awaits), and held inline it would
+            // sit in the actor's task for the session's whole life, idle or not.
+            SessionMsg::Frame(frame, permit, _slot) => Box::pin(state.frame(frame, permit)).await,
             #[cfg(feature = "test-hooks")]
             SessionMsg::InjectPanic => {
                 panic!("injected panic in session {}", state.handle.addr.session_id)
