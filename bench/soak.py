@@ -224,7 +224,8 @@ def main():
     subprocess.run(["rm", "-rf", tmp])
 
     failures = evaluate(samples, reports, args)
-    summary = {"duration_s": args.duration, "preset": args.preset, "samples": samples, "reports": reports,
+    summary = {"duration_s": args.duration, "warmup_s": args.warmup, "preset": args.preset, "scale": args.scale,
+               "samples": samples, "reports": reports,
                "failures": failures}
     if args.out:
         with open(args.out, "w") as f:

@@ -55,7 +55,7 @@ def main():
     h = reports["history"].get("history") or {}
     if h:
         print(f"| history pages read (p99) | {h['pages']:,} ({h['latency']['p99_ms']:.1f} ms) |")
-    after = [s for s in samples if s["t"] >= 15] or samples
+    after = [s for s in samples if s["t"] >= run.get("warmup_s", 15)] or samples
     load = [s for s in after if s["t"] <= run["duration_s"]]  # not the drain at the end
     print(f"| node RSS: after warm-up, highest, end | {mib(after[0]['rss'])}, {mib(max(s['rss'] for s in samples))}, "
           f"{mib(samples[-1]['rss'])} |")

@@ -32,7 +32,7 @@ use rookery_store::Store;
 
 pub use conversation::ConvMsg;
 pub use metrics::Metrics;
-pub use outbound::{OutboundReceiver, SessionAddr, SessionHandle};
+pub use outbound::{FrameQueue, OutboundReceiver, Refused, SessionAddr, SessionHandle};
 pub use placement::{ConversationRouter, RouteError};
 pub use ractor::ActorRef;
 pub use registry::SessionRegistry;

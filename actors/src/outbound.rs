@@ -27,32 +27,45 @@ pub struct SessionAddr {
     pub user_id: Arc<str>,
 }
 
-/// The queue itself, shared by the handle and the writer. A deque behind a lock rather than a
-/// channel: it allocates only while frames wait (a channel keeps a block of slots for the
-/// connection's whole life), and most connections are idle most of the time.
-struct Queue {
+/// A bounded queue of frames between producers and one socket writer. A deque behind a lock
+/// rather than a channel: it allocates only while frames wait (a channel keeps a block of slots
+/// for the connection's whole life), and most connections are idle most of the time. The
+/// overflow policy is the caller's: [`FrameQueue::try_push`] refuses past the bound.
+pub struct FrameQueue {
     frames: Mutex<VecDeque<Bytes>>,
     capacity: usize,
     /// Wakes the writer: frames were queued.
     queued: Notify,
     /// Wakes `push_wait`: the writer took frames.
     room: Notify,
-    /// The writer is gone; nothing queued would ever be written.
-    receiver_gone: AtomicBool,
+    /// The writer is gone; nothing queued would ever be written. Read and set under the lock.
+    closed: AtomicBool,
 }
 
 /// Why a frame was not queued.
-enum Refused {
+pub enum Refused {
     Full(Bytes),
     Closed,
 }
 
-impl Queue {
-    fn try_push(&self, frame: Bytes) -> Result<(), Refused> {
-        if self.receiver_gone.load(Ordering::Acquire) {
+impl FrameQueue {
+    /// An empty queue with room for `capacity` frames (at least 1).
+    pub fn new(capacity: usize) -> Self {
+        FrameQueue {
+            frames: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+            queued: Notify::new(),
+            room: Notify::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Queues `frame` unless the queue is full or closed.
+    pub fn try_push(&self, frame: Bytes) -> Result<(), Refused> {
+        let mut q = self.frames.lock();
+        if self.closed.load(Ordering::Relaxed) {
             return Err(Refused::Closed);
         }
-        let mut q = self.frames.lock();
         if q.len() >= self.capacity {
             return Err(Refused::Full(frame));
         }
@@ -61,12 +74,52 @@ impl Queue {
         self.queued.notify_one();
         Ok(())
     }
+
+    /// Waits until frames are queued, then takes up to `max` of them, oldest first. Cancel
+    /// safe: dropped while waiting, it takes nothing.
+    pub async fn take(&self, max: usize) -> VecDeque<Bytes> {
+        loop {
+            {
+                let mut q = self.frames.lock();
+                if !q.is_empty() {
+                    let batch = if q.len() <= max { std::mem::take(&mut *q) } else { q.drain(..max).collect() };
+                    drop(q);
+                    self.room.notify_waiters();
+                    return batch;
+                }
+            }
+            // A frame queued after the check above leaves a permit: this returns at once.
+            self.queued.notified().await;
+        }
+    }
+
+    /// Frames queued and not yet taken.
+    pub fn len(&self) -> usize {
+        self.frames.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Refuses every later push and drops what waits (the writer is gone).
+    pub fn close(&self) {
+        let mut q = self.frames.lock();
+        self.closed.store(true, Ordering::Relaxed);
+        q.clear();
+        drop(q);
+        self.room.notify_waiters();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
 }
 
 /// The producer side of one session's outbound queue, shared by everything that sends to it.
 pub struct SessionHandle {
     pub addr: SessionAddr,
-    queue: Arc<Queue>,
+    queue: Arc<FrameQueue>,
     close: CancellationToken,
     close_code: AtomicU16,
     metrics: Arc<Metrics>,
@@ -74,48 +127,27 @@ pub struct SessionHandle {
 
 /// The consumer side, owned by the socket writer.
 pub struct OutboundReceiver {
-    queue: Arc<Queue>,
+    queue: Arc<FrameQueue>,
     pub close: CancellationToken,
 }
 
 impl OutboundReceiver {
-    /// Waits until frames are queued, then takes up to `max` of them, oldest first. Cancel safe:
-    /// dropped while waiting, it takes nothing.
+    /// Waits until frames are queued, then takes up to `max` of them, oldest first (cancel safe).
     pub async fn take(&mut self, max: usize) -> VecDeque<Bytes> {
-        loop {
-            {
-                let mut q = self.queue.frames.lock();
-                if !q.is_empty() {
-                    let batch = if q.len() <= max { std::mem::take(&mut *q) } else { q.drain(..max).collect() };
-                    drop(q);
-                    self.queue.room.notify_waiters();
-                    return batch;
-                }
-            }
-            // A frame queued after the check above leaves a permit: this returns at once.
-            self.queue.queued.notified().await;
-        }
+        self.queue.take(max).await
     }
 }
 
 impl Drop for OutboundReceiver {
     fn drop(&mut self) {
-        self.queue.receiver_gone.store(true, Ordering::Release);
-        self.queue.frames.lock().clear();
-        self.queue.room.notify_waiters();
+        self.queue.close();
     }
 }
 
 impl SessionHandle {
     /// Creates a handle and its receiver with room for `capacity` frames.
     pub fn new(addr: SessionAddr, capacity: usize, metrics: Arc<Metrics>) -> (Arc<Self>, OutboundReceiver) {
-        let queue = Arc::new(Queue {
-            frames: Mutex::new(VecDeque::new()),
-            capacity: capacity.max(1),
-            queued: Notify::new(),
-            room: Notify::new(),
-            receiver_gone: AtomicBool::new(false),
-        });
+        let queue = Arc::new(FrameQueue::new(capacity));
         let close = CancellationToken::new();
         let handle = Arc::new(SessionHandle {
             addr,
@@ -186,7 +218,7 @@ impl SessionHandle {
 
     /// Frames queued and not yet taken by the writer.
     pub fn queued(&self) -> usize {
-        self.queue.frames.lock().len()
+        self.queue.len()
     }
 
     /// Resolves once something asked the session to close.
@@ -196,6 +228,91 @@ impl SessionHandle {
 
     /// Whether the session is closing or closed.
     pub fn is_closed(&self) -> bool {
-        self.close.is_cancelled() || self.queue.receiver_gone.load(Ordering::Acquire)
+        self.close.is_cancelled() || self.queue.is_closed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(capacity: usize) -> (Arc<SessionHandle>, OutboundReceiver) {
+        let addr = SessionAddr { node_id: "n".into(), session_id: "s".into(), user_id: "u".into() };
+        SessionHandle::new(addr, capacity, Arc::new(Metrics::new()))
+    }
+
+    fn b(s: &'static str) -> Bytes {
+        Bytes::from_static(s.as_bytes())
+    }
+
+    #[tokio::test]
+    async fn take_returns_oldest_first_and_at_most_max() {
+        let q = FrameQueue::new(8);
+        for f in ["a", "b", "c"] {
+            assert!(q.try_push(b(f)).is_ok());
+        }
+        assert_eq!(q.take(2).await, [b("a"), b("b")]);
+        assert_eq!(q.take(2).await, [b("c")]);
+        assert!(q.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_take_wakes_on_a_push_and_a_cancelled_one_takes_nothing() {
+        let q = Arc::new(FrameQueue::new(8));
+        // Cancelled while waiting: nothing is lost.
+        assert!(tokio::time::timeout(Duration::from_millis(20), q.take(8)).await.is_err());
+        assert!(q.try_push(b("x")).is_ok());
+        let waiter = tokio::spawn({
+            let q = q.clone();
+            async move { q.take(8).await }
+        });
+        assert_eq!(waiter.await.unwrap(), [b("x")]);
+        let waiter = tokio::spawn({
+            let q = q.clone();
+            async move { q.take(8).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(q.try_push(b("y")).is_ok());
+        assert_eq!(waiter.await.unwrap(), [b("y")]);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_closes_the_session_as_a_slow_consumer() {
+        let (h, _rx) = handle(2);
+        assert!(h.push(b("1")) && h.push(b("2")));
+        assert!(!h.push(b("3")));
+        assert_eq!(h.close_code(), close::SLOW_CONSUMER);
+        assert_eq!(h.queued(), 2);
+    }
+
+    #[tokio::test]
+    async fn push_wait_waits_for_room_and_gives_up_at_its_deadline() {
+        let (h, mut rx) = handle(1);
+        assert!(h.push(b("1")));
+        let waiting = tokio::spawn({
+            let h = h.clone();
+            async move { h.push_wait(b("2"), Duration::from_secs(10)).await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(rx.take(8).await, [b("1")]);
+        assert!(waiting.await.unwrap(), "room made by the writer lets the waiting push in");
+        assert_eq!(rx.take(8).await, [b("2")]);
+        assert_eq!(h.close_code(), 0);
+
+        assert!(h.push(b("3")));
+        assert!(!h.push_wait(b("4"), Duration::from_millis(30)).await);
+        assert_eq!(h.close_code(), close::SLOW_CONSUMER);
+    }
+
+    #[tokio::test]
+    async fn without_a_writer_pushes_are_refused_without_a_slow_consumer_close() {
+        let (h, rx) = handle(4);
+        assert!(h.push(b("1")));
+        drop(rx);
+        assert!(h.is_closed());
+        assert_eq!(h.queued(), 0, "what waited is dropped with the writer");
+        assert!(!h.push(b("2")));
+        assert!(!h.push_wait(b("3"), Duration::from_secs(10)).await);
+        assert_eq!(h.close_code(), 0);
     }
 }

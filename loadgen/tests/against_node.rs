@@ -138,6 +138,26 @@ async fn connect_storm_idle_and_history_report_their_figures() {
         loadgen(&n, &["--scenario", "history", "--users", "4", "--duration", "1", "--history-messages", "200"]).await;
     assert_eq!(code, 0, "{r}");
     assert!(r["history"]["pages"].as_u64().unwrap() > 0);
+    // Paced: page n is due at n / rate, so one reader at 10 pages/s reads at most 11 in 1 s.
+    let (code, r) = loadgen(
+        &n,
+        &[
+            "--scenario",
+            "history",
+            "--users",
+            "1",
+            "--duration",
+            "1",
+            "--history-messages",
+            "200",
+            "--history-rate",
+            "10",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{r}");
+    let pages = r["history"]["pages"].as_u64().unwrap();
+    assert!((1..=11).contains(&pages), "{pages} pages at 10 pages/s for 1 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

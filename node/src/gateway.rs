@@ -6,7 +6,6 @@
 //! session's bounded outbound queue, coalescing every frame already queued into one flush,
 //! sends heartbeat pings, and writes the close frame when anything asks the session to close.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -18,10 +17,10 @@ use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, WebSocketError};
 
 use crate::frames::{Frames, Op, Step};
-use rookery_actors::{new_id, now_ms, OutboundReceiver, SessionAddr, SessionHandle, SessionMsg};
+use rookery_actors::{new_id, now_ms, FrameQueue, OutboundReceiver, SessionAddr, SessionHandle, SessionMsg};
 use rookery_protocol::{close, decode_client_frame, encode_event, ErrorCode, Limits, ServerEvent};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::error::ApiError;
@@ -116,32 +115,13 @@ where
 /// Pongs a connection may owe at once (Autobahn's case 2.10 sends 10 pings in a row).
 const PONG_QUEUE: usize = 32;
 
-/// Pongs owed to the client, from the reader to the writer. Overflow policy: past
-/// [`PONG_QUEUE`] unanswered pings, further pings of a burst get no pong (a flood costs the
-/// flooder, nobody else). A queue that allocates only when pings arrive: a channel would hold a
-/// block of slots for the connection's whole life, and most connections never ping.
-#[derive(Default)]
-struct Pongs {
-    queue: parking_lot::Mutex<VecDeque<Bytes>>,
-    ready: Notify,
-}
+/// Pongs owed to the client, from the reader to the writer, at most [`PONG_QUEUE`]. Overflow
+/// policy: further pings of a burst get no pong (a flood costs the flooder, nobody else).
+struct Pongs(FrameQueue);
 
 impl Pongs {
     fn push(&self, payload: Bytes) {
-        let mut q = self.queue.lock();
-        if q.len() < PONG_QUEUE {
-            q.push_back(payload);
-            drop(q);
-            self.ready.notify_one();
-        }
-    }
-
-    /// Frames every owed pong into `out`; the queue's memory goes with them.
-    fn drain_into(&self, out: &mut Vec<u8>) {
-        let owed = std::mem::take(&mut *self.queue.lock());
-        for payload in owed {
-            frame(out, OP_PONG, &payload);
-        }
+        let _ = self.0.try_push(payload);
     }
 }
 
@@ -169,7 +149,7 @@ where
     let (r, write) = tokio::io::split(ws.into_inner());
     let (read, _) = fastwebsockets::after_handshake_split(r, tokio::io::sink(), fastwebsockets::Role::Server);
     let last_heard = Arc::new(AtomicI64::new(monotonic_ms()));
-    let pongs = Arc::new(Pongs::default());
+    let pongs = Arc::new(Pongs(FrameQueue::new(PONG_QUEUE)));
     let writer = tokio::spawn(write_loop(
         write,
         outbound,
@@ -371,7 +351,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 let _ = write.flush().await;
                 return;
             }
-            _ = pongs.ready.notified() => pongs.drain_into(&mut out),
+            owed = pongs.0.take(PONG_QUEUE) => {
+                for payload in &owed {
+                    frame(&mut out, OP_PONG, payload);
+                }
+            }
             batch = outbound.take(MAX_COALESCE) => {
                 // Everything already queued goes out in one write.
                 out.reserve(batch.iter().map(|f| f.len() + 10).sum());

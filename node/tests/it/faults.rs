@@ -119,7 +119,7 @@ fn ack_of(ack: &Value) -> (String, u64) {
     (ack["client_id"].as_str().unwrap().to_string(), ack["seq"].as_u64().unwrap())
 }
 
-/// A node on a small filesystem and a group of two in which alice has sent ten messages.
+/// A node and a group of two in which alice has sent ten messages.
 struct Chat {
     node: TestNode,
     alice: Value,
@@ -131,15 +131,22 @@ struct Chat {
 }
 
 impl Chat {
-    /// With a free-space reserve of `reserve_mb` (0: none).
+    /// On a small filesystem, with a free-space reserve of `reserve_mb` (0: none).
     async fn on(mount: &Tmpfs, reserve_mb: u64) -> Chat {
         let data = mount.path().join("data");
-        let node = TestNode::start_with(|c| {
-            c.data_dir = data;
-            c.store_min_free_mb = reserve_mb;
-            c.send_rate_limit = 0.0;
-        })
-        .await;
+        Chat::with(
+            TestNode::start_with(|c| {
+                c.data_dir = data;
+                c.store_min_free_mb = reserve_mb;
+                c.send_rate_limit = 0.0;
+            })
+            .await,
+        )
+        .await
+    }
+
+    /// On `node`.
+    async fn with(node: TestNode) -> Chat {
         let (alice, bob) = (node.signup("alice").await, node.signup("bob").await);
         let conv = node.group(&alice, &[&bob]).await;
         let mut aws = node.ws(&alice).await;
@@ -211,14 +218,8 @@ async fn a_disk_below_the_reserve_refuses_writes_serves_reads_and_recovers() {
 /// again with nothing lost. (Recovery without a restart needs space that comes and goes, which
 /// only a filesystem of the test's own gives.)
 async fn reserve_above_the_real_free_space() {
-    let node = TestNode::start_with(|c| c.send_rate_limit = 0.0).await;
-    let (alice, bob) = (node.signup("alice").await, node.signup("bob").await);
-    let conv = node.group(&alice, &[&bob]).await;
-    let mut aws = node.ws(&alice).await;
-    let mut acked = Vec::new();
-    for i in 0..10 {
-        acked.push(ack_of(&aws.send_msg(&conv, &format!("before-{i}"), "x").await));
-    }
+    let Chat { node, alice, bob, conv, aws, mut acked } =
+        Chat::with(TestNode::start_with(|c| c.send_rate_limit = 0.0).await).await;
     drop(aws);
     let dir = node.stop().await;
 
