@@ -9,7 +9,9 @@
 //! answered, so the mailbox holds at most `sessions × session_inflight` sends. Other messages
 //! are bounded by the same session permits or by timers.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use dashmap::DashMap;
+use crate::FastDashMap;
 use rookery_protocol::{close, ErrorCode};
 use rookery_store::{AuditEntry, Sanction, StoreError};
 
@@ -18,7 +18,7 @@ use crate::{new_id, now_ms, Hub, RouteError};
 /// Active bans by user (a cache of the store's).
 #[derive(Default)]
 pub struct Bans {
-    map: DashMap<Arc<str>, Sanction>,
+    map: FastDashMap<Arc<str>, Sanction>,
 }
 
 impl Bans {

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use dashmap::DashMap;
+use crate::FastDashMap;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent};
 
 use crate::cluster::Cluster;
@@ -34,7 +34,7 @@ pub enum RouteError {
 /// Finds (or starts) the actor of a conversation and delivers messages to it.
 #[derive(Default)]
 pub struct ConversationRouter {
-    local: DashMap<Arc<str>, ActorRef<ConvMsg>>,
+    local: FastDashMap<Arc<str>, ActorRef<ConvMsg>>,
     supervisor: OnceLock<ActorRef<SupervisorMsg>>,
     cluster: OnceLock<Arc<Cluster>>,
 }

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use dashmap::DashMap;
+use crate::FastDashMap;
 use rookery_protocol::{encode_event, ServerEvent};
 
 use crate::{now_ms, Hub};
@@ -19,7 +19,7 @@ const MAX_AUDIENCE: usize = 10_000;
 /// Who has been announced online.
 #[derive(Default)]
 pub struct Presence {
-    announced: DashMap<Arc<str>, ()>,
+    announced: FastDashMap<Arc<str>, ()>,
 }
 
 impl Presence {

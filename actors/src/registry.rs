@@ -2,17 +2,17 @@
 
 use std::sync::Arc;
 
+use crate::FastDashMap;
 use bytes::Bytes;
-use dashmap::DashMap;
 
 use crate::outbound::SessionHandle;
 
 /// Sessions on this node, by user and by session id.
 #[derive(Default)]
 pub struct SessionRegistry {
-    by_user: DashMap<Arc<str>, Vec<Arc<SessionHandle>>>,
-    by_id: DashMap<Arc<str>, Arc<SessionHandle>>,
-    last_seen: DashMap<Arc<str>, i64>,
+    by_user: FastDashMap<Arc<str>, Vec<Arc<SessionHandle>>>,
+    by_id: FastDashMap<Arc<str>, Arc<SessionHandle>>,
+    last_seen: FastDashMap<Arc<str>, i64>,
 }
 
 impl SessionRegistry {

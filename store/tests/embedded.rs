@@ -39,6 +39,50 @@ async fn acked_writes_survive_reopening() {
     assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
 }
 
+/// The writer remembers each conversation's fence and highest `seq` instead of reading them per
+/// append: a taken `seq` is still refused whether it is above, at or below what it remembers,
+/// a gap below the head can still be filled, and after a reopen (nothing remembered) the
+/// engine is read again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seq_conflicts_hold_with_the_writers_memory_of_heads() {
+    let dir = tempfile::tempdir().unwrap();
+    let conflict = |r: Result<(), rookery_store::StoreError>| matches!(r, Err(rookery_store::StoreError::Conflict(_)));
+    {
+        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+        let token = store.claim_conversation("conv", "n").await.unwrap();
+        store.append_fenced(token, vec![message("conv", 1, "u", None), message("conv", 2, "u", None)]).await.unwrap();
+        assert!(conflict(store.append_fenced(token, vec![message("conv", 2, "u", None)]).await), "the head itself");
+        assert!(conflict(store.append_fenced(token, vec![message("conv", 1, "u", None)]).await), "below the head");
+        store.append_fenced(token, vec![message("conv", 5, "u", None)]).await.unwrap();
+        store.append_fenced(token, vec![message("conv", 4, "u", None)]).await.unwrap();
+        assert!(conflict(store.append_fenced(token, vec![message("conv", 4, "u", None)]).await), "a filled gap");
+        let batch = vec![message("conv", 6, "u", None), message("conv", 6, "u", None)];
+        assert!(conflict(store.append_fenced(token, batch).await), "twice in one append");
+        assert_eq!(store.last_message("conv").await.unwrap().unwrap().seq, 5, "the refused append wrote nothing");
+        store.append_fenced(token, vec![message("conv", 6, "u", None)]).await.unwrap();
+        let newer = store.claim_conversation("conv", "m").await.unwrap();
+        let stale = store.append_fenced(token, vec![message("conv", 7, "u", None)]).await;
+        assert!(matches!(stale, Err(rookery_store::StoreError::Fenced(_))), "{stale:?}");
+        store.append_fenced(newer, vec![message("conv", 7, "u", None)]).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let store = loop {
+        match EmbeddedStore::open(dir.path(), EmbeddedOptions::default()) {
+            Ok(s) => break s,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("reopen: {e}"),
+        }
+    };
+    let (token, _) = store.fence("conv").await.unwrap().unwrap();
+    assert!(conflict(store.append_fenced(token, vec![message("conv", 7, "u", None)]).await), "after a reopen");
+    store.append_fenced(token, vec![message("conv", 3, "u", None)]).await.expect("the gap at 3 is free");
+    store.append_fenced(token, vec![message("conv", 8, "u", None)]).await.unwrap();
+    let (page, _) = store.messages("conv", HistoryQuery::after(0, 20)).await.unwrap();
+    assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6, 7, 8]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_commit_batches_concurrent_writes() {
     let dir = tempfile::tempdir().unwrap();

@@ -20,6 +20,7 @@
 //! | `cursors` | user id, conv id | [`Cursor`] JSON |
 
 mod disk;
+mod heads;
 mod writer;
 
 use std::path::Path;
@@ -31,6 +32,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use disk::CHECK_EVERY as FREE_SPACE_CHECK_EVERY;
+use heads::Note;
 pub use writer::BatchObserver;
 use writer::{Engine, Keyspaces, Ks, Txn, Writer};
 
@@ -452,8 +454,8 @@ impl Store for EmbeddedStore {
         let (conv, owner) = (conv.to_string(), owner.to_string());
         self.writer
             .submit(move |txn| {
-                let current = read_fence(txn.get(Ks::Fences, conv.as_bytes())?)?;
-                let token = current.map_or(0, |(t, _)| t) + 1;
+                let token = fence_token(txn, &conv)? + 1;
+                txn.note(&conv, Note::Fence(token));
                 txn.put(Ks::Fences, conv.into_bytes(), encode(&(token, owner)));
                 Ok(token)
             })
@@ -468,7 +470,7 @@ impl Store for EmbeddedStore {
                     if checked.contains(&m.conv.as_str()) {
                         continue;
                     }
-                    let current = read_fence(txn.get(Ks::Fences, m.conv.as_bytes())?)?.map_or(0, |(t, _)| t);
+                    let current = fence_token(txn, &m.conv)?;
                     if current != fence {
                         return Err(StoreError::Fenced(format!(
                             "conversation {} is at fence {current}, the write carried {fence}",
@@ -770,8 +772,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 /// Writes messages and their indexes (the body of every append).
 fn write_messages(txn: &mut Txn<'_>, messages: &[Message]) -> StoreResult<()> {
     for m in messages {
-        let k = msg_key(&m.conv, m.seq);
-        if txn.get(Ks::Messages, &k)?.is_some() {
+        if message_exists(txn, &m.conv, m.seq)? {
             return Err(StoreError::Conflict(format!("seq {} in conversation {}", m.seq, m.conv)));
         }
         let seq = m.seq.to_be_bytes().to_vec();
@@ -784,9 +785,45 @@ fn write_messages(txn: &mut Txn<'_>, messages: &[Message]) -> StoreResult<()> {
         if let Some(client_id) = &m.client_id {
             txn.put(Ks::Dedupe, key(&[m.conv.as_bytes(), m.sender.as_bytes(), client_id.as_bytes()]), seq);
         }
-        txn.put(Ks::Messages, k, encode_message(m));
+        txn.put(Ks::Messages, msg_key(&m.conv, m.seq), encode_message(m));
+        txn.note(&m.conv, Note::Appended(m.seq));
     }
     Ok(())
+}
+
+/// The fence token of `conv` as this batch sees it (0 when never claimed), from what the writer
+/// remembers when it can ([`heads`]).
+fn fence_token(txn: &mut Txn<'_>, conv: &str) -> StoreResult<u64> {
+    if let Some(raw) = txn.pending(Ks::Fences, conv.as_bytes()) {
+        return Ok(read_fence(raw.map(<[u8]>::to_vec))?.map_or(0, |(t, _)| t));
+    }
+    if let Some(token) = txn.heads.fence(conv) {
+        return Ok(token);
+    }
+    let token = read_fence(txn.committed(Ks::Fences, conv.as_bytes())?)?.map_or(0, |(t, _)| t);
+    txn.heads.learn_fence(conv, token);
+    Ok(token)
+}
+
+/// Whether message `seq` of `conv` is stored or written by this batch. A `seq` above the
+/// highest committed one is new without a read of the engine ([`heads`]).
+fn message_exists(txn: &mut Txn<'_>, conv: &str, seq: u64) -> StoreResult<bool> {
+    let k = msg_key(conv, seq);
+    if let Some(v) = txn.pending(Ks::Messages, &k) {
+        return Ok(v.is_some());
+    }
+    let last = match txn.heads.last_seq(conv) {
+        Some(last) => last,
+        None => {
+            let last = match txn.last_committed_key(Ks::Messages, &msg_key(conv, 0), &msg_key(conv, u64::MAX))? {
+                Some(k) => seq_of(Ks::Messages, &k[k.len() - 8..])?,
+                None => 0,
+            };
+            txn.heads.learn_last_seq(conv, last);
+            last
+        }
+    };
+    Ok(seq <= last && txn.committed(Ks::Messages, &k)?.is_some())
 }
 
 /// Decodes a fence record: `(token, owner)`.

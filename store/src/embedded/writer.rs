@@ -20,16 +20,17 @@
 //! last batch), as a restart would, once there is room again; reads are served by the old
 //! engine until the moment of the reopen.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use foldhash::{HashMap, HashMapExt};
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::disk::DiskReserve;
+use super::heads::{Heads, Note};
 use super::{CACHE_BYTES, MEMTABLE_BYTES};
 use crate::{StoreError, StoreResult};
 
@@ -231,30 +232,82 @@ impl Engine {
 
 /// A key of one keyspace.
 type Key = (Ks, Vec<u8>);
-/// Pending writes: `None` deletes.
-type Overlay = HashMap<Key, Option<Vec<u8>>>;
+
+/// A batch's pending writes, by keyspace (`None` deletes). One table per keyspace, so a read
+/// looks a key up without copying it; the tables are kept from batch to batch with their
+/// capacity (filled from empty, each batch rehashed them several times). Bound: what one batch
+/// writes ([`MAX_BATCH_JOBS`] jobs).
+struct Overlay {
+    by_ks: Vec<HashMap<Vec<u8>, Option<Vec<u8>>>>,
+}
+
+impl Overlay {
+    fn new() -> Self {
+        Overlay { by_ks: Ks::ALL.iter().map(|_| HashMap::new()).collect() }
+    }
+
+    fn get(&self, ks: Ks, key: &[u8]) -> Option<&Option<Vec<u8>>> {
+        self.by_ks[ks as usize].get(key)
+    }
+
+    fn insert(&mut self, (ks, key): Key, value: Option<Vec<u8>>) {
+        self.by_ks[ks as usize].insert(key, value);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_ks.iter().all(HashMap::is_empty)
+    }
+}
 
 /// What a job sees: the committed database plus the writes of earlier jobs in this batch.
 pub(crate) struct Txn<'a> {
     keyspaces: &'a Keyspaces,
     batch: &'a Overlay,
     own: Vec<(Key, Option<Vec<u8>>)>,
+    /// What the writer knows of conversations' committed heads (fence, last `seq`).
+    pub(crate) heads: &'a mut Heads,
+    notes: Vec<(Box<str>, Note)>,
 }
 
-impl Txn<'_> {
+impl<'a> Txn<'a> {
+    fn new(keyspaces: &'a Keyspaces, batch: &'a Overlay, heads: &'a mut Heads) -> Self {
+        Txn { keyspaces, batch, own: Vec::new(), heads, notes: Vec::new() }
+    }
+
     /// Reads a key, seeing this job's and this batch's earlier writes.
     pub(crate) fn get(&self, ks: Ks, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        match self.pending(ks, key) {
+            Some(v) => Ok(v.map(<[u8]>::to_vec)),
+            None => self.committed(ks, key),
+        }
+    }
+
+    /// This job's or this batch's write of a key, if there is one: `Some(None)` for a delete.
+    pub(crate) fn pending(&self, ks: Ks, key: &[u8]) -> Option<Option<&[u8]>> {
         if let Some((_, v)) = self.own.iter().rev().find(|((k, kk), _)| *k == ks && kk == key) {
-            return Ok(v.clone());
+            return Some(v.as_deref());
         }
-        if let Some(v) = self.batch.get(&(ks, key.to_vec())) {
-            return Ok(v.clone());
-        }
+        self.batch.get(ks, key).map(|v| v.as_deref())
+    }
+
+    /// Reads a key from the committed database, ignoring this batch.
+    pub(crate) fn committed(&self, ks: Ks, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
         self.keyspaces
             .get(ks)
             .get(key)
             .map(|v| v.map(|s| s.to_vec()))
             .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    /// The highest committed key in `lo..=hi` (writes of this batch are not seen).
+    pub(crate) fn last_committed_key(&self, ks: Ks, lo: &[u8], hi: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        match self.keyspaces.get(ks).range(lo..=hi).next_back() {
+            Some(guard) => {
+                let (k, _) = guard.into_inner().map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                Ok(Some(k.to_vec()))
+            }
+            None => Ok(None),
+        }
     }
 
     pub(crate) fn put(&mut self, ks: Ks, key: Vec<u8>, value: Vec<u8>) {
@@ -263,6 +316,17 @@ impl Txn<'_> {
 
     pub(crate) fn delete(&mut self, ks: Ks, key: Vec<u8>) {
         self.own.push(((ks, key), None));
+    }
+
+    /// Records a write that moves a conversation's head; applied once the batch is durable.
+    pub(crate) fn note(&mut self, conv: &str, note: Note) {
+        self.notes.push((conv.into(), note));
+    }
+
+    /// Drops this job's writes and notes (the job failed).
+    fn discard(&mut self) {
+        self.own.clear();
+        self.notes.clear();
     }
 
     /// Committed keys under a prefix (writes of this batch are not seen by scans).
@@ -318,7 +382,7 @@ impl Writer {
             let result = txn.map(|txn| {
                 let result = f(txn);
                 if result.is_err() {
-                    txn.own.clear();
+                    txn.discard();
                 }
                 result
             });
@@ -340,6 +404,9 @@ fn refuse(job: Job, reason: &str) {
 
 fn run(engine: Arc<Engine>, mut rx: mpsc::Receiver<Request>, sync: bool, observer: Option<BatchObserver>) {
     let mut jobs: Vec<Job> = Vec::with_capacity(64);
+    let mut overlay = Overlay::new();
+    let mut heads = Heads::new();
+    let mut notes: Vec<(Box<str>, Note)> = Vec::new();
     let mut refusing = false;
     loop {
         if engine.failed() {
@@ -378,36 +445,40 @@ fn run(engine: Arc<Engine>, mut rx: mpsc::Receiver<Request>, sync: bool, observe
         if let Some(reason) = refusal {
             // Nothing is written. A job that writes nothing (a flush, a check that fails, a
             // revocation of an unknown token) still gets its answer; the others are refused.
-            let nothing = Overlay::new();
             for job in jobs.drain(..) {
-                let mut txn = Txn { keyspaces: &keyspaces, batch: &nothing, own: Vec::new() };
+                let mut txn = Txn::new(&keyspaces, &overlay, &mut heads);
                 let completion = job(Some(&mut txn));
                 let wrote = !txn.own.is_empty();
                 completion(if wrote { Err(StoreError::Unavailable(reason.clone())) } else { Ok(()) });
             }
             continue;
         }
-        let mut overlay: Overlay = HashMap::new();
         let mut completions: Vec<Completion> = Vec::with_capacity(n);
         for job in jobs.drain(..) {
-            let mut txn = Txn { keyspaces: &keyspaces, batch: &overlay, own: Vec::new() };
+            let mut txn = Txn::new(&keyspaces, &overlay, &mut heads);
             let completion = job(Some(&mut txn));
-            let own = std::mem::take(&mut txn.own);
+            let (own, job_notes) = (std::mem::take(&mut txn.own), std::mem::take(&mut txn.notes));
             for (k, v) in own {
                 overlay.insert(k, v);
             }
+            notes.extend(job_notes);
             completions.push(completion);
         }
-        let outcome = commit(&keyspaces, overlay, sync);
+        let outcome = commit(&keyspaces, &mut overlay, sync);
         drop(keyspaces);
-        if let Err(e) = &outcome {
-            // The engine refuses every write from now on; `recover` reopens it.
-            tracing::error!(error = %e, jobs = n, "a store write failed; nothing of it was acknowledged");
-            engine.fail(match e {
-                StoreError::Unavailable(detail) => detail.clone(),
-                other => other.to_string(),
-            });
-            refusing = true;
+        match &outcome {
+            Ok(()) => heads.apply(notes.drain(..)),
+            Err(e) => {
+                // The engine refuses every write from now on; `recover` reopens it.
+                tracing::error!(error = %e, jobs = n, "a store write failed; nothing of it was acknowledged");
+                engine.fail(match e {
+                    StoreError::Unavailable(detail) => detail.clone(),
+                    other => other.to_string(),
+                });
+                notes.clear();
+                heads.clear();
+                refusing = true;
+            }
         }
         if let Some(observe) = &observer {
             observe(n, started.elapsed());
@@ -456,17 +527,19 @@ fn recover(engine: &Engine, rx: &mut mpsc::Receiver<Request>) -> bool {
     }
 }
 
-/// Writes the batch; with `sync`, the journal is synced before the batch is applied to the
-/// memtables, so a failed sync leaves nothing readable behind.
-fn commit(keyspaces: &Keyspaces, overlay: Overlay, sync: bool) -> StoreResult<()> {
+/// Writes the batch (and empties the overlay); with `sync`, the journal is synced before the
+/// batch is applied to the memtables, so a failed sync leaves nothing readable behind.
+fn commit(keyspaces: &Keyspaces, overlay: &mut Overlay, sync: bool) -> StoreResult<()> {
     if overlay.is_empty() {
         return Ok(());
     }
     let mut batch = keyspaces.db.batch().durability(sync.then_some(PersistMode::SyncAll));
-    for ((ks, key), value) in overlay {
-        match value {
-            Some(v) => batch.insert(keyspaces.get(ks), key, v),
-            None => batch.remove(keyspaces.get(ks), key),
+    for (ks, pending) in Ks::ALL.iter().zip(overlay.by_ks.iter_mut()) {
+        for (key, value) in pending.drain() {
+            match value {
+                Some(v) => batch.insert(keyspaces.get(*ks), key, v),
+                None => batch.remove(keyspaces.get(*ks), key),
+            }
         }
     }
     batch.commit().map_err(|e| StoreError::Unavailable(e.to_string()))
