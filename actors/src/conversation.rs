@@ -10,14 +10,13 @@
 //! are bounded by the same session permits or by timers.
 
 use std::collections::VecDeque;
-
-use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use foldhash::{HashMap, HashMapExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use rookery_protocol::{encode_event, ErrorCode, Message, Role, ServerEvent};
+use rookery_protocol::{encode_event, encode_message, msg_event, ErrorCode, Message, Role, ServerEvent};
 use rookery_store::{ConvMeta, CursorUpdate, Sanction, StoreError};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -122,7 +121,7 @@ pub struct ConvState {
     /// Messages waiting for the current append to finish. Appends are issued one batch at a time
     /// so that the store receives a conversation's messages in `seq` order: a reader of the store
     /// (a `sync` on any node) never sees seq 5 while seq 4 is still on its way.
-    to_append: Vec<Message>,
+    to_append: Vec<(Message, Bytes)>,
     appending: bool,
     /// The members as a shared list, for fan-out envelopes to other nodes.
     member_list: Arc<[Arc<str>]>,
@@ -386,7 +385,7 @@ impl ConvState {
             // takes its `seq` from the store, which is the truth after a failure (a write that
             // failed late may still have been stored).
             self.seq_from_store = true;
-            for m in std::mem::take(&mut self.to_append) {
+            for (m, _) in std::mem::take(&mut self.to_append) {
                 if let Some(p) = self.inflight.iter_mut().find(|p| p.seq == m.seq) {
                     p.result = Some(result.clone());
                 }
@@ -405,12 +404,12 @@ impl ConvState {
             return;
         }
         self.appending = true;
-        let batch = std::mem::take(&mut self.to_append);
+        let (batch, json): (Vec<Message>, Vec<Bytes>) = std::mem::take(&mut self.to_append).into_iter().unzip();
         let (first, last) = (batch[0].seq, batch[batch.len() - 1].seq);
         let (store, me, fence) = (self.hub.store.clone(), myself.clone(), self.fence);
         tokio::spawn(async move {
             let started = Instant::now();
-            let result = store.append_fenced(fence, batch).await;
+            let result = store.append_fenced_json(fence, batch, json).await;
             let _ = me.cast(ConvMsg::Committed { first, last, result, took: started.elapsed() });
         });
     }
@@ -508,7 +507,9 @@ impl ConvState {
             edited_at: None,
             deleted: false,
         };
-        let frame = encode_event(&ServerEvent::Msg(&message));
+        // Encoded once: the store keeps this JSON and the event is made from it.
+        let json = encode_message(&message);
+        let frame = msg_event(&json);
         self.inflight.push_back(Pending {
             seq,
             id: message.id.as_str().into(),
@@ -524,7 +525,7 @@ impl ConvState {
         self.hub.metrics.conversation_writes_in_flight.inc();
         self.sent_this_tick += 1;
         self.remember(key, Dedupe::InFlight(seq));
-        self.to_append.push(message);
+        self.to_append.push((message, json));
         self.start_append(myself);
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use prometheus::HistogramVec;
 use rookery_protocol::{Message, Role, User};
 use rookery_store::{
@@ -164,6 +165,13 @@ impl Store for MeteredStore {
     async fn append_fenced(&self, fence: u64, messages: Vec<Message>) -> StoreResult<()> {
         let started = Instant::now();
         let result = self.inner.append_fenced(fence, messages).await;
+        self.seconds.with_label_values(&["append_messages"]).observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn append_fenced_json(&self, fence: u64, messages: Vec<Message>, json: Vec<Bytes>) -> StoreResult<()> {
+        let started = Instant::now();
+        let result = self.inner.append_fenced_json(fence, messages, json).await;
         self.seconds.with_label_values(&["append_messages"]).observe(started.elapsed().as_secs_f64());
         result
     }

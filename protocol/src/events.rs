@@ -113,6 +113,26 @@ pub fn encode_event(event: &ServerEvent<'_>) -> Bytes {
     Bytes::from(out)
 }
 
+/// A message as JSON (its fields, as in the `msg` event and in history pages), encoded once:
+/// the embedded store keeps these bytes as its record, and [`msg_event`] makes the event from
+/// them without serializing the message a second time.
+pub fn encode_message(m: &Message) -> Bytes {
+    let mut out = Vec::with_capacity(ENCODE_START + m.body.len());
+    serde_json::to_writer(&mut out, m).expect("messages always serialise");
+    Bytes::from(out)
+}
+
+/// The `msg` event of a message encoded by [`encode_message`]: the same bytes as
+/// `encode_event(&ServerEvent::Msg(m))` (the event is the message's fields after its `op`).
+pub fn msg_event(message_json: &[u8]) -> Bytes {
+    const OPEN: &[u8] = br#"{"op":"msg","#;
+    debug_assert!(message_json.len() > 2 && message_json[0] == b'{', "a message encodes as a non-empty object");
+    let mut out = Vec::with_capacity(OPEN.len() + message_json.len() - 1);
+    out.extend_from_slice(OPEN);
+    out.extend_from_slice(&message_json[1..]);
+    Bytes::from(out)
+}
+
 /// Bytes reserved for an encoded event before its body (a `msg` with three ids, an ack).
 const ENCODE_START: usize = 256;
 
@@ -148,5 +168,33 @@ mod tests {
         });
         let v: serde_json::Value = serde_json::from_slice(&e).unwrap();
         assert_eq!(v, serde_json::json!({"op":"error","code":"slow_mode","message":"wait","retry_after_ms":500}));
+    }
+
+    #[test]
+    fn a_msg_event_made_from_the_encoded_message_is_the_encoded_event() {
+        let plain = Message {
+            id: "m1".into(),
+            conv: "c".into(),
+            seq: 3,
+            sender: "u".into(),
+            ts: 1,
+            body: "hi \"there\" \u{1F600}\n".into(),
+            attachments: vec![],
+            client_id: None,
+            edited_at: None,
+            deleted: false,
+        };
+        let full = Message {
+            attachments: vec![serde_json::json!({"id": "a1", "name": "x.png"})],
+            client_id: Some("k".into()),
+            edited_at: Some(5),
+            deleted: true,
+            ..plain.clone()
+        };
+        for m in [plain, full] {
+            assert_eq!(msg_event(&encode_message(&m)), encode_event(&ServerEvent::Msg(&m)));
+            let back: Message = serde_json::from_slice(&encode_message(&m)).unwrap();
+            assert_eq!(back, m);
+        }
     }
 }

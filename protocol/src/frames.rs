@@ -123,9 +123,35 @@ impl DecodeError {
     }
 }
 
-/// Decodes one text frame. The fast path is a single typed parse; only a frame that fails it
-/// is parsed a second time to say precisely what is wrong.
+/// A `send` frame, parsed straight into its fields. Most of what clients write is `send`, and
+/// serde decodes an internally tagged enum ([`ClientFrame`]) by first copying the whole frame
+/// into an intermediate tree, then decoding the variant from that (about half of the decoding
+/// cost of a `send`). Same fields and rules as [`ClientFrame::Send`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendFrame {
+    #[serde(rename = "op")]
+    _op: SendOp,
+    conv: String,
+    client_id: String,
+    body: String,
+    #[serde(default)]
+    attachments: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+enum SendOp {
+    #[serde(rename = "send")]
+    Send,
+}
+
+/// Decodes one text frame. The fast path is a single typed parse (for `send`, straight into
+/// its fields; any other frame, or a `send` it refuses, goes through the enum); only a frame
+/// that fails it is parsed once more to say precisely what is wrong.
 pub fn decode_client_frame(text: &[u8]) -> Result<ClientFrame, DecodeError> {
+    if let Ok(SendFrame { _op: SendOp::Send, conv, client_id, body, attachments }) = serde_json::from_slice(text) {
+        return Ok(ClientFrame::Send { conv, client_id, body, attachments });
+    }
     match serde_json::from_slice::<ClientFrame>(text) {
         Ok(frame) => Ok(frame),
         Err(typed_err) => Err(classify(text, typed_err)),
@@ -170,6 +196,25 @@ mod tests {
             ClientFrame::Send { conv: "c".into(), client_id: "k".into(), body: "hi".into(), attachments: vec![] }
         );
         assert_eq!(f.op(), "send");
+    }
+
+    #[test]
+    fn the_send_fast_path_agrees_with_the_enum() {
+        let frames: &[&[u8]] = &[
+            br#"{"op":"send","conv":"c","client_id":"k","body":"hi"}"#,
+            br#"{"body":"hi","client_id":"k","conv":"c","op":"send"}"#,
+            br#"{"op":"send","conv":"c","client_id":"k","body":"hi","attachments":[{"id":"a"}]}"#,
+            br#"{"op":"send","conv":"c","client_id":"k","body":"hi","extra":1}"#,
+            br#"{"op":"send","conv":"c","client_id":"k"}"#,
+            br#"{"op":"send","op":"send","conv":"c","client_id":"k","body":"hi"}"#,
+            br#"{"op":"send","conv":"c","conv":"d","client_id":"k","body":"hi"}"#,
+            br#"{"op":"send","conv":"c","client_id":"k","body":"hi","attachments":null}"#,
+            br#"{"op":"ping","conv":"c","client_id":"k","body":"hi"}"#,
+        ];
+        for f in frames {
+            let enum_path = serde_json::from_slice::<ClientFrame>(f).map_err(|e| classify(f, e));
+            assert_eq!(decode_client_frame(f), enum_path, "{}", String::from_utf8_lossy(f));
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub use records::{
 };
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use rookery_protocol::{Message, Role, User};
 
 /// What can go wrong in a store call.
@@ -125,6 +126,14 @@ pub trait Store: Send + Sync + 'static {
     /// current fence token of every conversation in the batch; otherwise nothing is written and
     /// the result is `Fenced`.
     async fn append_fenced(&self, fence: u64, messages: Vec<Message>) -> StoreResult<()>;
+    /// [`append_fenced`](Store::append_fenced) for messages the caller has already encoded:
+    /// `json[i]` is `messages[i]` as [`rookery_protocol::encode_message`] writes it. A backend
+    /// that keeps messages as that JSON (the embedded one) stores the bytes instead of encoding
+    /// again; the default ignores them.
+    async fn append_fenced_json(&self, fence: u64, messages: Vec<Message>, json: Vec<Bytes>) -> StoreResult<()> {
+        let _ = json;
+        self.append_fenced(fence, messages).await
+    }
     /// The current fence token of a conversation and the node that claimed it (`None` before
     /// the first claim).
     async fn fence(&self, conv: &str) -> StoreResult<Option<(u64, String)>>;

@@ -27,7 +27,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use rookery_protocol::{Message, Role, User};
+use bytes::Bytes;
+use rookery_protocol::{encode_message, Message, Role, User};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -143,14 +144,6 @@ fn msg_key(conv: &str, seq: u64) -> Vec<u8> {
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("store records always serialise")
-}
-
-/// A stored message, with room reserved for it up front (growing from empty reallocates five or
-/// six times per message).
-fn encode_message(m: &Message) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + m.body.len());
-    serde_json::to_writer(&mut out, m).expect("messages always serialise");
-    out
 }
 
 fn decode<T: DeserializeOwned>(ks: Ks, bytes: &[u8]) -> StoreResult<T> {
@@ -447,7 +440,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn append_messages(&self, messages: Vec<Message>) -> StoreResult<()> {
-        self.writer.submit(move |txn| write_messages(txn, &messages)).await
+        self.writer.submit(move |txn| write_messages(txn, &messages, None)).await
     }
 
     async fn claim_conversation(&self, conv: &str, owner: &str) -> StoreResult<u64> {
@@ -463,6 +456,11 @@ impl Store for EmbeddedStore {
     }
 
     async fn append_fenced(&self, fence: u64, messages: Vec<Message>) -> StoreResult<()> {
+        self.append_fenced_json(fence, messages, Vec::new()).await
+    }
+
+    async fn append_fenced_json(&self, fence: u64, messages: Vec<Message>, json: Vec<Bytes>) -> StoreResult<()> {
+        let json = (json.len() == messages.len()).then_some(json);
         self.writer
             .submit(move |txn| {
                 let mut checked: Vec<&str> = Vec::new();
@@ -479,7 +477,7 @@ impl Store for EmbeddedStore {
                     }
                     checked.push(&m.conv);
                 }
-                write_messages(txn, &messages)
+                write_messages(txn, &messages, json)
             })
             .await
     }
@@ -770,8 +768,15 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// Writes messages and their indexes (the body of every append).
-fn write_messages(txn: &mut Txn<'_>, messages: &[Message]) -> StoreResult<()> {
+/// Writes messages and their indexes; a message's record is its JSON, taken from `json` (as
+/// [`encode_message`] wrote it) when the caller has it.
+fn write_messages(txn: &mut Txn<'_>, messages: &[Message], json: Option<Vec<Bytes>>) -> StoreResult<()> {
+    let mut json = json.map(Vec::into_iter);
     for m in messages {
+        let record = match json.as_mut().and_then(Iterator::next) {
+            Some(bytes) => Vec::from(bytes),
+            None => Vec::from(encode_message(m)),
+        };
         if message_exists(txn, &m.conv, m.seq)? {
             return Err(StoreError::Conflict(format!("seq {} in conversation {}", m.seq, m.conv)));
         }
@@ -785,7 +790,7 @@ fn write_messages(txn: &mut Txn<'_>, messages: &[Message]) -> StoreResult<()> {
         if let Some(client_id) = &m.client_id {
             txn.put(Ks::Dedupe, key(&[m.conv.as_bytes(), m.sender.as_bytes(), client_id.as_bytes()]), seq);
         }
-        txn.put(Ks::Messages, msg_key(&m.conv, m.seq), encode_message(m));
+        txn.put(Ks::Messages, msg_key(&m.conv, m.seq), record);
         txn.note(&m.conv, Note::Appended(m.seq));
     }
     Ok(())
