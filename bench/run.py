@@ -3,10 +3,15 @@
 
     python3 bench/run.py            # full run (about 15-25 minutes on 2 cores)
     python3 bench/run.py --quick    # shorter steps, fewer connections (a few minutes)
+    python3 bench/run.py --targets socketio,rookery=/path/to/old/rookery,rookery --scenarios direct
+                                    # two Rookery builds side by side (before/after a change)
 
 Builds Rookery, the load generator and the raw peer (release), installs the Socket.IO peer
 (npm ci), then for each server: starts it, runs the same scenarios with rookery-loadgen, stops
 it. Prints a table with ratios and writes every figure as JSON (--out).
+
+A target `rookery=PATH` runs the node binary at PATH (labelled `rookery@<file name>` in the
+results), so a change is measured against the build before it in the same run.
 
 Servers: socketio (Node.js + Socket.IO 4, in memory), raw (fastwebsockets forwarder: the
 transport ceiling), rookery (durable storage, fsync per group-committed batch).
@@ -27,6 +32,7 @@ LOADGEN = os.path.join(REL, "rookery-loadgen")
 ADMIN_TOKEN = "bench-admin-token-0123456789"
 PASS_P99_MS = 200.0
 PASS_DELIVERY = 0.99
+SCENARIOS = ("group", "direct", "connect-storm", "idle", "history", "store")
 
 
 def log(*a):
@@ -44,11 +50,13 @@ def build():
 class Server:
     """A server process started for one target."""
 
-    def __init__(self, kind, port, admin_port):
+    def __init__(self, target, port, admin_port):
+        kind, _, binary = target.partition("=")
         self.kind, self.port, self.admin_port = kind, port, admin_port
+        self.label = f"{kind}@{os.path.basename(binary)}" if binary else kind
         self.data = tempfile.mkdtemp(prefix="rookery-bench-")
         if kind == "rookery":
-            cmd = [os.path.join(REL, "rookery"), "serve", "--listen", f"127.0.0.1:{port}",
+            cmd = [binary or os.path.join(REL, "rookery"), "serve", "--listen", f"127.0.0.1:{port}",
                    "--admin-listen", f"127.0.0.1:{admin_port}", "--data-dir", self.data,
                    "--admin-token", ADMIN_TOKEN, "--access-ttl", "7200", "--send-rate-limit", "0", "--api-write-rate-limit", "0"]
             ready = "rookery is running"
@@ -108,7 +116,7 @@ def step_up(server, scenario, users, group, rates, duration, refine=2):
         rep = loadgen(server, scenario, users, rate, duration,
                       ["--group-size", str(group), "--verify", "--drain", "3", "--ramp", "2"])
         ok = passes(rep)
-        log(f"  {server.kind:8} {scenario:6} rate {rate:>6.1f}/conn  offered {rep['offered_msgs_per_s']:>8.0f}/s  "
+        log(f"  {server.label:8} {scenario:6} rate {rate:>6.1f}/conn  offered {rep['offered_msgs_per_s']:>8.0f}/s  "
             f"delivered {rep['deliveries_per_s']:>9.0f}/s  ratio {rep['delivery_ratio']:.4f}  "
             f"e2e p99 {rep['e2e']['p99_ms']:>8.2f} ms  {'pass' if ok else 'FAIL'}")
         return rep, ok
@@ -137,8 +145,14 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "bench-results.json"))
-    ap.add_argument("--targets", default="socketio,raw,rookery")
+    ap.add_argument("--targets", default="socketio,raw,rookery",
+                    help="comma-separated: socketio, raw, rookery, or rookery=PATH (another node binary)")
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated, of: {','.join(SCENARIOS)}")
     args = ap.parse_args()
+    scenarios = set(args.scenarios.split(","))
+    unknown = scenarios - set(SCENARIOS)
+    if unknown:
+        ap.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     if not args.skip_build:
         build()
     users = 200 if args.quick else 1000
@@ -148,33 +162,40 @@ def main():
     storm_conns = 2000 if args.quick else 10000
     results = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "users": users, "targets": {}}
     port = 18100
-    for kind in args.targets.split(","):
-        r = results["targets"][kind] = {}
+    for target in args.targets.split(","):
+        kind, _, binary = target.partition("=")
+        label = f"{kind}@{os.path.basename(binary)}" if binary else kind
+        r = results["targets"][label] = {}
         for scenario, group in (("group", 10), ("direct", 2)):
-            s = Server(kind, port, port + 1)
+            if scenario not in scenarios:
+                continue
+            s = Server(target, port, port + 1)
             port += 2
             try:
                 r[scenario] = step_up(s, scenario, users, group, rates, duration)
             finally:
                 s.stop()
-        s = Server(kind, port, port + 1)
-        port += 2
-        try:
-            rep = loadgen(s, "connect-storm", storm_conns, extra=["--concurrency", "256"])
-            r["connect_storm"] = rep["connect"]
-            log(f"  {kind:8} connect-storm {rep['connect']['per_s']:.0f} conn/s")
-        finally:
-            s.stop()
-        s = Server(kind, port, port + 1)
-        port += 2
-        try:
-            rep = loadgen(s, "idle", idle_conns, duration=5, extra=["--server-pid", str(s.proc.pid), "--ramp", "10", "--drain", "0"])
-            r["idle"] = rep["idle"]
-            log(f"  {kind:8} idle {rep['idle']['established']} conns, {rep['idle'].get('bytes_per_connection')} bytes/conn")
-        finally:
-            s.stop()
-        if kind == "rookery":
-            s = Server(kind, port, port + 1)
+        if "connect-storm" in scenarios:
+            s = Server(target, port, port + 1)
+            port += 2
+            try:
+                rep = loadgen(s, "connect-storm", storm_conns, extra=["--concurrency", "256"])
+                r["connect_storm"] = rep["connect"]
+                log(f"  {label:8} connect-storm {rep['connect']['per_s']:.0f} conn/s")
+            finally:
+                s.stop()
+        if "idle" in scenarios:
+            s = Server(target, port, port + 1)
+            port += 2
+            try:
+                rep = loadgen(s, "idle", idle_conns, duration=5,
+                              extra=["--server-pid", str(s.proc.pid), "--ramp", "10", "--drain", "0"])
+                r["idle"] = rep["idle"]
+                log(f"  {label:8} idle {rep['idle']['established']} conns, {rep['idle'].get('bytes_per_connection')} bytes/conn")
+            finally:
+                s.stop()
+        if kind == "rookery" and "history" in scenarios:
+            s = Server(target, port, port + 1)
             port += 2
             try:
                 rep = loadgen(s, "history", 16, duration=duration, extra=["--history-messages", "5000"])
@@ -188,6 +209,7 @@ def main():
                     log(f"  rookery at half load: ack p99 {rep['ack']['p99_ms']} ms, e2e p99 {rep['e2e']['p99_ms']} ms")
             finally:
                 s.stop()
+        if kind == "rookery" and "store" in scenarios and "store" not in results:
             out = subprocess.run([os.path.join(REL, "examples", "append_throughput"), "256", "3" if args.quick else "5", "100"],
                                  capture_output=True, text=True, check=True).stdout
             results["store"] = out.strip()
@@ -210,13 +232,23 @@ def machine():
 
 def print_table(res):
     t = res["targets"]
+    labels = list(t)
+    rookeries = [k for k in labels if k.split("@")[0] == "rookery"]
     def get(kind, *path):
         v = t.get(kind)
         for p in path:
             v = (v or {}).get(p)
         return v
+    w = {k: max(12, len(k)) + 2 for k in labels}
+    def fmt(v, k):
+        return f"{v:>{w[k]}.0f}" if isinstance(v, (int, float)) else f"{'-':>{w[k]}}"
+    def ratio(a, b):
+        return f"{a / b:.2f}x" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else "-"
+    ratios = [(r, peer) for r in rookeries for peer in ("socketio", "raw") if peer in t]
     print(f"\nRookery benchmark, {res['date']}, {res['machine']}, {res['users']} connections")
-    print(f"{'figure':44} {'socketio':>12} {'raw':>12} {'rookery':>12} {'rookery/socketio':>17} {'rookery/raw':>12}")
+    rw = {(r, p): len(r) + len(p) + 3 for r, p in ratios}
+    print(f"{'figure':34}" + "".join(f"{k:>{w[k]}}" for k in labels)
+          + "".join(f"{r + '/' + p:>{rw[r, p]}}" for r, p in ratios))
     rows = [
         ("group of 10: max deliveries/s", ("group", "deliveries_per_s")),
         ("direct: max deliveries/s", ("direct", "deliveries_per_s")),
@@ -224,18 +256,18 @@ def print_table(res):
         ("idle: bytes per connection", ("idle", "bytes_per_connection")),
     ]
     for name, path in rows:
-        vals = [get(k, *path) for k in ("socketio", "raw", "rookery")]
-        def fmt(v):
-            return f"{v:12.0f}" if isinstance(v, (int, float)) else f"{'-':>12}"
-        def ratio(a, b):
-            return f"{a / b:.2f}x" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else "-"
-        print(f"{name:44} {fmt(vals[0])} {fmt(vals[1])} {fmt(vals[2])} {ratio(vals[2], vals[0]):>17} {ratio(vals[2], vals[1]):>12}")
-    h = get("rookery", "half_load")
-    if h:
-        print(f"rookery at half its max ({h['rate_per_conn']}/conn): ack p99 {h['ack']['p99_ms']:.2f} ms, e2e p99 {h['e2e']['p99_ms']:.2f} ms")
-    hist = get("rookery", "history")
-    if hist:
-        print(f"rookery history reads: {hist['pages_per_s']:.0f} pages/s (50 messages each), p99 {hist['latency']['p99_ms']:.2f} ms")
+        vals = {k: get(k, *path) for k in labels}
+        if all(v is None for v in vals.values()):
+            continue
+        print(f"{name:34}" + "".join(fmt(vals[k], k) for k in labels)
+              + "".join(f"{ratio(vals[r], vals[p]):>{rw[r, p]}}" for r, p in ratios))
+    for r in rookeries:
+        h = get(r, "half_load")
+        if h:
+            print(f"{r} at half its max ({h['rate_per_conn']}/conn): ack p99 {h['ack']['p99_ms']:.2f} ms, e2e p99 {h['e2e']['p99_ms']:.2f} ms")
+        hist = get(r, "history")
+        if hist:
+            print(f"{r} history reads: {hist['pages_per_s']:.0f} pages/s (50 messages each), p99 {hist['latency']['p99_ms']:.2f} ms")
     if "store" in res:
         print(res["store"])
 

@@ -406,12 +406,11 @@ impl ConvState {
         self.appending = true;
         let (batch, json): (Vec<Message>, Vec<Bytes>) = std::mem::take(&mut self.to_append).into_iter().unzip();
         let (first, last) = (batch[0].seq, batch[batch.len() - 1].seq);
-        let (store, me, fence) = (self.hub.store.clone(), myself.clone(), self.fence);
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let result = store.append_fenced_json(fence, batch, json).await;
+        let (me, started) = (myself.clone(), Instant::now());
+        let committed = move |result| {
             let _ = me.cast(ConvMsg::Committed { first, last, result, took: started.elapsed() });
-        });
+        };
+        self.hub.store.clone().append_fenced_then(self.fence, batch, json, Box::new(committed));
     }
 
     fn reply_error(&self, to: &Requester, code: ErrorCode, message: &str, client_id: Option<&str>) {

@@ -176,6 +176,22 @@ impl Store for MeteredStore {
         result
     }
 
+    fn append_fenced_then(
+        self: Arc<Self>,
+        fence: u64,
+        messages: Vec<Message>,
+        json: Vec<Bytes>,
+        done: Box<dyn FnOnce(StoreResult<()>) + Send>,
+    ) {
+        let started = Instant::now();
+        let seconds = self.seconds.with_label_values(&["append_messages"]);
+        let timed = move |result: StoreResult<()>| {
+            seconds.observe(started.elapsed().as_secs_f64());
+            done(result);
+        };
+        self.inner.clone().append_fenced_then(fence, messages, json, Box::new(timed));
+    }
+
     async fn fence(&self, conv: &str) -> StoreResult<Option<(u64, String)>> {
         self.inner.fence(conv).await
     }

@@ -71,6 +71,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     dedupe_and_seq_conflicts(&*store).await;
     fencing(&*store).await;
     concurrent_claims_give_distinct_fences(store.clone()).await;
+    appends_answered_by_callback(store.clone()).await;
     edits(&*store).await;
     cursors(&*store).await;
     attachments(&*store).await;
@@ -277,6 +278,32 @@ pub async fn fencing(store: &dyn Store) {
         matches!(store.append_fenced(new, vec![message(&other, 1, "u", None)]).await, Err(StoreError::Fenced(_))),
         "a fence is per conversation"
     );
+}
+
+/// `append_fenced_then` answers through its callback exactly as `append_fenced` would, and
+/// stores what the caller encoded (the message reads back equal to what was sent).
+pub async fn appends_answered_by_callback(store: Arc<dyn Store>) {
+    async fn append(store: &Arc<dyn Store>, fence: u64, messages: Vec<Message>) -> Result<(), StoreError> {
+        let json = messages.iter().map(rookery_protocol::encode_message).collect();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        store.clone().append_fenced_then(fence, messages, json, Box::new(move |r| drop(tx.send(r))));
+        rx.await.expect("the callback is called")
+    }
+    let conv = fresh("cb");
+    let token = store.claim_conversation(&conv, "node-a").await.unwrap();
+    let mut m = message(&conv, 1, "u", Some("k1"));
+    m.body = "with \"quotes\" and \u{1F600}".into();
+    m.attachments = vec![serde_json::json!({"id": "a1", "name": "x.png"})];
+    append(&store, token, vec![m.clone()]).await.unwrap();
+    assert_eq!(store.message_by_client_id(&conv, "u", "k1").await.unwrap(), Some(m.clone()));
+    assert_eq!(store.message(&conv, &m.id).await.unwrap(), Some(m));
+    let taken = append(&store, token, vec![message(&conv, 1, "u", Some("k2"))]).await;
+    assert!(matches!(taken, Err(StoreError::Conflict(_))), "{taken:?}");
+    let newer = store.claim_conversation(&conv, "node-b").await.unwrap();
+    let stale = append(&store, token, vec![message(&conv, 2, "u", Some("k3"))]).await;
+    assert!(matches!(stale, Err(StoreError::Fenced(_))), "{stale:?}");
+    append(&store, newer, vec![message(&conv, 2, "u", Some("k3")), message(&conv, 3, "u", None)]).await.unwrap();
+    assert_eq!(store.last_message(&conv).await.unwrap().unwrap().seq, 3);
 }
 
 /// Claims racing from many tasks each get their own token; only the last one may write.

@@ -460,26 +460,17 @@ impl Store for EmbeddedStore {
     }
 
     async fn append_fenced_json(&self, fence: u64, messages: Vec<Message>, json: Vec<Bytes>) -> StoreResult<()> {
-        let json = (json.len() == messages.len()).then_some(json);
-        self.writer
-            .submit(move |txn| {
-                let mut checked: Vec<&str> = Vec::new();
-                for m in &messages {
-                    if checked.contains(&m.conv.as_str()) {
-                        continue;
-                    }
-                    let current = fence_token(txn, &m.conv)?;
-                    if current != fence {
-                        return Err(StoreError::Fenced(format!(
-                            "conversation {} is at fence {current}, the write carried {fence}",
-                            m.conv
-                        )));
-                    }
-                    checked.push(&m.conv);
-                }
-                write_messages(txn, &messages, json)
-            })
-            .await
+        self.writer.submit(append_job(fence, messages, json)).await
+    }
+
+    fn append_fenced_then(
+        self: Arc<Self>,
+        fence: u64,
+        messages: Vec<Message>,
+        json: Vec<Bytes>,
+        done: Box<dyn FnOnce(StoreResult<()>) + Send>,
+    ) {
+        self.writer.submit_then(append_job(fence, messages, json), done);
     }
 
     async fn fence(&self, conv: &str) -> StoreResult<Option<(u64, String)>> {
@@ -768,6 +759,32 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// Writes messages and their indexes (the body of every append).
+/// The write job of a fenced append: every conversation of the batch must still be at `fence`.
+fn append_job(
+    fence: u64,
+    messages: Vec<Message>,
+    json: Vec<Bytes>,
+) -> impl FnOnce(&mut Txn<'_>) -> StoreResult<()> + Send + 'static {
+    let json = (json.len() == messages.len()).then_some(json);
+    move |txn| {
+        let mut checked: Vec<&str> = Vec::new();
+        for m in &messages {
+            if checked.contains(&m.conv.as_str()) {
+                continue;
+            }
+            let current = fence_token(txn, &m.conv)?;
+            if current != fence {
+                return Err(StoreError::Fenced(format!(
+                    "conversation {} is at fence {current}, the write carried {fence}",
+                    m.conv
+                )));
+            }
+            checked.push(&m.conv);
+        }
+        write_messages(txn, &messages, json)
+    }
+}
+
 /// Writes messages and their indexes; a message's record is its JSON, taken from `json` (as
 /// [`encode_message`] wrote it) when the caller has it.
 fn write_messages(txn: &mut Txn<'_>, messages: &[Message], json: Option<Vec<Bytes>>) -> StoreResult<()> {

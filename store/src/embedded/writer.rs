@@ -378,24 +378,97 @@ impl Writer {
         F: FnOnce(&mut Txn<'_>) -> StoreResult<T> + Send + 'static,
     {
         let (done_tx, done_rx) = oneshot::channel::<StoreResult<T>>();
-        let job: Job = Box::new(move |txn| {
-            let result = txn.map(|txn| {
-                let result = f(txn);
-                if result.is_err() {
-                    txn.discard();
-                }
-                result
-            });
-            Box::new(move |durable: StoreResult<()>| {
-                let answer = durable.and_then(|()| {
-                    result.unwrap_or_else(|| Err(StoreError::Unavailable("the write was refused".into())))
-                });
+        let job = job(
+            f,
+            Answer::new(move |answer| {
                 let _ = done_tx.send(answer);
-            })
-        });
+            }),
+        );
         self.tx.send(Request::Job(job)).await.map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
         done_rx.await.map_err(|_| StoreError::Unavailable("the store writer stopped".into()))?
     }
+
+    /// [`submit`](Writer::submit) without a task waiting for the answer: `done` runs on the
+    /// writer thread with what `submit` would have returned, so it must not block. When the
+    /// queue is full, a task waits for room (the same backpressure as `submit`, off the caller);
+    /// then a later submission may overtake this one, so a caller that needs order submits the
+    /// next write from `done`.
+    pub(crate) fn submit_then<T, F>(&self, f: F, done: impl FnOnce(StoreResult<T>) + Send + 'static)
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Txn<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        let request = Request::Job(job(f, Answer::new(done)));
+        match self.tx.try_send(request) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(Request::Job(job))) => refuse(job, "the store is closed"),
+            Err(mpsc::error::TrySendError::Full(request)) => {
+                let tx = self.tx.clone();
+                let send = async move {
+                    if let Err(mpsc::error::SendError(Request::Job(job))) = tx.send(request).await {
+                        refuse(job, "the store is closed");
+                    }
+                };
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => drop(runtime.spawn(send)),
+                    Err(_) => block_on(send),
+                }
+            }
+        }
+    }
+}
+
+/// Runs a future to completion on this thread (a submission from outside any runtime that finds
+/// the queue full).
+fn block_on(f: impl std::future::Future<Output = ()>) {
+    tokio::runtime::Builder::new_current_thread().build().expect("a current-thread runtime").block_on(f);
+}
+
+/// Where a job's outcome goes. Called exactly once: with the outcome, or, if the job is dropped
+/// unanswered (the writer thread stopped), with `Unavailable`.
+struct Answer<T>(Option<Box<dyn FnOnce(StoreResult<T>) + Send>>);
+
+impl<T> Answer<T> {
+    fn new(f: impl FnOnce(StoreResult<T>) + Send + 'static) -> Self {
+        Answer(Some(Box::new(f)))
+    }
+
+    fn send(mut self, outcome: StoreResult<T>) {
+        if let Some(f) = self.0.take() {
+            f(outcome);
+        }
+    }
+}
+
+impl<T> Drop for Answer<T> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(Err(StoreError::Unavailable("the store writer stopped".into())));
+        }
+    }
+}
+
+/// A write job: runs `f` against the batch (its writes dropped if it fails) and answers once
+/// the batch's outcome is known.
+fn job<T, F>(f: F, answer: Answer<T>) -> Job
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Txn<'_>) -> StoreResult<T> + Send + 'static,
+{
+    Box::new(move |txn| {
+        let result = txn.map(|txn| {
+            let result = f(txn);
+            if result.is_err() {
+                txn.discard();
+            }
+            result
+        });
+        Box::new(move |durable: StoreResult<()>| {
+            let outcome = durable
+                .and_then(|()| result.unwrap_or_else(|| Err(StoreError::Unavailable("the write was refused".into()))));
+            answer.send(outcome);
+        })
+    })
 }
 
 fn refuse(job: Job, reason: &str) {
