@@ -17,6 +17,8 @@ Servers: socketio (Node.js + Socket.IO 4, in memory), raw (fastwebsockets forwar
 transport ceiling), rookery (durable storage, fsync per group-committed batch).
 """
 import argparse
+import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -87,6 +89,20 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         shutil.rmtree(self.data, ignore_errors=True)
+
+
+PORTS = itertools.count(18100, 2)
+
+
+@contextlib.contextmanager
+def serving(target):
+    """A fresh server for one scenario (its own data directory and ports), stopped afterwards."""
+    port = next(PORTS)
+    s = Server(target, port, port + 1)
+    try:
+        yield s
+    finally:
+        s.stop()
 
 
 def loadgen(server, scenario, users, rate=1.0, duration=10.0, extra=()):
@@ -161,7 +177,6 @@ def main():
     idle_conns = 2000 if args.quick else 15000
     storm_conns = 2000 if args.quick else 10000
     results = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "users": users, "targets": {}}
-    port = 18100
     for target in args.targets.split(","):
         kind, _, binary = target.partition("=")
         label = f"{kind}@{os.path.basename(binary)}" if binary else kind
@@ -169,35 +184,21 @@ def main():
         for scenario, group in (("group", 10), ("direct", 2)):
             if scenario not in scenarios:
                 continue
-            s = Server(target, port, port + 1)
-            port += 2
-            try:
+            with serving(target) as s:
                 r[scenario] = step_up(s, scenario, users, group, rates, duration)
-            finally:
-                s.stop()
         if "connect-storm" in scenarios:
-            s = Server(target, port, port + 1)
-            port += 2
-            try:
+            with serving(target) as s:
                 rep = loadgen(s, "connect-storm", storm_conns, extra=["--concurrency", "256"])
-                r["connect_storm"] = rep["connect"]
-                log(f"  {label:8} connect-storm {rep['connect']['per_s']:.0f} conn/s")
-            finally:
-                s.stop()
+            r["connect_storm"] = rep["connect"]
+            log(f"  {label:8} connect-storm {rep['connect']['per_s']:.0f} conn/s")
         if "idle" in scenarios:
-            s = Server(target, port, port + 1)
-            port += 2
-            try:
+            with serving(target) as s:
                 rep = loadgen(s, "idle", idle_conns, duration=5,
                               extra=["--server-pid", str(s.proc.pid), "--ramp", "10", "--drain", "0"])
-                r["idle"] = rep["idle"]
-                log(f"  {label:8} idle {rep['idle']['established']} conns, {rep['idle'].get('bytes_per_connection')} bytes/conn")
-            finally:
-                s.stop()
+            r["idle"] = rep["idle"]
+            log(f"  {label:8} idle {rep['idle']['established']} conns, {rep['idle'].get('bytes_per_connection')} bytes/conn")
         if kind == "rookery" and "history" in scenarios:
-            s = Server(target, port, port + 1)
-            port += 2
-            try:
+            with serving(target) as s:
                 rep = loadgen(s, "history", 16, duration=duration, extra=["--history-messages", "5000"])
                 r["history"] = rep["history"]
                 log(f"  rookery history {rep['history']['pages_per_s']:.0f} pages/s")
@@ -207,8 +208,6 @@ def main():
                     rep = loadgen(s, "group", users, half, duration, ["--group-size", "10", "--verify"])
                     r["half_load"] = {"rate_per_conn": half, "ack": rep["ack"], "e2e": rep["e2e"], "deliveries_per_s": rep["deliveries_per_s"]}
                     log(f"  rookery at half load: ack p99 {rep['ack']['p99_ms']} ms, e2e p99 {rep['e2e']['p99_ms']} ms")
-            finally:
-                s.stop()
         if kind == "rookery" and "store" in scenarios and "store" not in results:
             out = subprocess.run([os.path.join(REL, "examples", "append_throughput"), "256", "3" if args.quick else "5", "100"],
                                  capture_output=True, text=True, check=True).stdout

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use prometheus::HistogramVec;
 use rookery_protocol::{Message, Role, User};
 use rookery_store::{
-    AttachmentRecord, AuditEntry, ConvMeta, Cursor, CursorUpdate, HistoryQuery, RefreshRecord, RefreshUse, Sanction,
-    Store, StoreResult, UserRecord,
+    AppendDone, AttachmentRecord, AuditEntry, ConvMeta, Cursor, CursorUpdate, HistoryQuery, RefreshRecord, RefreshUse,
+    Sanction, Store, StoreResult, UserRecord,
 };
 
 /// A store whose calls are timed.
@@ -176,13 +176,7 @@ impl Store for MeteredStore {
         result
     }
 
-    fn append_fenced_then(
-        self: Arc<Self>,
-        fence: u64,
-        messages: Vec<Message>,
-        json: Vec<Bytes>,
-        done: Box<dyn FnOnce(StoreResult<()>) + Send>,
-    ) {
+    fn append_fenced_then(self: Arc<Self>, fence: u64, messages: Vec<Message>, json: Vec<Bytes>, done: AppendDone) {
         let started = Instant::now();
         let seconds = self.seconds.with_label_values(&["append_messages"]);
         let timed = move |result: StoreResult<()>| {

@@ -49,6 +49,9 @@ pub enum StoreError {
 /// Result of every store call.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Called once with the outcome of [`Store::append_fenced_then`]; it must not block.
+pub type AppendDone = Box<dyn FnOnce(StoreResult<()>) + Send>;
+
 /// The storage contract of a Rookery node.
 ///
 /// Every write is durable when its future resolves `Ok` (as durable as the backend's durability
@@ -141,13 +144,7 @@ pub trait Store: Send + Sync + 'static {
     /// block. A caller that needs its appends in order makes the next one after `done` ran. The
     /// default runs `append_fenced_json` in a task; the embedded store answers from its writer
     /// thread (one task spawn, one channel and two wake-ups less per append).
-    fn append_fenced_then(
-        self: Arc<Self>,
-        fence: u64,
-        messages: Vec<Message>,
-        json: Vec<Bytes>,
-        done: Box<dyn FnOnce(StoreResult<()>) + Send>,
-    ) {
+    fn append_fenced_then(self: Arc<Self>, fence: u64, messages: Vec<Message>, json: Vec<Bytes>, done: AppendDone) {
         tokio::spawn(async move { done(self.append_fenced_json(fence, messages, json).await) });
     }
     /// The current fence token of a conversation and the node that claimed it (`None` before

@@ -40,8 +40,8 @@ use writer::{Engine, Keyspaces, Ks, Txn, Writer};
 use crate::search_terms;
 
 use crate::{
-    AttachmentRecord, AuditEntry, ConvMeta, Cursor, CursorUpdate, HistoryQuery, RefreshRecord, RefreshUse, Sanction,
-    Store, StoreError, StoreResult, UserRecord,
+    AppendDone, AttachmentRecord, AuditEntry, ConvMeta, Cursor, CursorUpdate, HistoryQuery, RefreshRecord, RefreshUse,
+    Sanction, Store, StoreError, StoreResult, UserRecord,
 };
 
 /// A keyspace's memtable is flushed to disk beyond this (fjall's default: 64 MiB per keyspace,
@@ -463,13 +463,7 @@ impl Store for EmbeddedStore {
         self.writer.submit(append_job(fence, messages, json)).await
     }
 
-    fn append_fenced_then(
-        self: Arc<Self>,
-        fence: u64,
-        messages: Vec<Message>,
-        json: Vec<Bytes>,
-        done: Box<dyn FnOnce(StoreResult<()>) + Send>,
-    ) {
+    fn append_fenced_then(self: Arc<Self>, fence: u64, messages: Vec<Message>, json: Vec<Bytes>, done: AppendDone) {
         self.writer.submit_then(append_job(fence, messages, json), done);
     }
 
