@@ -169,13 +169,6 @@ impl Store for MeteredStore {
         result
     }
 
-    async fn append_fenced_json(&self, fence: u64, messages: Vec<Message>, json: Vec<Bytes>) -> StoreResult<()> {
-        let started = Instant::now();
-        let result = self.inner.append_fenced_json(fence, messages, json).await;
-        self.seconds.with_label_values(&["append_messages"]).observe(started.elapsed().as_secs_f64());
-        result
-    }
-
     fn append_fenced_then(self: Arc<Self>, fence: u64, messages: Vec<Message>, json: Vec<Bytes>, done: AppendDone) {
         let started = Instant::now();
         let seconds = self.seconds.with_label_values(&["append_messages"]);

@@ -131,21 +131,18 @@ pub trait Store: Send + Sync + 'static {
     /// current fence token of every conversation in the batch; otherwise nothing is written and
     /// the result is `Fenced`.
     async fn append_fenced(&self, fence: u64, messages: Vec<Message>) -> StoreResult<()>;
-    /// [`append_fenced`](Store::append_fenced) for messages the caller has already encoded:
-    /// `json[i]` is `messages[i]` as [`rookery_protocol::encode_message`] writes it. A backend
-    /// that keeps messages as that JSON (the embedded one) stores the bytes instead of encoding
-    /// again; the default ignores them.
-    async fn append_fenced_json(&self, fence: u64, messages: Vec<Message>, json: Vec<Bytes>) -> StoreResult<()> {
-        let _ = json;
-        self.append_fenced(fence, messages).await
-    }
-    /// [`append_fenced_json`](Store::append_fenced_json) without a task waiting for it: `done`
-    /// is called once with the outcome, possibly on a thread of the store's own, so it must not
-    /// block. A caller that needs its appends in order makes the next one after `done` ran. The
-    /// default runs `append_fenced_json` in a task; the embedded store answers from its writer
-    /// thread (one task spawn, one channel and two wake-ups less per append).
+    /// [`append_fenced`](Store::append_fenced) without a task waiting for it: `done` is called
+    /// once with the outcome, possibly on a thread of the store's own, so it must not block. A
+    /// caller that needs its appends in order makes the next one after `done` ran.
+    ///
+    /// `json[i]` is `messages[i]` as [`rookery_protocol::encode_message`] wrote it (or `json`
+    /// is empty): a backend that keeps messages as that JSON stores the bytes instead of
+    /// encoding again. The default ignores them and runs `append_fenced` in a task; the
+    /// embedded store stores the bytes and answers from its writer thread (one task spawn, one
+    /// channel and two wake-ups less per append: docs/benchmarks.md, 2026-12-02).
     fn append_fenced_then(self: Arc<Self>, fence: u64, messages: Vec<Message>, json: Vec<Bytes>, done: AppendDone) {
-        tokio::spawn(async move { done(self.append_fenced_json(fence, messages, json).await) });
+        let _ = json;
+        tokio::spawn(async move { done(self.append_fenced(fence, messages).await) });
     }
     /// The current fence token of a conversation and the node that claimed it (`None` before
     /// the first claim).

@@ -456,11 +456,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn append_fenced(&self, fence: u64, messages: Vec<Message>) -> StoreResult<()> {
-        self.append_fenced_json(fence, messages, Vec::new()).await
-    }
-
-    async fn append_fenced_json(&self, fence: u64, messages: Vec<Message>, json: Vec<Bytes>) -> StoreResult<()> {
-        self.writer.submit(append_job(fence, messages, json)).await
+        self.writer.submit(append_job(fence, messages, Vec::new())).await
     }
 
     fn append_fenced_then(self: Arc<Self>, fence: u64, messages: Vec<Message>, json: Vec<Bytes>, done: AppendDone) {

@@ -402,26 +402,24 @@ impl Writer {
         match self.tx.try_send(request) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Closed(Request::Job(job))) => refuse(job, "the store is closed"),
-            Err(mpsc::error::TrySendError::Full(request)) => {
-                let tx = self.tx.clone();
-                let send = async move {
-                    if let Err(mpsc::error::SendError(Request::Job(job))) = tx.send(request).await {
+            Err(mpsc::error::TrySendError::Full(request)) => match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    let tx = self.tx.clone();
+                    drop(runtime.spawn(async move {
+                        if let Err(mpsc::error::SendError(Request::Job(job))) = tx.send(request).await {
+                            refuse(job, "the store is closed");
+                        }
+                    }));
+                }
+                // Outside any runtime (no caller today): wait here instead.
+                Err(_) => {
+                    if let Err(mpsc::error::SendError(Request::Job(job))) = self.tx.blocking_send(request) {
                         refuse(job, "the store is closed");
                     }
-                };
-                match tokio::runtime::Handle::try_current() {
-                    Ok(runtime) => drop(runtime.spawn(send)),
-                    Err(_) => block_on(send),
                 }
-            }
+            },
         }
     }
-}
-
-/// Runs a future to completion on this thread (a submission from outside any runtime that finds
-/// the queue full).
-fn block_on(f: impl std::future::Future<Output = ()>) {
-    tokio::runtime::Builder::new_current_thread().build().expect("a current-thread runtime").block_on(f);
 }
 
 /// Where a job's outcome goes. Called exactly once: with the outcome, or, if the job is dropped
