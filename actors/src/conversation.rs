@@ -65,6 +65,9 @@ pub enum ConvMsg {
     /// Test hook: panic inside the actor.
     #[cfg(feature = "test-hooks")]
     InjectPanic,
+    /// Test hook: the actor handles nothing else for this long (a stalled conversation).
+    #[cfg(feature = "test-hooks")]
+    InjectStall(Duration),
 }
 
 /// Start arguments.
@@ -299,6 +302,8 @@ impl Actor for ConversationActor {
             }
             #[cfg(feature = "test-hooks")]
             ConvMsg::InjectPanic => panic!("injected panic in conversation {}", state.id),
+            #[cfg(feature = "test-hooks")]
+            ConvMsg::InjectStall(d) => tokio::time::sleep(d).await,
         }
         Ok(())
     }

@@ -41,6 +41,8 @@ struct Shared {
     stop_notify: Notify,
     sent: AtomicU64,
     acked: AtomicU64,
+    /// Sends answered by an ack or an error: the drain waits until it reaches `sent`.
+    answered: AtomicU64,
     expected: AtomicU64,
     delivered: AtomicU64,
     errors: AtomicU64,
@@ -91,6 +93,7 @@ pub async fn run(opts: Opts) -> anyhow::Result<Report> {
         stop_notify: Notify::new(),
         sent: AtomicU64::new(0),
         acked: AtomicU64::new(0),
+        answered: AtomicU64::new(0),
         expected: AtomicU64::new(0),
         delivered: AtomicU64::new(0),
         errors: AtomicU64::new(0),
@@ -184,10 +187,12 @@ async fn messaging(shared: &Arc<Shared>, report: &mut Report) -> anyhow::Result<
             bytes_per_connection: per,
         });
     }
-    // Drain: wait for the deliveries of everything acked, within `--drain`.
+    // Drain: wait for the answer to every send and the deliveries of everything acked, within
+    // `--drain`. A send still unanswered when the drain ends is reported as sent, not acked.
     let drain_until = Instant::now() + Duration::from_secs_f64(opts.drain);
     while Instant::now() < drain_until
-        && shared.delivered.load(Ordering::Relaxed) < shared.expected.load(Ordering::Relaxed)
+        && (shared.answered.load(Ordering::Relaxed) < shared.sent.load(Ordering::Relaxed)
+            || shared.delivered.load(Ordering::Relaxed) < shared.expected.load(Ordering::Relaxed))
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -469,6 +474,7 @@ async fn read_loop(
                 if !unanswered.lock().remove(&k) {
                     continue;
                 }
+                shared.answered.fetch_add(1, Ordering::Relaxed);
                 let intended = shared.intended_ns(i, k, start_ns);
                 let mut t = tally.lock();
                 let _ = t.ack_latency.record(now.saturating_sub(intended) / 1000);
@@ -522,7 +528,9 @@ async fn read_loop(
             }
             Incoming::Error { code, k } => {
                 if let Some(k) = k {
-                    unanswered.lock().remove(&k);
+                    if unanswered.lock().remove(&k) {
+                        shared.answered.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 *tally.lock().errors.entry(code).or_default() += 1;
                 shared.errors.fetch_add(1, Ordering::Relaxed);
@@ -603,6 +611,7 @@ async fn write_loop(
                     if !target.acks() {
                         t.acked.insert(k);
                         shared.acked.fetch_add(1, Ordering::Relaxed);
+                        shared.answered.fetch_add(1, Ordering::Relaxed);
                         shared.expected.fetch_add(recipients, Ordering::Relaxed);
                     }
                 }

@@ -202,3 +202,50 @@ async fn a_dropped_connection_reconnects_and_syncs_without_losses() {
     assert_eq!(r["verify"]["stored_twice"], 0, "{r}");
     assert_eq!(r["sent"], r["acked"], "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_waits_for_the_answers_of_a_stalled_conversation() {
+    let n = node().await;
+    // Once messages flow, the one conversation stops handling anything for 2 s, past the end
+    // of sending: the sends of its last second are answered only during the drain.
+    let hub = n.node.app.hub.clone();
+    let staller = tokio::spawn(async move {
+        let conv = loop {
+            let flowing = hub.fanned_out.iter().find(|e| *e.value() > 0).map(|e| e.key().clone());
+            if let Some(conv) = flowing {
+                break conv;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let stall = rookery_actors::ConvMsg::InjectStall(std::time::Duration::from_secs(2));
+        hub.router.route(&conv, stall).await.unwrap();
+    });
+    let (code, r) = loadgen(
+        &n,
+        &[
+            "--scenario",
+            "group",
+            "--users",
+            "4",
+            "--group-size",
+            "4",
+            "--rate",
+            "10",
+            "--duration",
+            "2",
+            "--ramp",
+            "0",
+            "--verify",
+            "--drain",
+            "8",
+        ],
+    )
+    .await;
+    staller.await.unwrap();
+    assert_eq!(code, 0, "{r}");
+    assert!(r["ack"]["max_ms"].as_f64().unwrap() >= 1000.0, "the stall held acks back: {r}");
+    assert_eq!(r["sent"], r["acked"], "every send answered within the drain: {r}");
+    assert_eq!(r["verify"]["missing"], 0, "{r}");
+    assert_eq!(r["verify"]["expected"].as_u64().unwrap(), r["acked"].as_u64().unwrap() * 3);
+}
