@@ -40,6 +40,8 @@ pub struct Metrics {
     pub store_write_seconds: Histogram,
     /// Time a group-commit batch took to commit and sync, per batch.
     pub store_batch_seconds: Histogram,
+    /// Time a conversation actor took to start (store reads and the durable claim), per start.
+    pub conversation_start_seconds: Histogram,
     /// Every store call's latency, by operation (`append_messages`, `messages`, `cursor`, ...).
     pub store_op_seconds: HistogramVec,
     /// Frames waiting in (or being handled from) session actors' mailboxes.
@@ -102,6 +104,10 @@ impl Metrics {
             .unwrap(),
             store_write_seconds: latency("rookery_store_write_seconds", "Store write latency seen by the caller"),
             store_batch_seconds: latency("rookery_store_batch_seconds", "Group-commit batch commit and sync time"),
+            conversation_start_seconds: latency(
+                "rookery_conversation_start_seconds",
+                "Conversation actor start time (store reads and the durable claim)",
+            ),
             store_op_seconds: HistogramVec::new(
                 HistogramOpts::new("rookery_store_op_seconds", "Store call latency by operation")
                     .buckets(LATENCY_BUCKETS.to_vec()),
@@ -180,6 +186,7 @@ impl Metrics {
         r.register(Box::new(m.messages_delivered.clone())).unwrap();
         r.register(Box::new(m.message_ack_seconds.clone())).unwrap();
         r.register(Box::new(m.store_write_seconds.clone())).unwrap();
+        r.register(Box::new(m.conversation_start_seconds.clone())).unwrap();
         r.register(Box::new(m.message_delivery_seconds.clone())).unwrap();
         r.register(Box::new(m.ws_errors.clone())).unwrap();
         r.register(Box::new(m.store_batch_seconds.clone())).unwrap();

@@ -153,39 +153,60 @@ impl ConversationRouter {
 pub enum SupervisorMsg {
     /// Start the actor of `conv` unless it runs already.
     Start { conv: Arc<str>, reply: RpcReplyPort<Result<(), RouteError>> },
+    /// A start begun by `Start` finished (sent by the task that ran it).
+    Started { conv: Arc<str>, result: Result<ActorRef<ConvMsg>, RouteError> },
 }
 
 /// Supervises every conversation actor of this node: starts them on demand and restarts one
 /// that crashed (the new actor reloads its state from the store).
+///
+/// Starts run concurrently, each on its own task: an actor's start reads the store and claims
+/// the conversation (a durable write), and one slow start must not hold up every other
+/// conversation of the node (after a restart or a hand-over, thousands start at once). The
+/// supervisor itself only keeps the books, so at most one start per conversation runs; the
+/// `Start`s that arrive meanwhile wait for that one's outcome.
 pub struct ConversationSupervisor;
 
-/// Supervisor state: which conversation each child serves.
+/// Supervisor state: which conversation each child serves, and who waits for a start.
 pub struct ConvSupervisorState {
     hub: Weak<Hub>,
     children: HashMap<ActorId, Arc<str>>,
+    starting: HashMap<Arc<str>, Vec<RpcReplyPort<Result<(), RouteError>>>>,
 }
 
 impl ConversationSupervisor {
+    /// Starts the actor of `conv` (after checking that the conversation exists, unless it is a
+    /// restart after a crash), linked to the supervisor. Touches no supervisor state, so it can
+    /// run on any task; [`register`](Self::register) then records the child.
     async fn spawn_child(
-        myself: &ActorRef<SupervisorMsg>,
-        state: &mut ConvSupervisorState,
+        supervisor: ActorCell,
         hub: Arc<Hub>,
         conv: Arc<str>,
         recovering: bool,
-    ) -> Result<(), RouteError> {
+    ) -> Result<ActorRef<ConvMsg>, RouteError> {
         if !recovering
             && hub.store.conversation(&conv).await.map_err(|e| RouteError::Unavailable(e.to_string()))?.is_none()
         {
             return Err(RouteError::NotFound);
         }
-        let args = ConvArgs { id: conv.clone(), hub: hub.clone(), recovering };
-        let (actor, _) = Actor::spawn_linked(None, ConversationActor, args, myself.get_cell())
+        let started = std::time::Instant::now();
+        let args = ConvArgs { id: conv, hub: hub.clone(), recovering };
+        let (actor, _) = Actor::spawn_linked(None, ConversationActor, args, supervisor)
             .await
             .map_err(|e| RouteError::Unavailable(e.to_string()))?;
+        hub.metrics.conversation_start_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(actor)
+    }
+
+    /// Records a started child and makes it reachable. A child that already stopped (it can
+    /// fail between its start and this) is not registered: the next message starts another.
+    fn register(state: &mut ConvSupervisorState, hub: &Hub, conv: Arc<str>, actor: ActorRef<ConvMsg>) {
+        if matches!(actor.get_status(), ractor::ActorStatus::Stopping | ractor::ActorStatus::Stopped) {
+            return;
+        }
         state.children.insert(actor.get_id(), conv.clone());
         hub.router.local.insert(conv, actor);
         hub.metrics.groups_active.inc();
-        Ok(())
     }
 
     fn child_gone(state: &mut ConvSupervisorState, hub: &Hub, cell: &ActorCell) -> Option<Arc<str>> {
@@ -206,7 +227,7 @@ impl Actor for ConversationSupervisor {
     type Arguments = Weak<Hub>;
 
     async fn pre_start(&self, _: ActorRef<SupervisorMsg>, hub: Weak<Hub>) -> Result<Self::State, ActorProcessingErr> {
-        Ok(ConvSupervisorState { hub, children: HashMap::new() })
+        Ok(ConvSupervisorState { hub, children: HashMap::new(), starting: HashMap::new() })
     }
 
     async fn handle(
@@ -220,12 +241,32 @@ impl Actor for ConversationSupervisor {
         };
         match msg {
             SupervisorMsg::Start { conv, reply } => {
-                let result = if hub.router.local.contains_key(&conv) {
-                    Ok(())
+                if hub.router.local.contains_key(&conv) {
+                    let _ = reply.send(Ok(()));
+                } else if let Some(waiting) = state.starting.get_mut(&conv) {
+                    waiting.push(reply);
                 } else {
-                    Self::spawn_child(&myself, state, hub, conv, false).await
+                    state.starting.insert(conv.clone(), vec![reply]);
+                    let (supervisor, hub) = (myself.get_cell(), hub.clone());
+                    tokio::spawn(async move {
+                        let result = Self::spawn_child(supervisor, hub, conv.clone(), false).await;
+                        // Sent to ourselves; if the supervisor is gone, the child went with it.
+                        let _ = myself.cast(SupervisorMsg::Started { conv, result });
+                    });
+                }
+            }
+            SupervisorMsg::Started { conv, result } => {
+                let waiting = state.starting.remove(&conv).unwrap_or_default();
+                let answer = match result {
+                    Ok(actor) => {
+                        Self::register(state, &hub, conv, actor);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
                 };
-                let _ = reply.send(result);
+                for reply in waiting {
+                    let _ = reply.send(answer.clone());
+                }
             }
         }
         Ok(())
@@ -250,9 +291,12 @@ impl Actor for ConversationSupervisor {
                     let detail = serde_json::json!({"actor": "conversation", "id": &*conv, "error": err.to_string()});
                     hub.metrics.record_event("restart", detail);
                     tracing::error!(conv = %conv, error = %err, "conversation actor crashed; restarting it");
-                    if !hub.router.local.contains_key(&conv) {
-                        if let Err(e) = Self::spawn_child(&myself, state, hub.clone(), conv.clone(), true).await {
-                            tracing::error!(conv = %conv, error = %e, "restarting the conversation actor failed; it starts on the next message");
+                    if !hub.router.local.contains_key(&conv) && !state.starting.contains_key(&conv) {
+                        match Self::spawn_child(myself.get_cell(), hub.clone(), conv.clone(), true).await {
+                            Ok(actor) => Self::register(state, &hub, conv, actor),
+                            Err(e) => {
+                                tracing::error!(conv = %conv, error = %e, "restarting the conversation actor failed; it starts on the next message")
+                            }
                         }
                     }
                 }

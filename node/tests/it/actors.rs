@@ -80,3 +80,47 @@ async fn idle_conversation_actors_stop_and_start_again_on_demand() {
     assert_eq!(hub.router.running(), 1);
     assert_eq!(aws.send_msg(&id, "k1", "one").await["seq"], 1, "dedupe reaches the store");
 }
+
+#[tokio::test]
+async fn conversations_cold_started_at_once_each_get_one_actor_and_answer_every_send() {
+    let n = TestNode::start().await;
+    let (a, b, c) = (n.signup("alice").await, n.signup("bob").await, n.signup("carol").await);
+    let mut convs = Vec::new();
+    for _ in 0..6 {
+        convs.push(n.group(&a, &[&b, &c]).await);
+    }
+    let hub = n.node().app.hub.clone();
+    assert_eq!(hub.router.running(), 0, "conversations start on their first message");
+    // Six sessions (two per user) each send to every conversation without waiting: the starts
+    // race, both across conversations and within each.
+    let mut sessions = Vec::new();
+    for user in [&a, &b, &c, &a, &b, &c] {
+        sessions.push(n.ws(user).await);
+    }
+    for (s, ws) in sessions.iter_mut().enumerate() {
+        for (i, conv) in convs.iter().enumerate() {
+            ws.send(serde_json::json!({"op":"send","conv":conv,"client_id":format!("s{s}c{i}"),"body":"first"})).await;
+        }
+    }
+    let mut seqs: Vec<Vec<u64>> = vec![Vec::new(); convs.len()];
+    for ws in &mut sessions {
+        let mut acked = 0;
+        while acked < convs.len() {
+            let e = ws.event().await;
+            assert_ne!(e["op"], "error", "{e}");
+            if e["op"] == "ack" {
+                let i = convs.iter().position(|c| e["conv"] == c.as_str()).expect("a known conversation");
+                seqs[i].push(e["seq"].as_u64().unwrap());
+                acked += 1;
+            }
+        }
+    }
+    for mut s in seqs {
+        s.sort_unstable();
+        assert_eq!(s, (1..=6).collect::<Vec<_>>(), "one actor per conversation numbers its sends 1..6");
+    }
+    assert_eq!(hub.router.running(), convs.len());
+    let m = n.metrics().await;
+    assert_eq!(metric(&m, "rookery_groups_active"), convs.len() as f64);
+    assert_eq!(metric(&m, "rookery_conversation_start_seconds_count"), convs.len() as f64, "one start each");
+}
