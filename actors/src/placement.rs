@@ -14,6 +14,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use crate::FastDashMap;
+use futures_util::FutureExt;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent};
 
 use crate::cluster::Cluster;
@@ -249,7 +250,11 @@ impl Actor for ConversationSupervisor {
                     state.starting.insert(conv.clone(), vec![reply]);
                     let (supervisor, hub) = (myself.get_cell(), hub.clone());
                     tokio::spawn(async move {
-                        let result = Self::spawn_child(supervisor, hub, conv.clone(), false).await;
+                        // Whatever happens, the waiters get an answer and the books are closed.
+                        let start = Self::spawn_child(supervisor, hub, conv.clone(), false);
+                        let result = std::panic::AssertUnwindSafe(start).catch_unwind().await.unwrap_or_else(|_| {
+                            Err(RouteError::Unavailable("starting the conversation actor panicked".into()))
+                        });
                         // Sent to ourselves; if the supervisor is gone, the child went with it.
                         let _ = myself.cast(SupervisorMsg::Started { conv, result });
                     });
