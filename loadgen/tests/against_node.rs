@@ -206,8 +206,9 @@ async fn a_dropped_connection_reconnects_and_syncs_without_losses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_drain_waits_for_the_answers_of_a_stalled_conversation() {
     let n = node().await;
-    // Once messages flow, the one conversation stops handling anything for 2 s, past the end
-    // of sending: the sends of its last second are answered only during the drain.
+    // Once messages flow, the one conversation stops handling anything for 3 s, past the end
+    // of sending (2 s), even if messages start flowing late: the last sends are answered only
+    // during the drain.
     let hub = n.node.app.hub.clone();
     let staller = tokio::spawn(async move {
         let conv = loop {
@@ -217,8 +218,7 @@ async fn the_drain_waits_for_the_answers_of_a_stalled_conversation() {
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         };
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        let stall = rookery_actors::ConvMsg::InjectStall(std::time::Duration::from_secs(2));
+        let stall = rookery_actors::ConvMsg::InjectStall(std::time::Duration::from_secs(3));
         hub.router.route(&conv, stall).await.unwrap();
     });
     let (code, r) = loadgen(
