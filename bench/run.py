@@ -53,9 +53,8 @@ class Server:
     """A server process started for one target."""
 
     def __init__(self, target, port, admin_port):
-        kind, _, binary = target.partition("=")
+        kind, binary, self.label = parse_target(target)
         self.kind, self.port, self.admin_port = kind, port, admin_port
-        self.label = f"{kind}@{os.path.basename(binary)}" if binary else kind
         self.data = tempfile.mkdtemp(prefix="rookery-bench-")
         if kind == "rookery":
             cmd = [binary or os.path.join(REL, "rookery"), "serve", "--listen", f"127.0.0.1:{port}",
@@ -89,6 +88,12 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         shutil.rmtree(self.data, ignore_errors=True)
+
+
+def parse_target(target):
+    """`kind` or `kind=PATH` -> (kind, binary path or "", label for the results)."""
+    kind, _, binary = target.partition("=")
+    return kind, binary, f"{kind}@{os.path.basename(binary)}" if binary else kind
 
 
 PORTS = itertools.count(18100, 2)
@@ -178,14 +183,20 @@ def main():
     storm_conns = 2000 if args.quick else 10000
     results = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "users": users, "targets": {}}
     for target in args.targets.split(","):
-        kind, _, binary = target.partition("=")
-        label = f"{kind}@{os.path.basename(binary)}" if binary else kind
+        kind, _, label = parse_target(target)
         r = results["targets"][label] = {}
         for scenario, group in (("group", 10), ("direct", 2)):
             if scenario not in scenarios:
                 continue
             with serving(target) as s:
                 r[scenario] = step_up(s, scenario, users, group, rates, duration)
+        best = (r.get("group") or {}).get("rate_per_conn")
+        if kind == "rookery" and best:
+            half = max(best / 2, 0.5)
+            with serving(target) as s:
+                rep = loadgen(s, "group", users, half, duration, ["--group-size", "10", "--verify"])
+            r["half_load"] = {"rate_per_conn": half, "ack": rep["ack"], "e2e": rep["e2e"], "deliveries_per_s": rep["deliveries_per_s"]}
+            log(f"  {label} at half load: ack p99 {rep['ack']['p99_ms']} ms, e2e p99 {rep['e2e']['p99_ms']} ms")
         if "connect-storm" in scenarios:
             with serving(target) as s:
                 rep = loadgen(s, "connect-storm", storm_conns, extra=["--concurrency", "256"])
@@ -200,14 +211,8 @@ def main():
         if kind == "rookery" and "history" in scenarios:
             with serving(target) as s:
                 rep = loadgen(s, "history", 16, duration=duration, extra=["--history-messages", "5000"])
-                r["history"] = rep["history"]
-                log(f"  rookery history {rep['history']['pages_per_s']:.0f} pages/s")
-                best = (r.get("group") or {}).get("rate_per_conn")
-                if best:
-                    half = max(best / 2, 0.5)
-                    rep = loadgen(s, "group", users, half, duration, ["--group-size", "10", "--verify"])
-                    r["half_load"] = {"rate_per_conn": half, "ack": rep["ack"], "e2e": rep["e2e"], "deliveries_per_s": rep["deliveries_per_s"]}
-                    log(f"  rookery at half load: ack p99 {rep['ack']['p99_ms']} ms, e2e p99 {rep['e2e']['p99_ms']} ms")
+            r["history"] = rep["history"]
+            log(f"  {label} history {rep['history']['pages_per_s']:.0f} pages/s")
         if kind == "rookery" and "store" in scenarios and "store" not in results:
             out = subprocess.run([os.path.join(REL, "examples", "append_throughput"), "256", "3" if args.quick else "5", "100"],
                                  capture_output=True, text=True, check=True).stdout

@@ -154,7 +154,7 @@ impl ConversationRouter {
 pub enum SupervisorMsg {
     /// Start the actor of `conv` unless it runs already.
     Start { conv: Arc<str>, reply: RpcReplyPort<Result<(), RouteError>> },
-    /// A start begun by `Start` finished (sent by the task that ran it).
+    /// A start (on demand or after a crash) finished (sent by the task that ran it).
     Started { conv: Arc<str>, result: Result<ActorRef<ConvMsg>, RouteError> },
 }
 
@@ -197,6 +197,34 @@ impl ConversationSupervisor {
             .map_err(|e| RouteError::Unavailable(e.to_string()))?;
         hub.metrics.conversation_start_seconds.observe(started.elapsed().as_secs_f64());
         Ok(actor)
+    }
+
+    /// Opens the books for a start of `conv` (with its first waiter, if any) and runs the start
+    /// on a task of its own, which reports back with `Started`. Used for starts on demand and
+    /// for restarts after a crash (`recovering`) alike.
+    fn begin_start(
+        myself: ActorRef<SupervisorMsg>,
+        state: &mut ConvSupervisorState,
+        hub: Arc<Hub>,
+        conv: Arc<str>,
+        recovering: bool,
+        waiter: Option<RpcReplyPort<Result<(), RouteError>>>,
+    ) {
+        state.starting.insert(conv.clone(), waiter.into_iter().collect());
+        let supervisor = myself.get_cell();
+        tokio::spawn(async move {
+            // Whatever happens, the waiters get an answer and the books are closed.
+            let start = Self::spawn_child(supervisor, hub, conv.clone(), recovering);
+            let result = std::panic::AssertUnwindSafe(start)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Err(RouteError::Unavailable("starting the conversation actor panicked".into())));
+            if let (true, Err(e)) = (recovering, &result) {
+                tracing::error!(conv = %conv, error = %e, "restarting the conversation actor failed; it starts on the next message");
+            }
+            // Sent to ourselves; if the supervisor is gone, the child went with it.
+            let _ = myself.cast(SupervisorMsg::Started { conv, result });
+        });
     }
 
     /// Records a started child and makes it reachable. A child that already stopped (it can
@@ -247,17 +275,7 @@ impl Actor for ConversationSupervisor {
                 } else if let Some(waiting) = state.starting.get_mut(&conv) {
                     waiting.push(reply);
                 } else {
-                    state.starting.insert(conv.clone(), vec![reply]);
-                    let (supervisor, hub) = (myself.get_cell(), hub.clone());
-                    tokio::spawn(async move {
-                        // Whatever happens, the waiters get an answer and the books are closed.
-                        let start = Self::spawn_child(supervisor, hub, conv.clone(), false);
-                        let result = std::panic::AssertUnwindSafe(start).catch_unwind().await.unwrap_or_else(|_| {
-                            Err(RouteError::Unavailable("starting the conversation actor panicked".into()))
-                        });
-                        // Sent to ourselves; if the supervisor is gone, the child went with it.
-                        let _ = myself.cast(SupervisorMsg::Started { conv, result });
-                    });
+                    Self::begin_start(myself, state, hub, conv, false, Some(reply));
                 }
             }
             SupervisorMsg::Started { conv, result } => {
@@ -297,12 +315,7 @@ impl Actor for ConversationSupervisor {
                     hub.metrics.record_event("restart", detail);
                     tracing::error!(conv = %conv, error = %err, "conversation actor crashed; restarting it");
                     if !hub.router.local.contains_key(&conv) && !state.starting.contains_key(&conv) {
-                        match Self::spawn_child(myself.get_cell(), hub.clone(), conv.clone(), true).await {
-                            Ok(actor) => Self::register(state, &hub, conv, actor),
-                            Err(e) => {
-                                tracing::error!(conv = %conv, error = %e, "restarting the conversation actor failed; it starts on the next message")
-                            }
-                        }
+                        Self::begin_start(myself, state, hub, conv, true, None);
                     }
                 }
             }

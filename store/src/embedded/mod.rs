@@ -748,7 +748,6 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
-/// Writes messages and their indexes (the body of every append).
 /// The write job of a fenced append: every conversation of the batch must still be at `fence`.
 fn append_job(
     fence: u64,

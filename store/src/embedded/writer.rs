@@ -20,6 +20,7 @@
 //! last batch), as a restart would, once there is room again; reads are served by the old
 //! engine until the moment of the reopen.
 
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -399,59 +400,62 @@ impl Writer {
         F: FnOnce(&mut Txn<'_>) -> StoreResult<T> + Send + 'static,
     {
         let request = Request::Job(job(f, Answer::new(done)));
-        match self.tx.try_send(request) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Closed(Request::Job(job))) => refuse(job, "the store is closed"),
+        let closed = match self.tx.try_send(request) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Closed(request)) => request,
             Err(mpsc::error::TrySendError::Full(request)) => match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => {
                     let tx = self.tx.clone();
                     drop(runtime.spawn(async move {
-                        if let Err(mpsc::error::SendError(Request::Job(job))) = tx.send(request).await {
-                            refuse(job, "the store is closed");
+                        if let Err(mpsc::error::SendError(request)) = tx.send(request).await {
+                            refuse_request(request);
                         }
                     }));
+                    return;
                 }
                 // Outside any runtime (no caller today): wait here instead.
-                Err(_) => {
-                    if let Err(mpsc::error::SendError(Request::Job(job))) = self.tx.blocking_send(request) {
-                        refuse(job, "the store is closed");
-                    }
-                }
+                Err(_) => match self.tx.blocking_send(request) {
+                    Ok(()) => return,
+                    Err(mpsc::error::SendError(request)) => request,
+                },
             },
-        }
+        };
+        refuse_request(closed);
     }
 }
 
 /// Where a job's outcome goes. Called exactly once: with the outcome, or, if the job is dropped
-/// unanswered (the writer thread stopped), with `Unavailable`.
-struct Answer<T>(Option<Box<dyn FnOnce(StoreResult<T>) + Send>>);
+/// unanswered (the writer thread stopped), with `Unavailable`. Held inside the job's own box,
+/// so it needs no allocation of its own.
+struct Answer<T, D: FnOnce(StoreResult<T>)>(Option<D>, PhantomData<fn(T)>);
 
-impl<T> Answer<T> {
-    fn new(f: impl FnOnce(StoreResult<T>) + Send + 'static) -> Self {
-        Answer(Some(Box::new(f)))
+impl<T, D: FnOnce(StoreResult<T>)> Answer<T, D> {
+    fn new(done: D) -> Self {
+        Answer(Some(done), PhantomData)
     }
 
     fn send(mut self, outcome: StoreResult<T>) {
-        if let Some(f) = self.0.take() {
-            f(outcome);
+        if let Some(done) = self.0.take() {
+            done(outcome);
         }
     }
 }
 
-impl<T> Drop for Answer<T> {
+impl<T, D: FnOnce(StoreResult<T>)> Drop for Answer<T, D> {
     fn drop(&mut self) {
-        if let Some(f) = self.0.take() {
-            f(Err(StoreError::Unavailable("the store writer stopped".into())));
+        if let Some(done) = self.0.take() {
+            done(Err(StoreError::Unavailable("the store writer stopped".into())));
         }
     }
 }
 
 /// A write job: runs `f` against the batch (its writes dropped if it fails) and answers once
 /// the batch's outcome is known.
-fn job<T, F>(f: F, answer: Answer<T>) -> Job
+fn job<T, F, D>(f: F, answer: Answer<T, D>) -> Job
 where
     T: Send + 'static,
     F: FnOnce(&mut Txn<'_>) -> StoreResult<T> + Send + 'static,
+    D: FnOnce(StoreResult<T>) + Send + 'static,
 {
     Box::new(move |txn| {
         let result = txn.map(|txn| {
@@ -471,6 +475,12 @@ where
 
 fn refuse(job: Job, reason: &str) {
     job(None)(Err(StoreError::Unavailable(reason.to_string())));
+}
+
+/// Refuses a request that could not be queued because the writer thread is gone.
+fn refuse_request(request: Request) {
+    let Request::Job(job) = request;
+    refuse(job, "the store is closed");
 }
 
 fn run(engine: Arc<Engine>, mut rx: mpsc::Receiver<Request>, sync: bool, observer: Option<BatchObserver>) {
