@@ -59,9 +59,12 @@ async fn slowloris_clients_are_cut_off_at_the_header_timeout_and_others_are_serv
     for i in 0..300 {
         let path = if i % 2 == 0 { "/api/users/me" } else { "/ws" };
         slow.push(tokio::spawn(async move {
+            // The clock starts before the connect: the server's header timer starts at its
+            // accept, never earlier, so a client task that is scheduled late cannot make the
+            // cut look earlier than it was.
+            let started = Instant::now();
             let mut tcp = TcpStream::connect(addr).await.unwrap();
             tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n").as_bytes()).await.unwrap();
-            let started = Instant::now();
             for k in 0.. {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 if tcp.write_all(format!("X-Slow-{k}: y\r\n").as_bytes()).await.is_err() {
