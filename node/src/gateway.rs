@@ -1,6 +1,7 @@
 //! The WebSocket gateway: `GET /ws`, upgraded with fastwebsockets.
 //!
-//! Each connection gets a reader (this task) and a writer task. The reader reassembles
+//! Each connection gets a reader (this task) and a writer task. The reader cuts the stream into
+//! frames ([`crate::ws_read`], no buffer held between frames), reassembles
 //! fragmented messages (bounded by `max-frame`), decodes them and casts them to the session
 //! actor, holding one of the session's in-flight permits per frame. The writer drains the
 //! session's bounded outbound queue, coalescing every frame already queued into one flush,
@@ -14,9 +15,9 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use fastwebsockets::{Frame, OpCode, WebSocketError};
 
-use crate::frames::{Frames, Op, Step};
+use crate::frames::{Frames, Step};
+use crate::ws_read::{FrameReader, ReadError};
 use rookery_actors::{new_id, now_ms, FrameQueue, OutboundReceiver, SessionAddr, SessionHandle, SessionMsg};
 use rookery_protocol::{close, decode_client_frame, encode_event, ErrorCode, Limits, ServerEvent};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -144,10 +145,9 @@ where
     // Queued before the session is registered, so it is always the first frame.
     handle.push(encode_event(&hello));
 
-    // fastwebsockets reads; the writer frames by hand into a buffer that lives only while a
-    // batch is written, so an idle connection holds no write buffer at all.
-    let (r, write) = tokio::io::split(ws.into_inner());
-    let (read, _) = fastwebsockets::after_handshake_split(r, tokio::io::sink(), fastwebsockets::Role::Server);
+    // Reader and writer each hold a buffer only while they move bytes: the reader while a frame
+    // arrives, the writer while a batch is written. An idle connection holds neither.
+    let (read, write) = tokio::io::split(ws.into_inner());
     let last_heard = Arc::new(AtomicI64::new(monotonic_ms()));
     let pongs = Arc::new(Pongs(FrameQueue::new(PONG_QUEUE)));
     let writer = tokio::spawn(write_loop(
@@ -176,7 +176,7 @@ where
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(
-    mut read: fastwebsockets::WebSocketRead<R>,
+    mut read: R,
     app: &App,
     handle: &SessionHandle,
     actor: &rookery_actors::ActorRef<SessionMsg>,
@@ -184,56 +184,33 @@ async fn read_loop<R: AsyncRead + Unpin>(
     last_heard: &AtomicI64,
 ) {
     let max = app.config.max_frame;
-    read.set_max_message_size(max + 1);
-    // Pings are answered here (not by the library), after the checks every frame gets: a
-    // fragmented or unmasked ping is a protocol error, not something to answer.
-    read.set_auto_pong(false);
-    read.set_auto_close(true);
+    let mut reader = FrameReader::new(max);
     let inflight = Arc::new(Semaphore::new(app.hub.config.session_inflight));
     let mut frames = Frames::new(max);
     let closing = handle_closing(handle);
     tokio::pin!(closing);
     loop {
-        let mut obligated = |f: Frame<'_>| {
-            if f.opcode == OpCode::Pong {
-                pongs.push(Bytes::copy_from_slice(&f.payload));
-            }
-            async { Ok::<(), std::convert::Infallible>(()) }
-        };
         let frame = tokio::select! {
-            r = read.read_frame(&mut obligated) => r,
+            r = reader.next(&mut read) => r,
             _ = &mut closing => return,
         };
         let frame = match frame {
             Ok(f) => f,
             Err(e) => {
                 let code = match e {
-                    WebSocketError::FrameTooLarge => Some(close::TOO_BIG),
-                    WebSocketError::InvalidUTF8 => Some(close::INVALID_PAYLOAD),
-                    WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) | WebSocketError::ConnectionClosed => {
-                        None
-                    }
-                    _ => Some(close::PROTOCOL_ERROR),
+                    ReadError::TooBig => Some(close::TOO_BIG),
+                    ReadError::Protocol => Some(close::PROTOCOL_ERROR),
+                    ReadError::Closed => None,
                 };
                 if let Some(code) = code {
-                    tracing::debug!(error = %e, code, "closing after a bad frame");
+                    tracing::debug!(error = ?e, code, "closing after a bad frame");
                     handle.close_with(code);
                 }
                 return;
             }
         };
-        let mut frame = frame;
-        let masked = is_masked(&mut frame);
-        let op = match frame.opcode {
-            OpCode::Continuation => Op::Continuation,
-            OpCode::Text => Op::Text,
-            OpCode::Binary => Op::Binary,
-            OpCode::Close => Op::Close,
-            OpCode::Ping => Op::Ping,
-            OpCode::Pong => Op::Pong,
-        };
         last_heard.store(monotonic_ms(), Ordering::Relaxed);
-        let bytes = match frames.push(op, frame.fin, masked, &frame.payload) {
+        let bytes = match frames.push(frame.op, frame.fin, frame.masked, frame.payload) {
             Step::Wait => continue,
             Step::Pong(payload) => {
                 pongs.push(payload);
@@ -288,14 +265,6 @@ async fn handle_closing(handle: &SessionHandle) {
 }
 
 /// Appends one unmasked server frame (RFC 6455 section 5.2) to `out`.
-/// Whether a received frame carried a masking key (the library unmasks it but keeps the key;
-/// its header, formatted again, shows the mask bit).
-fn is_masked(frame: &mut Frame<'_>) -> bool {
-    let mut head = [0u8; 16];
-    frame.fmt_head(&mut head);
-    head[1] & 0x80 != 0
-}
-
 fn frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
     out.push(0x80 | opcode);
     match payload.len() {

@@ -12,6 +12,7 @@ pub mod frames;
 pub mod gateway;
 pub mod http_server;
 pub mod server;
+pub mod ws_read;
 
 pub use config::Config;
 pub use server::{start, Node};
