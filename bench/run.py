@@ -32,7 +32,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL = os.path.join(ROOT, "target", "release")
-LOADGEN = os.path.join(REL, "rookery-loadgen")
+# ROOKERY_LOADGEN: another load generator binary (to compare two builds of it on the same servers).
+LOADGEN = os.environ.get("ROOKERY_LOADGEN") or os.path.join(REL, "rookery-loadgen")
 ADMIN_TOKEN = "bench-admin-token-0123456789"
 PASS_P99_MS = 200.0
 PASS_DELIVERY = 0.99

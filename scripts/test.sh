@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs what the tests need and is missing (Debian's chromium for the
 # console's browser tests, playwright-core from npm, Debian's redis-server for the cluster tests,
-# prometheus for promtool, faketime for the clock-jump test, and python3-venv for schemathesis,
+# prometheus for promtool, faketime for the clock-jump test, iproute2's ss for the listen backlog
+# test, and python3-venv for schemathesis,
 # which scripts/schemathesis.sh installs from PyPI into target/schemathesis-venv),
 # then runs every Rust test, including the browser tests, which drive the real console in
 # headless Chromium, and the cluster tests, which use the Redis on 127.0.0.1:6379 when one
@@ -16,6 +17,7 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v faketime >/dev/null || missing+=(faketime)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+command -v ss >/dev/null || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} (Debian packages) for the browser, cluster, deployment and fault tests..."
   SUDO=""

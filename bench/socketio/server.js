@@ -40,7 +40,8 @@ io.on("connection", (socket) => {
   });
 });
 
-httpServer.listen(port, () => console.log("listening on " + httpServer.address().port));
+// The same accept backlog as Rookery's default (`--listen-backlog 4096`; Node's default is 511).
+httpServer.listen({ port, backlog: 4096 }, () => console.log("listening on " + httpServer.address().port));
 
 function shutdown() {
   io.close(() => process.exit(0));

@@ -44,6 +44,7 @@ pub async fn connect(
 ) -> anyhow::Result<(Reader, Writer)> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     if let Some(ip) = source {
+        defer_port_choice(&socket);
         socket.bind(SocketAddr::new(ip, 0))?;
     }
     let mut stream = socket.connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
@@ -57,6 +58,32 @@ pub async fn connect(
     });
     Ok((FragmentCollectorRead::new(read), write))
 }
+
+/// Asks the kernel to choose the source port at connect, unique per destination, rather than at
+/// bind, unique per source address (`IP_BIND_ADDRESS_NO_PORT`). Without it every bound socket
+/// needs a port no other socket on that address holds, including the thousands a connect storm
+/// leaves in TIME_WAIT, and port search slows down and then fails after a few storms in a row.
+/// Best effort: where the option is missing, binding works as before.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn defer_port_choice(socket: &TcpSocket) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: the descriptor is open (owned by `socket` for this call) and the option's value
+    // is an int of the size given.
+    let _ = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn defer_port_choice(_: &TcpSocket) {}
 
 /// The upgrade request (RFC 6455 section 4.1), with a bearer token when there is one.
 fn upgrade_request(addr: SocketAddr, path_and_query: &str, bearer: Option<&str>) -> String {

@@ -111,6 +111,10 @@ pub struct ServeArgs {
     /// Default: 10000.
     #[arg(long, env = "ROOKERY_MAX_CONNECTIONS_PER_ADDR")]
     pub max_connections_per_addr: Option<u32>,
+    /// Connections the kernel queues for each listener before the node accepts them (the
+    /// `listen(2)` backlog, capped by `net.core.somaxconn`). Default: 4096.
+    #[arg(long, env = "ROOKERY_LISTEN_BACKLOG")]
+    pub listen_backlog: Option<u32>,
     /// Time allowed for an HTTP request head (and an idle keep-alive connection), in
     /// milliseconds. Default: 10000.
     #[arg(long, env = "ROOKERY_HTTP_HEADER_TIMEOUT_MS")]
@@ -213,6 +217,7 @@ pub struct Config {
     pub api_write_rate_limit: f64,
     pub outbound_queue: usize,
     pub max_connections_per_addr: u32,
+    pub listen_backlog: u32,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
     pub conv_idle: Duration,
@@ -269,6 +274,7 @@ impl Config {
             api_write_rate_limit: 10.0,
             outbound_queue: 1024,
             max_connections_per_addr: 10_000,
+            listen_backlog: 4096,
             access_ttl: Duration::from_secs(900),
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
             conv_idle: Duration::from_secs(60),
@@ -334,6 +340,7 @@ impl Config {
             api_write_rate_limit: pick!(api_write_rate_limit).unwrap_or(d.api_write_rate_limit),
             outbound_queue: pick!(outbound_queue).unwrap_or(d.outbound_queue),
             max_connections_per_addr: pick!(max_connections_per_addr).unwrap_or(d.max_connections_per_addr),
+            listen_backlog: pick!(listen_backlog).unwrap_or(d.listen_backlog),
             access_ttl: pick!(access_ttl).map(Duration::from_secs).unwrap_or(d.access_ttl),
             refresh_ttl: pick!(refresh_ttl).map(Duration::from_secs).unwrap_or(d.refresh_ttl),
             conv_idle: pick!(conv_idle).map(Duration::from_secs).unwrap_or(d.conv_idle),
@@ -373,6 +380,9 @@ impl Config {
         }
         if self.http_header_timeout < Duration::from_millis(100) {
             return bad("http-header-timeout-ms", "must be at least 100");
+        }
+        if self.listen_backlog == 0 || self.listen_backlog > 65_535 {
+            return bad("listen-backlog", "must be between 1 and 65535");
         }
         for (name, v) in [
             ("send-rate-limit", self.send_rate_limit),
@@ -471,6 +481,10 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("cluster"), "{e}");
+        for backlog in [0, 70_000] {
+            let e = Config::load(ServeArgs { listen_backlog: Some(backlog), ..Default::default() }).unwrap_err();
+            assert!(e.to_string().contains("listen-backlog"), "{e}");
+        }
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("bad.toml");
         std::fs::write(&file, "no_such_key = 1\n").unwrap();

@@ -37,8 +37,8 @@ pub async fn start(mut config: Config, nodes: u16) -> anyhow::Result<Vec<Node>> 
     for i in 0..nodes {
         let mut c = config.clone();
         c.node_id = Some(format!("{prefix}-{}", i + 1));
-        let chat = bind(offset(config.listen, i)).await?;
-        let admin = bind(offset(config.admin_listen, i)).await?;
+        let chat = bind(offset(config.listen, i), config.listen_backlog)?;
+        let admin = bind(offset(config.admin_listen, i), config.listen_backlog)?;
         let metrics = if i == 0 { first_metrics.clone() } else { Arc::new(Metrics::new()) };
         started.push(start_on(c, chat, admin, store.clone(), metrics).await?);
     }
@@ -53,6 +53,6 @@ fn offset(addr: SocketAddr, i: u16) -> SocketAddr {
     a
 }
 
-async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))
+fn bind(addr: SocketAddr, backlog: u32) -> anyhow::Result<TcpListener> {
+    crate::listener::bind(addr, backlog).with_context(|| format!("binding {addr}"))
 }

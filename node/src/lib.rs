@@ -11,6 +11,7 @@ pub mod dev_cluster;
 pub mod frames;
 pub mod gateway;
 pub mod http_server;
+pub mod listener;
 pub mod server;
 pub mod ws_read;
 

@@ -2,7 +2,6 @@
 
 use clap::Parser;
 use rookery_node::config::{Cli, Command, Config, LogFormat};
-use tokio::net::TcpListener;
 
 /// mimalloc instead of the system allocator: the message path allocates and frees many small
 /// buffers (frames, keys, records), where glibc's malloc and free cost about 14 % of the
@@ -44,10 +43,11 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let chat = TcpListener::bind(config.listen).await.map_err(|e| anyhow::anyhow!("binding {}: {e}", config.listen))?;
-    let admin = TcpListener::bind(config.admin_listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("binding {}: {e}", config.admin_listen))?;
+    let bind = |addr| {
+        rookery_node::listener::bind(addr, config.listen_backlog).map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))
+    };
+    let chat = bind(config.listen)?;
+    let admin = bind(config.admin_listen)?;
     let node = rookery_node::start(config, chat, admin).await?;
     println!(
         "rookery is running: chat and API on http://{}, ops console on http://{}",

@@ -29,7 +29,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use parking_lot::RwLock;
 use tokio::io::{AsyncRead, AsyncWrite, BufWriter};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 /// Capacity of each connection's outbound queue, in frames.
@@ -83,7 +82,12 @@ fn parse_args() -> Result<SocketAddr, String> {
 }
 
 async fn run(addr: SocketAddr) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
+    // The same accept backlog as Rookery's default (`--listen-backlog 4096`), so a connect storm
+    // measures the servers, not tokio's default backlog of 128.
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(4096)?;
     println!("listening on {}", listener.local_addr()?);
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -1,5 +1,6 @@
 //! The real `rookery` binary: SIGKILL mid-stream loses no acked message; SIGTERM closes
-//! sessions with 1001 and exits 0 within the grace period; tokens survive restarts.
+//! sessions with 1001 and exits 0 within the grace period; tokens survive restarts; the
+//! listeners use the configured accept backlog.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -132,4 +133,26 @@ async fn sigterm_closes_sessions_with_1001_and_exits_cleanly() {
     for (m, ack) in history.iter().zip(&acks) {
         assert_eq!(m["id"], ack["id"]);
     }
+}
+
+/// The accept backlog of the socket listening on `port`, as `ss` reports it (its Send-Q).
+fn listen_backlog(port: &str) -> u32 {
+    let out = std::process::Command::new("ss").args(["-ltnH", &format!("sport = :{port}")]).output().expect("ss runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let line = text.lines().next().unwrap_or_else(|| panic!("no listener on port {port}: {text:?}"));
+    line.split_whitespace().nth(2).and_then(|q| q.parse().ok()).unwrap_or_else(|| panic!("ss printed {line:?}"))
+}
+
+#[tokio::test]
+async fn listeners_use_the_configured_backlog() {
+    let port = |base: &str| base.rsplit(':').next().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let p = NodeProcess::spawn(dir.path(), &["--listen-backlog", "777"]);
+    assert_eq!(listen_backlog(&port(&p.base)), 777, "chat listener");
+    assert_eq!(listen_backlog(&port(&p.admin_base)), 777, "admin listener");
+    drop(p);
+    // The default: 4096, or the kernel's cap when that is lower.
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap().trim().parse().unwrap();
+    let p = NodeProcess::spawn(dir.path(), &[]);
+    assert_eq!(listen_backlog(&port(&p.base)), somaxconn.min(4096));
 }
