@@ -169,6 +169,10 @@ impl FrameReader {
 
     /// One read from `io`, appended to the buffer; the number of bytes read.
     fn poll_fill<R: AsyncRead + Unpin>(&mut self, cx: &mut Context<'_>, io: &mut R) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() >= READ_CHUNK {
+            // A large frame is arriving and has its room reserved: read straight into it.
+            return tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.buf);
+        }
         let mut scratch = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
         let mut read = ReadBuf::uninit(&mut scratch);
         ready!(Pin::new(io).poll_read(cx, &mut read))?;
@@ -283,6 +287,20 @@ mod tests {
             unmask(&mut masked, key);
             assert_eq!(masked, plain, "length {len}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_written_at_once_is_read_whole_and_the_next_one_after_it() {
+        let (mut client, mut server) = tokio::io::duplex(1 << 20);
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let wire = [client_frame(0x82, &big), client_frame(0x81, b"after")].concat();
+        tokio::io::AsyncWriteExt::write_all(&mut client, &wire).await.unwrap();
+        let mut reader = FrameReader::new(1 << 20);
+        let first = reader.next(&mut server).await.unwrap();
+        assert_eq!((first.op, first.payload.len()), (Op::Binary, big.len()));
+        assert_eq!(first.payload, big[..]);
+        assert_eq!(&reader.next(&mut server).await.unwrap().payload[..], b"after");
+        assert!(!reader.holds_bytes());
     }
 
     #[tokio::test]
