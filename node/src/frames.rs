@@ -47,7 +47,7 @@ impl Frames {
     }
 
     /// Takes one frame (already unmasked). A whole message in one frame is passed on without
-    /// a copy.
+    /// a copy (it is decoded and dropped at once).
     pub fn push(&mut self, op: Op, fin: bool, masked: bool, payload: BytesMut) -> Step {
         let control = matches!(op, Op::Close | Op::Ping | Op::Pong);
         if !masked || (control && !fin) || (control && payload.len() > 125) {
@@ -57,7 +57,9 @@ impl Frames {
         }
         let message = match (op, fin) {
             (Op::Close, _) => return Step::Close(close_answer(&payload)),
-            (Op::Ping, _) => return Step::Pong(payload.freeze()),
+            // Copied (at most 125 bytes): a pong may wait in the queue, and a slice would keep
+            // the whole read buffer it came in alive meanwhile.
+            (Op::Ping, _) => return Step::Pong(Bytes::copy_from_slice(&payload)),
             (Op::Pong, _) => return Step::Wait,
             (Op::Text | Op::Binary, _) if self.partial.is_some() => return Step::Close(close::PROTOCOL_ERROR),
             (Op::Text | Op::Binary, _) if payload.len() > self.max => return Step::Close(close::TOO_BIG),
