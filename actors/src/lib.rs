@@ -95,6 +95,10 @@ pub struct Hub {
     pub fanned_out: FastDashMap<Arc<str>, u64>,
     /// Messages per housekeeping tick of each running conversation (the console's "busiest").
     pub activity: FastDashMap<Arc<str>, u64>,
+    /// Test hook: how long the next sessions to open wait before they start, one delay each,
+    /// in order (a start slowed down by load).
+    #[cfg(feature = "test-hooks")]
+    pub session_start_delays: parking_lot::Mutex<std::collections::VecDeque<Duration>>,
     /// Bans in force (a cache of the store's).
     pub bans: moderation::Bans,
     /// Who has been announced online.
@@ -133,6 +137,8 @@ impl Hub {
             metrics,
             fanned_out: FastDashMap::default(),
             activity: FastDashMap::default(),
+            #[cfg(feature = "test-hooks")]
+            session_start_delays: Default::default(),
             bans: moderation::Bans::default(),
             presence: presence::Presence::default(),
             calls: calls::Calls::default(),
@@ -158,6 +164,13 @@ impl Hub {
     /// When the node is shutting down or the actor cannot be spawned.
     pub async fn open_session(&self, handle: Arc<SessionHandle>) -> Result<ActorRef<SessionMsg>, String> {
         let sup = self.session_supervisor.get().ok_or("node is starting")?;
+        #[cfg(feature = "test-hooks")]
+        {
+            let delay = self.session_start_delays.lock().pop_front();
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+        }
         match sup.call(|reply| SessionSupervisorMsg::Start { handle, reply }, Some(Duration::from_secs(10))).await {
             Ok(ractor::rpc::CallResult::Success(r)) => r,
             Ok(_) => Err("the session supervisor did not answer".into()),

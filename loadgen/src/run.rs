@@ -342,11 +342,13 @@ async fn connection(shared: Arc<Shared>, i: usize, start_ns: u64) -> ConnTally {
         if let Some(g) = opts.target.greeting(&plan.user, &rooms) {
             let _ = ctrl_tx.try_send(Control::Text(g));
         }
-        if !first {
-            if let Some(f) = sync_frame(&shared, i, &positions) {
-                let _ = ctrl_tx.try_send(Control::Text(f));
-            }
-        }
+        // Every Rookery connection syncs once it is up, the first one too: a message sent to
+        // this user before the session was registered (a start slowed down by load, past the
+        // ramp's margin) is in the store but was never in the live stream, as for a client.
+        let syncing = match sync_frame(&shared, i, &positions) {
+            Some(f) => ctrl_tx.try_send(Control::Text(f)).is_ok(),
+            None => false,
+        };
         let ready = Arc::new(Notify::new());
         let ready_flag = Arc::new(AtomicBool::new(opts.target.ready_on_upgrade()));
         // Sent on the dropped connection and never answered: sent again, first.
@@ -359,7 +361,7 @@ async fn connection(shared: Arc<Shared>, i: usize, start_ns: u64) -> ConnTally {
             ctrl_tx,
             Tallies { tally: tally.clone(), unanswered: unanswered.clone() },
             positions.clone(),
-            !first,
+            syncing,
             ready.clone(),
             ready_flag.clone(),
             start_ns,

@@ -2,6 +2,7 @@
 //! thresholds set the exit code, and the JSON report has the figures.
 
 use std::process::Command;
+use std::time::Duration;
 
 use rookery_node::Config;
 use tokio::net::TcpListener;
@@ -248,4 +249,37 @@ async fn the_drain_waits_for_the_answers_of_a_stalled_conversation() {
     assert_eq!(r["sent"], r["acked"], "every send answered within the drain: {r}");
     assert_eq!(r["verify"]["missing"], 0, "{r}");
     assert_eq!(r["verify"]["expected"].as_u64().unwrap(), r["acked"].as_u64().unwrap() * 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_starts_late_gets_what_was_sent_to_it_meanwhile() {
+    let n = node().await;
+    // The second session to open starts 1.5 s late, well past the start of sending (0.2 s
+    // after the connects): its peer's first messages are stored while it is not yet
+    // registered, so they reach it only through the `sync` every connection sends once up.
+    n.node.app.hub.session_start_delays.lock().extend([Duration::ZERO, Duration::from_millis(1500)]);
+    let (code, r) = loadgen(
+        &n,
+        &[
+            "--scenario",
+            "direct",
+            "--users",
+            "2",
+            "--rate",
+            "10",
+            "--duration",
+            "3",
+            "--ramp",
+            "0",
+            "--verify",
+            "--drain",
+            "5",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["verify"]["missing"], 0, "{r}");
+    assert_eq!(r["verify"]["duplicated"], 0, "{r}");
+    assert_eq!(r["verify"]["expected"], r["acked"], "{r}");
+    assert!(r["acked"].as_u64().unwrap() >= 50, "{r}");
 }
