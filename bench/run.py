@@ -38,6 +38,8 @@ ADMIN_TOKEN = "bench-admin-token-0123456789"
 PASS_P99_MS = 200.0
 PASS_DELIVERY = 0.99
 SCENARIOS = ("group", "direct", "connect-storm", "idle", "history", "store")
+# Connect storms per server; the table gives their median.
+STORMS = 3
 
 
 def log(*a):
@@ -205,10 +207,16 @@ def main():
                                                       "deliveries_per_s": rep["deliveries_per_s"]}
             log(f"  {label} {scenario} at half load: ack p99 {rep['ack']['p99_ms']} ms, e2e p99 {rep['e2e']['p99_ms']} ms")
         if "connect-storm" in scenarios:
-            with serving(target) as s:
-                rep = loadgen(s, "connect-storm", storm_conns, extra=["--concurrency", "256"])
-            r["connect_storm"] = rep["connect"]
-            log(f"  {label:8} connect-storm {rep['connect']['per_s']:.0f} conn/s")
+            # A storm lasts well under a second, so one stall of the shared machine moves its
+            # figure by a quarter: the median of STORMS storms, each on a fresh server.
+            storms = []
+            for _ in range(STORMS):
+                with serving(target) as s:
+                    storms.append(loadgen(s, "connect-storm", storm_conns, extra=["--concurrency", "256"])["connect"])
+            storms.sort(key=lambda c: c["per_s"])
+            r["connect_storm"] = dict(storms[len(storms) // 2], runs_per_s=[round(c["per_s"]) for c in storms])
+            log(f"  {label:8} connect-storm {r['connect_storm']['per_s']:.0f} conn/s "
+                f"(median of {r['connect_storm']['runs_per_s']})")
         if "idle" in scenarios:
             with serving(target) as s:
                 rep = loadgen(s, "idle", idle_conns, duration=5,
