@@ -178,8 +178,10 @@ async fn a_silent_connection_is_closed_after_two_heartbeats() {
         "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {}\r\n\r\n",
         tok(&a)
     );
-    tcp.write_all(req.as_bytes()).await.unwrap();
+    // The clock starts before the request is sent, so the server's heartbeat clock (started at
+    // the upgrade) can never be ahead of it, however late this task runs.
     let started = std::time::Instant::now();
+    tcp.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     // Read until the server closes the TCP connection.
