@@ -11,8 +11,8 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
 use anyhow::{anyhow, bail, Context};
-use fastwebsockets::{FragmentCollectorRead, Role, WebSocket, WebSocketRead, WebSocketWrite};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use fastwebsockets::{FragmentCollectorRead, Role, WebSocketWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -51,11 +51,9 @@ pub async fn connect(
     stream.set_nodelay(true)?;
     stream.write_all(upgrade_request(addr, path_and_query, bearer).as_bytes()).await?;
     let leftover = read_upgrade_response(&mut stream).await.map_err(|e| anyhow!("upgrade: {e}"))?;
-    let ws = WebSocket::after_handshake(Prefixed { prefix: leftover, at: 0, inner: stream }, Role::Client);
-    let (read, write): (WebSocketRead<Prefixed<OwnedReadHalf>>, Writer) = ws.split(|p| {
-        let (read, write) = p.inner.into_split();
-        (Prefixed { prefix: p.prefix, at: p.at, inner: read }, write)
-    });
+    let (read, write) = stream.into_split();
+    let (read, write) =
+        fastwebsockets::after_handshake_split(Prefixed { prefix: leftover, at: 0, inner: read }, write, Role::Client);
     Ok((FragmentCollectorRead::new(read), write))
 }
 
@@ -157,32 +155,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }
 

@@ -179,11 +179,6 @@ impl FrameReader {
         self.buf.extend_from_slice(read.filled());
         Poll::Ready(Ok(read.filled().len()))
     }
-
-    /// Whether bytes of an unfinished frame are held.
-    pub fn holds_bytes(&self) -> bool {
-        !self.buf.is_empty()
-    }
 }
 
 /// Cuts `bytes` into frames as [`FrameReader`] does: the frames, then the error that ended the
@@ -300,7 +295,7 @@ mod tests {
         assert_eq!((first.op, first.payload.len()), (Op::Binary, big.len()));
         assert_eq!(first.payload, big[..]);
         assert_eq!(&reader.next(&mut server).await.unwrap().payload[..], b"after");
-        assert!(!reader.holds_bytes());
+        assert!(reader.buf.is_empty());
     }
 
     #[tokio::test]
@@ -319,7 +314,7 @@ mod tests {
         assert_eq!(&first.payload[..], b"first");
         let second = reader.next(&mut server).await.unwrap();
         assert_eq!(second.payload, [b'q'; 300][..]);
-        assert!(!reader.holds_bytes());
+        assert!(reader.buf.is_empty());
         assert_eq!(reader.buf.capacity(), 0, "an idle reader holds no buffer");
         drop(writer.await.unwrap());
         assert_eq!(reader.next(&mut server).await, Err(ReadError::Closed));
