@@ -40,6 +40,10 @@ PASS_DELIVERY = 0.99
 SCENARIOS = ("group", "direct", "connect-storm", "idle", "history", "store")
 # Connect storms per server; the table gives their median.
 STORMS = 3
+# Seconds the idle connections are held after the ramp before the server's memory is read: longer
+# than Rookery's default --session-hibernate-ms (15 s), so every session has hibernated, as the
+# sessions of a real node's quiet clients have.
+IDLE_HOLD = 20
 
 
 def log(*a):
@@ -219,7 +223,7 @@ def main():
                 f"(median of {r['connect_storm']['runs_per_s']})")
         if "idle" in scenarios:
             with serving(target) as s:
-                rep = loadgen(s, "idle", idle_conns, duration=5,
+                rep = loadgen(s, "idle", idle_conns, duration=IDLE_HOLD,
                               extra=["--server-pid", str(s.proc.pid), "--ramp", "10", "--drain", "0"])
             r["idle"] = rep["idle"]
             log(f"  {label:8} idle {rep['idle']['established']} conns, {rep['idle'].get('bytes_per_connection')} bytes/conn")

@@ -34,6 +34,7 @@ pub use conversation::ConvMsg;
 pub use metrics::Metrics;
 pub use outbound::{FrameQueue, OutboundReceiver, Refused, SessionAddr, SessionHandle};
 pub use placement::{ConversationRouter, RouteError};
+pub use ractor::rpc::CallResult;
 pub use ractor::ActorRef;
 pub use registry::SessionRegistry;
 pub use requester::{Outcome, ReplyTo, Requester};
@@ -105,7 +106,7 @@ pub struct Hub {
     pub presence: presence::Presence,
     /// Calls ringing or running.
     pub calls: calls::Calls,
-    /// Session actors by session id (for moderation and tests).
+    /// Running session actors by session id (for tests); a hibernating session has none.
     pub session_actors: FastDashMap<Arc<str>, ractor::ActorRef<SessionMsg>>,
     session_supervisor: OnceLock<ActorRef<SessionSupervisorMsg>>,
 }
@@ -158,12 +159,13 @@ impl Hub {
         Ok(hub)
     }
 
-    /// Starts the session actor of a new connection and registers its handle.
+    /// Registers a new connection's session (deliveries reach it from here on) and starts its
+    /// actor. Whatever the result, the session must be closed with
+    /// [`close_session`](Self::close_session) when the connection ends.
     ///
     /// # Errors
     /// When the node is shutting down or the actor cannot be spawned.
-    pub async fn open_session(&self, handle: Arc<SessionHandle>) -> Result<ActorRef<SessionMsg>, String> {
-        let sup = self.session_supervisor.get().ok_or("node is starting")?;
+    pub async fn open_session(self: &Arc<Self>, handle: Arc<SessionHandle>) -> Result<ActorRef<SessionMsg>, String> {
         #[cfg(feature = "test-hooks")]
         {
             let delay = self.session_start_delays.lock().pop_front();
@@ -171,11 +173,38 @@ impl Hub {
                 tokio::time::sleep(delay).await;
             }
         }
-        match sup.call(|reply| SessionSupervisorMsg::Start { handle, reply }, Some(Duration::from_secs(10))).await {
+        if self.sessions.insert(handle.clone()) {
+            self.presence.opened(self, handle.addr.user_id.clone());
+        }
+        self.metrics.sessions_active.inc();
+        self.start_session_actor(handle, None).await
+    }
+
+    /// Starts the actor of an open session: a new one, or with the meters a hibernated actor
+    /// handed back (see [`session`]).
+    ///
+    /// # Errors
+    /// When the node is shutting down or the actor cannot be spawned.
+    pub async fn start_session_actor(
+        &self,
+        handle: Arc<SessionHandle>,
+        meters: Option<limits::Meters>,
+    ) -> Result<ActorRef<SessionMsg>, String> {
+        let sup = self.session_supervisor.get().ok_or("node is starting")?;
+        let start = |reply| SessionSupervisorMsg::Start { handle, meters, reply };
+        match sup.call(start, Some(Duration::from_secs(10))).await {
             Ok(ractor::rpc::CallResult::Success(r)) => r,
             Ok(_) => Err("the session supervisor did not answer".into()),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    /// Removes a closed connection's session from the registry (presence follows).
+    pub fn close_session(self: &Arc<Self>, handle: &SessionHandle) {
+        if self.sessions.remove(handle, now_ms()) {
+            self.presence.closed(self, handle.addr.user_id.clone());
+        }
+        self.metrics.sessions_active.dec();
     }
 
     /// Queues a frame to one session, wherever it lives. Returns whether it was queued (or,

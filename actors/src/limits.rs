@@ -80,6 +80,28 @@ impl AbuseMeter {
     }
 }
 
+/// A session's rate-limit state: one bucket per limited op and the abuse meter. It outlives the
+/// session's actor when the session hibernates, so a quiet spell never resets a limit.
+#[derive(Debug, Clone)]
+pub struct Meters {
+    pub sends: Bucket,
+    pub typing: Bucket,
+    pub calls: Bucket,
+    pub abuse: AbuseMeter,
+}
+
+impl Meters {
+    /// Full buckets and no refusals, under `config`'s limits.
+    pub fn new(config: &crate::HubConfig, now: Instant) -> Self {
+        Meters {
+            sends: Bucket::new(config.send_limit, now),
+            typing: Bucket::new(config.typing_limit, now),
+            calls: Bucket::new(config.call_limit, now),
+            abuse: AbuseMeter::new(config.abuse_threshold, now),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,8 +21,10 @@ pub struct Metrics {
     recent: parking_lot::Mutex<std::collections::VecDeque<serde_json::Value>>,
     /// Open WebSocket connections.
     pub ws_connections: IntGauge,
-    /// Live session actors.
+    /// Open sessions (registered connections, their actor awake or hibernating).
     pub sessions_active: IntGauge,
+    /// Open sessions whose actor is hibernating (their client has been quiet).
+    pub sessions_hibernating: IntGauge,
     /// Live conversation actors.
     pub groups_active: IntGauge,
     /// Messages accepted from clients (`send`), before dedupe.
@@ -83,7 +85,12 @@ impl Metrics {
         let m = Metrics {
             recent: parking_lot::Mutex::new(std::collections::VecDeque::new()),
             ws_connections: IntGauge::new("rookery_ws_connections", "Open WebSocket connections").unwrap(),
-            sessions_active: IntGauge::new("rookery_sessions_active", "Live session actors").unwrap(),
+            sessions_active: IntGauge::new("rookery_sessions_active", "Open sessions").unwrap(),
+            sessions_hibernating: IntGauge::new(
+                "rookery_sessions_hibernating",
+                "Open sessions whose actor is hibernating (a quiet client)",
+            )
+            .unwrap(),
             groups_active: IntGauge::new("rookery_groups_active", "Live conversation actors").unwrap(),
             messages_received: IntCounter::new("rookery_messages_received_total", "Messages received from clients")
                 .unwrap(),
@@ -181,6 +188,7 @@ impl Metrics {
         let r = &m.registry;
         r.register(Box::new(m.ws_connections.clone())).unwrap();
         r.register(Box::new(m.sessions_active.clone())).unwrap();
+        r.register(Box::new(m.sessions_hibernating.clone())).unwrap();
         r.register(Box::new(m.groups_active.clone())).unwrap();
         r.register(Box::new(m.messages_received.clone())).unwrap();
         r.register(Box::new(m.messages_delivered.clone())).unwrap();

@@ -4,6 +4,14 @@
 //! in-flight semaphore. Mailbox bound: at most `HubConfig::session_inflight` frames are queued
 //! or being handled per session; when they run out the gateway stops reading the socket
 //! (backpressure through TCP), so a flooding client only slows itself.
+//!
+//! Hibernation: the actor handles what the client sends; deliveries go straight to the
+//! session's outbound queue ([`SessionHandle`]) and never pass through it. So when a client has
+//! been quiet for a while (`--session-hibernate-ms`), the gateway asks the actor to hibernate:
+//! it hands back its rate-limit [`Meters`] and stops, and the connection, the registry entry and
+//! the outbound queue stay. The client's next frame starts a new actor with those meters.
+//! An idle connection then holds no actor (about 7 KB of task, mailboxes and cell), the way
+//! Phoenix Channels hibernate a quiet channel process.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
@@ -16,11 +24,11 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::calls::CallOp;
 use crate::conversation::ConvMsg;
-use crate::limits::{AbuseMeter, Bucket};
+use crate::limits::Meters;
 use crate::outbound::SessionHandle;
 use crate::placement::RouteError;
 use crate::requester::Requester;
-use crate::{now_ms, Hub};
+use crate::Hub;
 
 /// How long a reply to the client's own request may wait for room in its outbound queue.
 const REPLY_PATIENCE: Duration = Duration::from_secs(10);
@@ -31,6 +39,9 @@ const MAX_CLIENT_ID: usize = 128;
 pub enum SessionMsg {
     /// A decoded client frame.
     Frame(ClientFrame, OwnedSemaphorePermit, MailboxSlot),
+    /// Hand back the rate-limit meters and stop, leaving the session open. The gateway sends it
+    /// only when no frame of the session is queued or in progress.
+    Hibernate(RpcReplyPort<Meters>),
     /// Test hook: panic inside the actor.
     #[cfg(feature = "test-hooks")]
     InjectPanic,
@@ -60,33 +71,30 @@ pub struct SessionActor;
 pub struct SessionState {
     handle: Arc<SessionHandle>,
     hub: Arc<Hub>,
-    sends: Bucket,
-    typing: Bucket,
-    calls: Bucket,
-    abuse: AbuseMeter,
+    meters: Meters,
 }
+
+/// Stop reason of an actor that hibernated (its session stays open).
+pub const HIBERNATED: &str = "hibernated";
 
 impl Actor for SessionActor {
     type Msg = SessionMsg;
     type State = SessionState;
-    type Arguments = (Arc<SessionHandle>, Arc<Hub>);
+    /// The session's handle, the hub, and the meters of a hibernated actor (fresh when `None`).
+    type Arguments = (Arc<SessionHandle>, Arc<Hub>, Option<Meters>);
 
     async fn pre_start(
         &self,
         _: ActorRef<SessionMsg>,
-        (handle, hub): Self::Arguments,
+        (handle, hub, meters): Self::Arguments,
     ) -> Result<SessionState, ActorProcessingErr> {
-        let now = Instant::now();
-        let c = &hub.config;
-        let (sends, typing, calls) =
-            (Bucket::new(c.send_limit, now), Bucket::new(c.typing_limit, now), Bucket::new(c.call_limit, now));
-        let abuse = AbuseMeter::new(c.abuse_threshold, now);
-        Ok(SessionState { handle, hub, sends, typing, calls, abuse })
+        let meters = meters.unwrap_or_else(|| Meters::new(&hub.config, Instant::now()));
+        Ok(SessionState { handle, hub, meters })
     }
 
     async fn handle(
         &self,
-        _: ActorRef<SessionMsg>,
+        myself: ActorRef<SessionMsg>,
         msg: SessionMsg,
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
@@ -94,6 +102,10 @@ impl Actor for SessionActor {
             // Boxed: the handling future is large (every op's awaits), and held inline it would
             // sit in the actor's task for the session's whole life, idle or not.
             SessionMsg::Frame(frame, permit, _slot) => Box::pin(state.frame(frame, permit)).await,
+            SessionMsg::Hibernate(reply) => {
+                let _ = reply.send(state.meters.clone());
+                myself.stop(Some(HIBERNATED.to_string()));
+            }
             #[cfg(feature = "test-hooks")]
             SessionMsg::InjectPanic => {
                 panic!("injected panic in session {}", state.handle.addr.session_id)
@@ -130,16 +142,16 @@ impl SessionState {
     async fn admit(&mut self, frame: &ClientFrame) -> bool {
         let now = Instant::now();
         let (bucket, client_id) = match frame {
-            ClientFrame::Send { client_id, .. } => (&mut self.sends, Some(client_id.as_str())),
-            ClientFrame::Typing { .. } => (&mut self.typing, None),
+            ClientFrame::Send { client_id, .. } => (&mut self.meters.sends, Some(client_id.as_str())),
+            ClientFrame::Typing { .. } => (&mut self.meters.typing, None),
             ClientFrame::CallOffer { .. }
             | ClientFrame::CallAnswer { .. }
             | ClientFrame::CallIce { .. }
-            | ClientFrame::CallEnd { .. } => (&mut self.calls, None),
+            | ClientFrame::CallEnd { .. } => (&mut self.meters.calls, None),
             _ => return true,
         };
         let Err(wait) = bucket.take(now) else { return true };
-        if self.abuse.refused(now) {
+        if self.meters.abuse.refused(now) {
             tracing::warn!("closing a session that keeps exceeding its rate limits");
             self.handle.close_with(close::POLICY);
             return false;
@@ -302,13 +314,18 @@ impl SessionState {
 
 /// Messages of the session supervisor.
 pub enum SessionSupervisorMsg {
-    /// Start the session actor of a new connection.
-    Start { handle: Arc<SessionHandle>, reply: RpcReplyPort<Result<ActorRef<SessionMsg>, String>> },
+    /// Start the actor of a session: a new connection's (no meters) or a hibernated one's.
+    Start {
+        handle: Arc<SessionHandle>,
+        meters: Option<Meters>,
+        reply: RpcReplyPort<Result<ActorRef<SessionMsg>, String>>,
+    },
 }
 
 /// Supervises session actors. A session is bound to its connection, so a crashed session is
-/// not restarted: its connection is closed (1011) and it is removed from the registry; no other
-/// session is touched.
+/// not restarted: its connection is closed (1011), and the gateway then removes it from the
+/// registry as for any closed connection; no other session is touched. An actor that stopped
+/// (the connection ended, or it hibernated) only leaves the supervisor's books.
 pub struct SessionSupervisor;
 
 /// Supervisor state.
@@ -323,18 +340,17 @@ impl SessionSupervisor {
             return;
         };
         if let Some(hub) = state.hub.upgrade() {
-            if hub.sessions.remove(&handle, now_ms()) {
-                hub.presence.closed(&hub, handle.addr.user_id.clone());
-            }
-            hub.session_actors.remove(&handle.addr.session_id);
-            hub.metrics.sessions_active.dec();
+            // A woken session's new actor may already be listed under the same session id.
+            hub.session_actors.remove_if(&handle.addr.session_id, |_, actor| actor.get_id() == cell.get_id());
             if crashed {
                 hub.metrics.actor_restarts.with_label_values(&["session"]).inc();
                 let detail = serde_json::json!({"actor": "session", "id": &*handle.addr.session_id, "user_id": &*handle.addr.user_id});
                 hub.metrics.record_event("restart", detail);
             }
         }
-        handle.close_with(if crashed { close::INTERNAL_ERROR } else { close::NORMAL });
+        if crashed {
+            handle.close_with(close::INTERNAL_ERROR);
+        }
     }
 }
 
@@ -353,24 +369,19 @@ impl Actor for SessionSupervisor {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let SessionSupervisorMsg::Start { handle, reply } = msg;
+        let SessionSupervisorMsg::Start { handle, meters, reply } = msg;
         let Some(hub) = state.hub.upgrade() else {
             return Ok(());
         };
-        let result =
-            match Actor::spawn_linked(None, SessionActor, (handle.clone(), hub.clone()), myself.get_cell()).await {
-                Ok((actor, _)) => {
-                    state.children.insert(actor.get_id(), handle.clone());
-                    hub.session_actors.insert(handle.addr.session_id.clone(), actor.clone());
-                    if hub.sessions.insert(handle.clone()) {
-                        hub.presence.opened(&hub, handle.addr.user_id.clone());
-                    }
-
-                    hub.metrics.sessions_active.inc();
-                    Ok(actor)
-                }
-                Err(e) => Err(e.to_string()),
-            };
+        let args = (handle.clone(), hub.clone(), meters);
+        let result = match Actor::spawn_linked(None, SessionActor, args, myself.get_cell()).await {
+            Ok((actor, _)) => {
+                state.children.insert(actor.get_id(), handle.clone());
+                hub.session_actors.insert(handle.addr.session_id.clone(), actor.clone());
+                Ok(actor)
+            }
+            Err(e) => Err(e.to_string()),
+        };
         let _ = reply.send(result);
         Ok(())
     }

@@ -107,6 +107,11 @@ pub struct ServeArgs {
     /// Server ping interval in milliseconds; silence for two intervals closes. Default: 25000.
     #[arg(long, env = "ROOKERY_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
+    /// Milliseconds without a client frame after which a session's actor hibernates (stops,
+    /// keeping the connection and the session's rate limits; the next frame starts it again).
+    /// 0: never. At least 100 otherwise. Default: 15000.
+    #[arg(long, env = "ROOKERY_SESSION_HIBERNATE_MS")]
+    pub session_hibernate_ms: Option<u64>,
     /// Open WebSocket connections allowed per client address (more get 429); 0 for no limit.
     /// Default: 10000.
     #[arg(long, env = "ROOKERY_MAX_CONNECTIONS_PER_ADDR")]
@@ -213,6 +218,8 @@ pub struct Config {
     pub max_body: usize,
     pub max_frame: usize,
     pub heartbeat: Duration,
+    /// `None`: session actors never hibernate.
+    pub session_hibernate: Option<Duration>,
     pub http_header_timeout: Duration,
     pub api_write_rate_limit: f64,
     pub outbound_queue: usize,
@@ -270,6 +277,7 @@ impl Config {
             max_body: 8192,
             max_frame: 64 * 1024,
             heartbeat: Duration::from_millis(25_000),
+            session_hibernate: Some(Duration::from_millis(15_000)),
             http_header_timeout: Duration::from_millis(10_000),
             api_write_rate_limit: 10.0,
             outbound_queue: 1024,
@@ -334,6 +342,11 @@ impl Config {
             max_body: pick!(max_body).unwrap_or(d.max_body),
             max_frame: pick!(max_frame).unwrap_or(d.max_frame),
             heartbeat: pick!(heartbeat_ms).map(Duration::from_millis).unwrap_or(d.heartbeat),
+            session_hibernate: match pick!(session_hibernate_ms) {
+                Some(0) => None,
+                Some(ms) => Some(Duration::from_millis(ms)),
+                None => d.session_hibernate,
+            },
             http_header_timeout: pick!(http_header_timeout_ms)
                 .map(Duration::from_millis)
                 .unwrap_or(d.http_header_timeout),
@@ -377,6 +390,9 @@ impl Config {
         }
         if self.heartbeat < Duration::from_millis(100) {
             return bad("heartbeat-ms", "must be at least 100");
+        }
+        if self.session_hibernate.is_some_and(|h| h < Duration::from_millis(100)) {
+            return bad("session-hibernate-ms", "must be 0 (never) or at least 100");
         }
         if self.http_header_timeout < Duration::from_millis(100) {
             return bad("http-header-timeout-ms", "must be at least 100");
@@ -465,6 +481,15 @@ mod tests {
         assert_eq!(c.max_frame, 4096, "the file beats the default");
         assert_eq!(c.node_id.as_deref(), Some("from-file"));
         assert_eq!(c.heartbeat, Duration::from_millis(25_000), "default");
+        assert_eq!(c.session_hibernate, Some(Duration::from_millis(15_000)), "default");
+    }
+
+    #[test]
+    fn session_hibernation_can_be_turned_off() {
+        let off = Config::load(ServeArgs { session_hibernate_ms: Some(0), ..Default::default() }).unwrap();
+        assert_eq!(off.session_hibernate, None);
+        let e = Config::load(ServeArgs { session_hibernate_ms: Some(50), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("session-hibernate-ms"), "{e}");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Each connection gets a reader (this task) and a writer task. The reader cuts the stream into
 //! frames ([`crate::ws_read`], no buffer held between frames), reassembles
 //! fragmented messages (bounded by `max-frame`), decodes them and casts them to the session
-//! actor, holding one of the session's in-flight permits per frame. The writer drains the
+//! actor, holding one of the session's in-flight permits per frame; it also hibernates and
+//! wakes the actor ([`crate::hibernation`]). The writer drains the
 //! session's bounded outbound queue, coalescing every frame already queued into one flush,
 //! sends heartbeat pings, and writes the close frame when anything asks the session to close.
 
@@ -17,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use crate::frames::{Frames, Step};
+use crate::hibernation::ActorSlot;
 use crate::ws_read::{FrameReader, ReadError};
 use rookery_actors::{new_id, now_ms, FrameQueue, OutboundReceiver, SessionAddr, SessionHandle, SessionMsg};
 use rookery_protocol::{close, decode_client_frame, encode_event, ErrorCode, Limits, ServerEvent};
@@ -171,14 +173,15 @@ where
 
     match hub.open_session(handle.clone()).await {
         Ok(actor) => {
-            read_loop(read, &app, &handle, &actor, &pongs, &last_heard).await;
-            actor.stop(None);
+            let mut slot = ActorSlot::awake(hub.clone(), handle.clone(), actor, config.session_hibernate);
+            read_loop(read, &app, &handle, &mut slot, &pongs, &last_heard).await;
         }
         Err(e) => {
             tracing::error!(error = %e, "could not start a session actor");
             handle.close_with(close::INTERNAL_ERROR);
         }
     }
+    hub.close_session(&handle);
     handle.close_with(close::NORMAL);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     hub.metrics.ws_connections.dec();
@@ -188,13 +191,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
     mut read: R,
     app: &App,
     handle: &SessionHandle,
-    actor: &rookery_actors::ActorRef<SessionMsg>,
+    slot: &mut ActorSlot,
     pongs: &Pongs,
     last_heard: &AtomicI64,
 ) {
     let max = app.config.max_frame;
     let mut reader = FrameReader::new(max);
-    let inflight = Arc::new(Semaphore::new(app.hub.config.session_inflight));
+    let inflight_limit = app.hub.config.session_inflight;
+    let inflight = Arc::new(Semaphore::new(inflight_limit));
     let mut frames = Frames::new(max);
     let closing = handle_closing(handle);
     tokio::pin!(closing);
@@ -202,6 +206,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
         let frame = tokio::select! {
             r = reader.next(&mut read) => r,
             _ = &mut closing => return,
+            _ = slot.hibernation_due() => {
+                slot.hibernate(&inflight, inflight_limit).await;
+                continue;
+            }
         };
         let frame = match frame {
             Ok(f) => f,
@@ -247,8 +255,16 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 let Ok(permit) = inflight.clone().acquire_owned().await else {
                     return;
                 };
-                let slot = rookery_actors::session::MailboxSlot::new(&app.metrics.session_mailbox_frames);
-                if actor.cast(SessionMsg::Frame(frame, permit, slot)).is_err() {
+                let actor = match slot.actor().await {
+                    Ok(actor) => actor,
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not wake a session actor");
+                        handle.close_with(close::INTERNAL_ERROR);
+                        return;
+                    }
+                };
+                let mailbox = rookery_actors::session::MailboxSlot::new(&app.metrics.session_mailbox_frames);
+                if actor.cast(SessionMsg::Frame(frame, permit, mailbox)).is_err() {
                     return;
                 }
             }

@@ -10,6 +10,7 @@ pub mod conn_limit;
 pub mod dev_cluster;
 pub mod frames;
 pub mod gateway;
+pub mod hibernation;
 pub mod http_server;
 pub mod listener;
 pub mod server;

@@ -1,5 +1,6 @@
 //! Actor supervision: a crashed conversation actor restarts from the store, a crashed session
-//! affects nobody else, idle conversation actors stop and come back on demand.
+//! affects nobody else, idle conversation actors stop and come back on demand, quiet sessions
+//! hibernate and wake.
 
 use std::time::Duration;
 
@@ -60,7 +61,8 @@ async fn a_crashed_session_never_affects_another() {
         metric(&n.metrics().await, "rookery_actor_restarts_total{kind=\"session\"}") == 1.0
     })
     .await;
-    assert_eq!(hub.sessions.of_user(uid(&a)).len(), 1);
+    eventually("the crashed session to leave the registry", || async { hub.sessions.of_user(uid(&a)).len() == 1 })
+        .await;
 }
 
 #[tokio::test]
@@ -123,4 +125,91 @@ async fn conversations_cold_started_at_once_each_get_one_actor_and_answer_every_
     let m = n.metrics().await;
     assert_eq!(metric(&m, "rookery_groups_active"), convs.len() as f64);
     assert_eq!(metric(&m, "rookery_conversation_start_seconds_count"), convs.len() as f64, "one start each");
+}
+
+/// Opens a WebSocket and returns it with its session id.
+async fn ws_with_id(n: &TestNode, session: &serde_json::Value) -> (Ws, String) {
+    let mut ws = n.ws_raw(tok(session)).await.unwrap();
+    let id = ws.expect_op("hello").await["session_id"].as_str().unwrap().to_string();
+    (ws, id)
+}
+
+async fn hibernating(n: &TestNode) -> f64 {
+    metric(&n.metrics().await, "rookery_sessions_hibernating")
+}
+
+#[tokio::test]
+async fn a_quiet_session_hibernates_keeps_receiving_and_wakes_on_its_next_frame() {
+    let n = TestNode::start_with(|c| c.session_hibernate = Some(Duration::from_millis(200))).await;
+    let (a, b) = (n.signup("alice").await, n.signup("bob").await);
+    let id = n.group(&a, &[&b]).await;
+    let (mut aws, alice) = ws_with_id(&n, &a).await;
+    let (mut bws, _) = ws_with_id(&n, &b).await;
+    assert_eq!(aws.send_msg(&id, "k1", "one").await["seq"], 1);
+    let hub = n.node().app.hub.clone();
+    eventually("both sessions to hibernate", || async { hibernating(&n).await == 2.0 }).await;
+    assert!(hub.session_actors.is_empty(), "a hibernating session holds no actor");
+    assert_eq!(metric(&n.metrics().await, "rookery_sessions_active"), 2.0, "both sessions stay open");
+
+    // Deliveries reach a hibernating session: they never pass through its actor.
+    assert_eq!(bws.send_msg(&id, "k2", "two").await["seq"], 2);
+    loop {
+        let e = aws.event().await;
+        if e["op"] == "msg" && e["seq"] == 2 {
+            assert_eq!(e["body"], "two");
+            break;
+        }
+    }
+    assert!(!hub.session_actors.contains_key(alice.as_str()), "receiving does not wake a session");
+
+    // The next frames wake it, and are handled in the order they were sent.
+    for i in 3..=5 {
+        aws.send(serde_json::json!({"op":"send","conv":id,"client_id":format!("k{i}"),"body":"x"})).await;
+    }
+    let mut acked = Vec::new();
+    while acked.len() < 3 {
+        let e = aws.event().await;
+        if e["op"] == "ack" {
+            acked.push(e["seq"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(acked, vec![3, 4, 5]);
+
+    // Closing a connection ends its session whether its actor runs or hibernates.
+    eventually("alice to hibernate again", || async { !hub.session_actors.contains_key(alice.as_str()) }).await;
+    drop(aws);
+    drop(bws);
+    eventually("the sessions to close", || async { hub.sessions.is_empty() }).await;
+    let text = n.metrics().await;
+    assert_eq!(metric(&text, "rookery_sessions_active"), 0.0);
+    assert_eq!(metric(&text, "rookery_sessions_hibernating"), 0.0);
+}
+
+#[tokio::test]
+async fn a_hibernating_session_keeps_its_rate_limits() {
+    let n = TestNode::start_with(|c| {
+        c.session_hibernate = Some(Duration::from_millis(200));
+        // One send per 20 s: the bucket cannot refill while the test waits.
+        c.send_rate_limit = 0.05;
+    })
+    .await;
+    let (a, b) = (n.signup("alice").await, n.signup("bob").await);
+    let id = n.group(&a, &[&b]).await;
+    let mut aws = n.ws(&a).await;
+    assert_eq!(aws.send_msg(&id, "k1", "one").await["op"], "ack");
+    assert_eq!(aws.send_msg(&id, "k2", "two").await["code"], "rate_limited");
+    eventually("the session to hibernate", || async { hibernating(&n).await == 1.0 }).await;
+    let e = aws.send_msg(&id, "k3", "three").await;
+    assert_eq!(e["code"], "rate_limited", "a woken session still has an empty bucket: {e}");
+    assert_eq!(hibernating(&n).await, 0.0, "the send woke it");
+}
+
+#[tokio::test]
+async fn sessions_do_not_hibernate_when_it_is_turned_off() {
+    let n = TestNode::start_with(|c| c.session_hibernate = None).await;
+    let a = n.signup("alice").await;
+    let (_aws, alice) = ws_with_id(&n, &a).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(n.node().app.hub.session_actors.contains_key(alice.as_str()));
+    assert_eq!(hibernating(&n).await, 0.0);
 }
