@@ -22,6 +22,7 @@ pub mod presence;
 pub mod registry;
 pub mod requester;
 pub mod session;
+pub mod spawner;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

@@ -28,6 +28,7 @@ use crate::limits::Meters;
 use crate::outbound::SessionHandle;
 use crate::placement::RouteError;
 use crate::requester::Requester;
+use crate::spawner::Spawner;
 use crate::Hub;
 
 /// How long a reply to the client's own request may wait for room in its outbound queue.
@@ -332,6 +333,8 @@ pub struct SessionSupervisor;
 pub struct SessionSupervisorState {
     hub: Weak<Hub>,
     children: HashMap<ActorId, Arc<SessionHandle>>,
+    /// Where session actors are spawned (why: [`crate::spawner`]).
+    spawner: Spawner,
 }
 
 impl SessionSupervisor {
@@ -360,7 +363,7 @@ impl Actor for SessionSupervisor {
     type Arguments = Weak<Hub>;
 
     async fn pre_start(&self, _: ActorRef<Self::Msg>, hub: Weak<Hub>) -> Result<Self::State, ActorProcessingErr> {
-        Ok(SessionSupervisorState { hub, children: HashMap::new() })
+        Ok(SessionSupervisorState { hub, children: HashMap::new(), spawner: Spawner::start()? })
     }
 
     async fn handle(
@@ -374,12 +377,14 @@ impl Actor for SessionSupervisor {
             return Ok(());
         };
         let args = (handle.clone(), hub.clone(), meters);
-        let result = match Actor::spawn_linked(None, SessionActor, args, myself.get_cell()).await {
-            Ok((actor, _)) => {
+        let start = Actor::spawn_linked(None, SessionActor, args, myself.get_cell());
+        let result = match state.spawner.run(start).await {
+            Ok(Ok((actor, _))) => {
                 state.children.insert(actor.get_id(), handle.clone());
                 hub.session_actors.insert(handle.addr.session_id.clone(), actor.clone());
                 Ok(actor)
             }
+            Ok(Err(e)) => Err(e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         let _ = reply.send(result);

@@ -9,6 +9,18 @@ use rookery_node::config::{Cli, Command, Config, LogFormat};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Hands the memory of stopped session actors back to the OS. Set as the session start thread's
+/// release hook (`rookery_actors::spawner`), which runs it once a second on that thread, whose
+/// heap holds session actors only: mimalloc frees a page that other threads emptied only when
+/// the page's own thread collects.
+fn release_session_memory() {
+    // SAFETY: `mi_collect` has no preconditions; it works on the calling thread's heap only.
+    #[allow(unsafe_code)]
+    unsafe {
+        libmimalloc_sys::mi_collect(true)
+    };
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let (args, dev_nodes) = match cli.command {
@@ -27,6 +39,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     init_logging(config.log_format);
+    rookery_actors::spawner::set_release_hook(release_session_memory);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = match dev_nodes {
         Some(n) => runtime.block_on(run_dev_cluster(config, n)),
