@@ -171,7 +171,9 @@ where
         expires_at_ms,
     ));
 
-    match hub.open_session(handle.clone()).await {
+    // Boxed, as the wake and hibernation steps are: awaited inline, a start's state (900 bytes)
+    // would be laid out in every connection's future for the connection's whole life.
+    match Box::pin(hub.open_session(handle.clone())).await {
         Ok(actor) => {
             let mut slot = ActorSlot::awake(hub.clone(), handle.clone(), actor, config.session_hibernate);
             read_loop(read, &app, &handle, &mut slot, &pongs, &last_heard).await;
@@ -327,13 +329,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     last_heard: Arc<AtomicI64>,
     expires_at_ms: i64,
 ) {
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     // The token's remaining lifetime is read off the wall clock once, at connect, and then
     // counted down on the monotonic clock: a later jump of the wall clock neither cuts the
     // session short nor stretches it.
     let until_expiry = Duration::from_millis(expires_at_ms.saturating_sub(now_ms()).max(0) as u64);
-    let expiry = tokio::time::sleep(until_expiry);
-    tokio::pin!(expiry);
+    let mut clock = Clock::new(tokio::time::Instant::now(), heartbeat, until_expiry);
+    // One timer for the heartbeat and the token's expiry, whichever is due first: every
+    // connection holds it for its whole life.
+    let timer = tokio::time::sleep_until(clock.next());
+    tokio::pin!(timer);
     let close_token: CancellationToken = outbound.close.clone();
     // Created once: a fresh `cancelled()` future per loop turn would re-register a waiter each time.
     let closed = close_token.cancelled();
@@ -363,22 +367,64 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     frame(&mut out, OP_TEXT, f);
                 }
             }
-            _ = ticker.tick() => {
-                let silent_ms = monotonic_ms() - last_heard.load(Ordering::Relaxed);
-                if silent_ms > 2 * heartbeat.as_millis() as i64 {
-                    handle.close_with(close::HEARTBEAT_TIMEOUT);
-                } else {
-                    frame(&mut out, OP_PING, b"");
+            _ = &mut timer => {
+                match clock.due(tokio::time::Instant::now()) {
+                    Due::Expiry => {
+                        handle.close_with(close::AUTH_FAILED);
+                    }
+                    Due::Ping => {
+                        let silent_ms = monotonic_ms() - last_heard.load(Ordering::Relaxed);
+                        if silent_ms > 2 * heartbeat.as_millis() as i64 {
+                            handle.close_with(close::HEARTBEAT_TIMEOUT);
+                        } else {
+                            frame(&mut out, OP_PING, b"");
+                        }
+                    }
                 }
-            }
-            _ = &mut expiry => {
-                handle.close_with(close::AUTH_FAILED);
+                timer.as_mut().reset(clock.next());
             }
         };
         if !out.is_empty() && write.write_all(&out).await.is_err() {
             handle.close_with(close::NORMAL);
             return;
         }
+    }
+}
+
+/// When a connection's writer must next act: ping (every heartbeat) or close for token expiry.
+struct Clock {
+    heartbeat: Duration,
+    next_ping: tokio::time::Instant,
+    /// `None` once expiry has been acted on.
+    expires: Option<tokio::time::Instant>,
+}
+
+/// What a [`Clock`] says is due.
+#[derive(Debug, PartialEq, Eq)]
+enum Due {
+    Ping,
+    Expiry,
+}
+
+impl Clock {
+    fn new(now: tokio::time::Instant, heartbeat: Duration, until_expiry: Duration) -> Self {
+        Clock { heartbeat, next_ping: now + heartbeat, expires: Some(now + until_expiry) }
+    }
+
+    /// The next moment something is due.
+    fn next(&self) -> tokio::time::Instant {
+        self.expires.map_or(self.next_ping, |e| e.min(self.next_ping))
+    }
+
+    /// What is due at `now` (called when the timer set to [`next`](Self::next) fires); expiry
+    /// first, once.
+    fn due(&mut self, now: tokio::time::Instant) -> Due {
+        if self.expires.is_some_and(|e| e <= now) {
+            self.expires = None;
+            return Due::Expiry;
+        }
+        self.next_ping = now + self.heartbeat;
+        Due::Ping
     }
 }
 
@@ -404,5 +450,25 @@ fn close_reason(code: u16) -> &'static str {
         close::HEARTBEAT_TIMEOUT => "heartbeat timeout",
         close::INTERNAL_ERROR => "internal error",
         _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_pings_every_heartbeat_and_expires_once() {
+        let start = tokio::time::Instant::now();
+        let mut clock = Clock::new(start, Duration::from_secs(10), Duration::from_secs(25));
+        assert_eq!(clock.next(), start + Duration::from_secs(10));
+        assert_eq!(clock.due(start + Duration::from_secs(10)), Due::Ping);
+        assert_eq!(clock.next(), start + Duration::from_secs(20));
+        assert_eq!(clock.due(start + Duration::from_secs(20)), Due::Ping);
+        assert_eq!(clock.next(), start + Duration::from_secs(25), "expiry comes before the third ping");
+        assert_eq!(clock.due(start + Duration::from_secs(25)), Due::Expiry);
+        assert_eq!(clock.next(), start + Duration::from_secs(30), "then pings again");
+        assert_eq!(clock.due(start + Duration::from_secs(30)), Due::Ping, "expiry is due once");
+        assert_eq!(clock.next(), start + Duration::from_secs(40));
     }
 }

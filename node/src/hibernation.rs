@@ -64,7 +64,8 @@ impl ActorSlot {
         if let State::Hibernating(_) = self.state {
             let State::Hibernating(meters) = std::mem::replace(&mut self.state, State::Gone) else { unreachable!() };
             self.hub.metrics.sessions_hibernating.dec();
-            let actor = self.hub.start_session_actor(self.handle.clone(), Some(*meters)).await?;
+            // Boxed: see `gateway::connection`.
+            let actor = Box::pin(self.hub.start_session_actor(self.handle.clone(), Some(*meters))).await?;
             self.state = awake_state(actor, self.after);
         }
         match &mut self.state {
@@ -102,7 +103,7 @@ impl ActorSlot {
             timer.as_mut().reset(Instant::now() + after);
             return;
         }
-        match actor.call(SessionMsg::Hibernate, Some(HIBERNATE_TIMEOUT)).await {
+        match Box::pin(actor.call(SessionMsg::Hibernate, Some(HIBERNATE_TIMEOUT))).await {
             Ok(rookery_actors::CallResult::Success(meters)) => {
                 self.state = State::Hibernating(Box::new(meters));
                 self.hub.metrics.sessions_hibernating.inc();
