@@ -8,6 +8,7 @@
 //! session's bounded outbound queue, coalescing every frame already queued into one flush,
 //! sends heartbeat pings, and writes the close frame when anything asks the session to close.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -97,10 +98,13 @@ pub async fn upgrade(State(app): State<Arc<App>>, mut req: Request) -> Response 
     tracker.spawn(async move {
         // Held for the life of the connection.
         let _slot = slot;
-        match upgrade.await {
-            Ok(ws) => serve(app, ws, claims.sub, expires_at_ms).await,
-            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-        }
+        // Matched before the connection is awaited: a `match` around the await would keep the
+        // upgrade's result (144 bytes) in every connection's state.
+        let ws = match upgrade.await {
+            Ok(ws) => ws,
+            Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
+        };
+        serve(app, ws.into_inner(), claims.sub, expires_at_ms).await
     });
     response.map(Body::new)
 }
@@ -110,18 +114,14 @@ pub async fn upgrade(State(app): State<Arc<App>>, mut req: Request) -> Response 
 /// A plain function, not an `async fn`: awaiting the instrumented future inside another future's
 /// state made the compiler lay the connection's state out twice, 3.2 KB instead of 1.5 KB for
 /// every connection's whole life.
-fn serve<S>(
-    app: Arc<App>,
-    ws: fastwebsockets::WebSocket<S>,
-    user_id: String,
-    expires_at_ms: i64,
-) -> impl std::future::Future<Output = ()> + Send
+fn serve<S>(app: Arc<App>, stream: S, user_id: String, expires_at_ms: i64) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let addr = SessionAddr { node_id: app.hub.node_id.clone(), session_id: new_id().into(), user_id: user_id.into() };
     let span = tracing::info_span!("session", id = %addr.session_id, user = %addr.user_id);
-    tracing::Instrument::instrument(connection(app, ws, addr, expires_at_ms), span)
+    let connection = span.in_scope(|| connection(app, stream, addr, expires_at_ms));
+    tracing::Instrument::instrument(connection, span)
 }
 
 /// Pongs a connection may owe at once (Autobahn's case 2.10 sends 10 pings in a row).
@@ -137,15 +137,18 @@ impl Pongs {
     }
 }
 
-async fn connection<S>(app: Arc<App>, ws: fastwebsockets::WebSocket<S>, addr: SessionAddr, expires_at_ms: i64)
+/// Sets a connection up (outbound queue, `hello`, writer task) and returns the reader's future.
+///
+/// The set-up runs here, before the future exists, and the future is an `async` block rather
+/// than an `async fn`: an `async fn` keeps a copy of its arguments in its state beside the
+/// values moved out of them, and the set-up's temporaries would be laid out there too, all for
+/// the connection's whole life.
+fn connection<S>(app: Arc<App>, stream: S, addr: SessionAddr, expires_at_ms: i64) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let hub = app.hub.clone();
+    let hub = &app.hub;
     let config = &app.config;
-    let (handle, outbound) = SessionHandle::new(addr.clone(), config.outbound_queue, hub.metrics.clone());
-    hub.metrics.ws_connections.inc();
-
     let hello = ServerEvent::Hello {
         user_id: &addr.user_id,
         session_id: &addr.session_id,
@@ -153,12 +156,15 @@ where
         heartbeat_ms: config.heartbeat.as_millis() as u64,
         limits: Limits { max_body: config.max_body, max_frame: config.max_frame, sync_batch: hub.config.sync_batch },
     };
+    let hello = encode_event(&hello);
+    let (handle, outbound) = SessionHandle::new(addr, config.outbound_queue, hub.metrics.clone());
+    hub.metrics.ws_connections.inc();
     // Queued before the session is registered, so it is always the first frame.
-    handle.push(encode_event(&hello));
+    handle.push(hello);
 
     // Reader and writer each hold a buffer only while they move bytes: the reader while a frame
     // arrives, the writer while a batch is written. An idle connection holds neither.
-    let (read, write) = tokio::io::split(ws.into_inner());
+    let (read, write) = tokio::io::split(stream);
     let last_heard = Arc::new(AtomicI64::new(monotonic_ms()));
     let pongs = Arc::new(Pongs(FrameQueue::new(PONG_QUEUE)));
     let writer = tokio::spawn(write_loop(
@@ -171,22 +177,25 @@ where
         expires_at_ms,
     ));
 
-    // Boxed, as the wake and hibernation steps are: awaited inline, a start's state (900 bytes)
-    // would be laid out in every connection's future for the connection's whole life.
-    match Box::pin(hub.open_session(handle.clone())).await {
-        Ok(actor) => {
-            let mut slot = ActorSlot::awake(hub.clone(), handle.clone(), actor, config.session_hibernate);
-            read_loop(read, &app, &handle, &mut slot, &pongs, &last_heard).await;
+    async move {
+        let hub = &app.hub;
+        // Boxed, as the wake and hibernation steps are: awaited inline, a start's state (900
+        // bytes) would be laid out in every connection's future for the connection's whole life.
+        match Box::pin(hub.open_session(handle.clone())).await {
+            Ok(actor) => {
+                let mut slot = ActorSlot::awake(hub.clone(), handle.clone(), actor, app.config.session_hibernate);
+                read_loop(read, &app, &handle, &mut slot, &pongs, &last_heard).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not start a session actor");
+                handle.close_with(close::INTERNAL_ERROR);
+            }
         }
-        Err(e) => {
-            tracing::error!(error = %e, "could not start a session actor");
-            handle.close_with(close::INTERNAL_ERROR);
-        }
+        hub.close_session(&handle);
+        handle.close_with(close::NORMAL);
+        let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+        hub.metrics.ws_connections.dec();
     }
-    hub.close_session(&handle);
-    handle.close_with(close::NORMAL);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
-    hub.metrics.ws_connections.dec();
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(
