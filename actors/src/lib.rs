@@ -110,6 +110,10 @@ pub struct Hub {
     /// Running session actors by session id (for tests); a hibernating session has none.
     pub session_actors: FastDashMap<Arc<str>, ractor::ActorRef<SessionMsg>>,
     session_supervisor: OnceLock<ActorRef<SessionSupervisorMsg>>,
+    /// Session actors running, by actor id: what the supervisor needs when one stops.
+    session_children: FastDashMap<ractor::ActorId, Arc<SessionHandle>>,
+    /// Where session actors are spawned (why: [`spawner`]).
+    session_spawner: spawner::Spawner,
 }
 
 /// The actor layer failed to start.
@@ -146,6 +150,9 @@ impl Hub {
             calls: calls::Calls::default(),
             session_actors: FastDashMap::default(),
             session_supervisor: OnceLock::new(),
+            session_children: FastDashMap::default(),
+            session_spawner: spawner::Spawner::start()
+                .map_err(|e| StartError { what: "session", detail: e.to_string() })?,
         });
         let bans = hub.store.bans().await.map_err(|e| StartError { what: "moderation", detail: e.to_string() })?;
         hub.bans.load(bans);
@@ -187,17 +194,23 @@ impl Hub {
     /// # Errors
     /// When the node is shutting down or the actor cannot be spawned.
     pub async fn start_session_actor(
-        &self,
+        self: &Arc<Self>,
         handle: Arc<SessionHandle>,
         meters: Option<limits::Meters>,
     ) -> Result<ActorRef<SessionMsg>, String> {
-        let sup = self.session_supervisor.get().ok_or("node is starting")?;
-        let start = |reply| SessionSupervisorMsg::Start { handle, meters, reply };
-        match sup.call(start, Some(Duration::from_secs(10))).await {
-            Ok(ractor::rpc::CallResult::Success(r)) => r,
-            Ok(_) => Err("the session supervisor did not answer".into()),
-            Err(e) => Err(e.to_string()),
+        let sup = self.session_supervisor.get().ok_or("node is starting")?.get_cell();
+        let session_id = handle.addr.session_id.clone();
+        let start = Actor::spawn_linked(None, session::SessionActor, (handle, self.clone(), meters), sup);
+        let error = match self.session_spawner.run(start).await {
+            Ok(Ok((actor, _))) => return Ok(actor),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        // The actor may have recorded itself before its start failed.
+        if let Some((_, actor)) = self.session_actors.remove(&session_id) {
+            self.session_children.remove(&actor.get_id());
         }
+        Err(error)
     }
 
     /// Removes a closed connection's session from the registry (presence follows).

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use rookery_protocol::{close, encode_event, is_valid_id, ClientFrame, ErrorCode, ServerEvent};
 use rookery_store::{CursorUpdate, HistoryQuery};
 use tokio::sync::OwnedSemaphorePermit;
@@ -28,7 +28,6 @@ use crate::limits::Meters;
 use crate::outbound::SessionHandle;
 use crate::placement::RouteError;
 use crate::requester::Requester;
-use crate::spawner::Spawner;
 use crate::Hub;
 
 /// How long a reply to the client's own request may wait for room in its outbound queue.
@@ -86,10 +85,14 @@ impl Actor for SessionActor {
 
     async fn pre_start(
         &self,
-        _: ActorRef<SessionMsg>,
+        myself: ActorRef<SessionMsg>,
         (handle, hub, meters): Self::Arguments,
     ) -> Result<SessionState, ActorProcessingErr> {
         let meters = meters.unwrap_or_else(|| Meters::new(&hub.config, Instant::now()));
+        // Recorded before the actor is linked to its supervisor, so that no supervision event
+        // can come first.
+        hub.session_children.insert(myself.get_id(), handle.clone());
+        hub.session_actors.insert(handle.addr.session_id.clone(), myself);
         Ok(SessionState { handle, hub, meters })
     }
 
@@ -313,45 +316,28 @@ impl SessionState {
     }
 }
 
-/// Messages of the session supervisor.
-pub enum SessionSupervisorMsg {
-    /// Start the actor of a session: a new connection's (no meters) or a hibernated one's.
-    Start {
-        handle: Arc<SessionHandle>,
-        meters: Option<Meters>,
-        reply: RpcReplyPort<Result<ActorRef<SessionMsg>, String>>,
-    },
-}
+/// The session supervisor takes no messages: session actors are started by
+/// [`Hub::start_session_actor`], linked to it.
+pub enum SessionSupervisorMsg {}
 
 /// Supervises session actors. A session is bound to its connection, so a crashed session is
 /// not restarted: its connection is closed (1011), and the gateway then removes it from the
 /// registry as for any closed connection; no other session is touched. An actor that stopped
-/// (the connection ended, or it hibernated) only leaves the supervisor's books.
+/// (the connection ended, or it hibernated) only leaves the books (`Hub::session_children`).
 pub struct SessionSupervisor;
 
-/// Supervisor state.
-pub struct SessionSupervisorState {
-    hub: Weak<Hub>,
-    children: HashMap<ActorId, Arc<SessionHandle>>,
-    /// Where session actors are spawned (why: [`crate::spawner`]).
-    spawner: Spawner,
-}
-
 impl SessionSupervisor {
-    fn child_gone(state: &mut SessionSupervisorState, cell: &ActorCell, crashed: bool) {
-        let Some(handle) = state.children.remove(&cell.get_id()) else {
+    fn child_gone(hub: &Weak<Hub>, cell: &ActorCell, crashed: bool) {
+        let Some(hub) = hub.upgrade() else { return };
+        let Some((_, handle)) = hub.session_children.remove(&cell.get_id()) else {
             return;
         };
-        if let Some(hub) = state.hub.upgrade() {
-            // A woken session's new actor may already be listed under the same session id.
-            hub.session_actors.remove_if(&handle.addr.session_id, |_, actor| actor.get_id() == cell.get_id());
-            if crashed {
-                hub.metrics.actor_restarts.with_label_values(&["session"]).inc();
-                let detail = serde_json::json!({"actor": "session", "id": &*handle.addr.session_id, "user_id": &*handle.addr.user_id});
-                hub.metrics.record_event("restart", detail);
-            }
-        }
+        // A woken session's new actor may already be listed under the same session id.
+        hub.session_actors.remove_if(&handle.addr.session_id, |_, actor| actor.get_id() == cell.get_id());
         if crashed {
+            hub.metrics.actor_restarts.with_label_values(&["session"]).inc();
+            let detail = serde_json::json!({"actor": "session", "id": &*handle.addr.session_id, "user_id": &*handle.addr.user_id});
+            hub.metrics.record_event("restart", detail);
             handle.close_with(close::INTERNAL_ERROR);
         }
     }
@@ -359,36 +345,20 @@ impl SessionSupervisor {
 
 impl Actor for SessionSupervisor {
     type Msg = SessionSupervisorMsg;
-    type State = SessionSupervisorState;
+    type State = Weak<Hub>;
     type Arguments = Weak<Hub>;
 
     async fn pre_start(&self, _: ActorRef<Self::Msg>, hub: Weak<Hub>) -> Result<Self::State, ActorProcessingErr> {
-        Ok(SessionSupervisorState { hub, children: HashMap::new(), spawner: Spawner::start()? })
+        Ok(hub)
     }
 
     async fn handle(
         &self,
-        myself: ActorRef<Self::Msg>,
+        _: ActorRef<Self::Msg>,
         msg: Self::Msg,
-        state: &mut Self::State,
+        _: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let SessionSupervisorMsg::Start { handle, meters, reply } = msg;
-        let Some(hub) = state.hub.upgrade() else {
-            return Ok(());
-        };
-        let args = (handle.clone(), hub.clone(), meters);
-        let start = Actor::spawn_linked(None, SessionActor, args, myself.get_cell());
-        let result = match state.spawner.run(start).await {
-            Ok(Ok((actor, _))) => {
-                state.children.insert(actor.get_id(), handle.clone());
-                hub.session_actors.insert(handle.addr.session_id.clone(), actor.clone());
-                Ok(actor)
-            }
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        let _ = reply.send(result);
-        Ok(())
+        match msg {}
     }
 
     async fn handle_supervisor_evt(

@@ -8,8 +8,12 @@
 //! stopped the page is empty, and the [release hook](set_release_hook) gives it back. The actors
 //! themselves run on the async workers like any task.
 //!
-//! Queue bound: one start at a time. The session supervisor hands a start over and awaits its
-//! result before it handles its next message, so the thread's queue never holds more than one.
+//! The thread is also the one hop every session start takes: the gateway hands it the start and
+//! awaits the result; starts queued meanwhile are run back to back, without the thread sleeping
+//! in between.
+//!
+//! Queue bound: [`QUEUE`] starts. Overflow policy: a caller waits for room, polling every
+//! millisecond, for up to [`PATIENCE`]; then its start fails (the connection closes with 1011).
 
 use std::future::Future;
 use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
@@ -20,6 +24,10 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// How often the thread runs the release hook, idle or busy.
 const RELEASE_EVERY: Duration = Duration::from_secs(1);
+/// Starts waiting for the thread, at most.
+pub const QUEUE: usize = 1024;
+/// How long a start waits for room in a full queue.
+pub const PATIENCE: Duration = Duration::from_secs(10);
 
 static RELEASE_HOOK: OnceLock<fn()> = OnceLock::new();
 
@@ -33,7 +41,7 @@ pub fn set_release_hook(hook: fn()) {
 /// Why a start could not be handed to the thread.
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnerError {
-    #[error("the session start thread is busy")]
+    #[error("the session start thread is overloaded; retry")]
     Busy,
     #[error("the session start thread has stopped")]
     Stopped,
@@ -50,7 +58,7 @@ impl Spawner {
     /// # Errors
     /// When the OS refuses a new thread.
     pub fn start() -> std::io::Result<Spawner> {
-        let (jobs, queue) = sync_channel::<Job>(1);
+        let (jobs, queue) = sync_channel::<Job>(QUEUE);
         std::thread::Builder::new().name("rookery-session-start".into()).spawn(move || {
             let mut released = Instant::now();
             loop {
@@ -74,7 +82,7 @@ impl Spawner {
     /// output.
     ///
     /// # Errors
-    /// When a start is already waiting, or the thread has stopped.
+    /// When the queue stayed full for [`PATIENCE`], or the thread has stopped.
     pub async fn run<T, F>(&self, start: F) -> Result<T, SpawnerError>
     where
         F: Future<Output = T> + Send + 'static,
@@ -82,13 +90,21 @@ impl Spawner {
     {
         let runtime = tokio::runtime::Handle::current();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move || {
+        let mut job: Job = Box::new(move || {
             let _ = tx.send(runtime.block_on(start));
         });
-        self.jobs.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => SpawnerError::Busy,
-            TrySendError::Disconnected(_) => SpawnerError::Stopped,
-        })?;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            match self.jobs.try_send(job) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return Err(SpawnerError::Stopped),
+                Err(TrySendError::Full(back)) if tokio::time::Instant::now() < deadline => {
+                    job = back;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(TrySendError::Full(_)) => return Err(SpawnerError::Busy),
+            }
+        }
         rx.await.map_err(|_| SpawnerError::Stopped)
     }
 }
