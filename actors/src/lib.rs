@@ -184,7 +184,6 @@ impl Hub {
         if self.sessions.insert(handle.clone()) {
             self.presence.opened(self, handle.addr.user_id.clone());
         }
-        self.metrics.sessions_active.inc();
         self.start_session_actor(handle, None).await
     }
 
@@ -218,7 +217,6 @@ impl Hub {
         if self.sessions.remove(handle, now_ms()) {
             self.presence.closed(self, handle.addr.user_id.clone());
         }
-        self.metrics.sessions_active.dec();
     }
 
     /// Queues a frame to one session, wherever it lives. Returns whether it was queued (or,

@@ -21,7 +21,8 @@ pub struct Metrics {
     recent: parking_lot::Mutex<std::collections::VecDeque<serde_json::Value>>,
     /// Open WebSocket connections.
     pub ws_connections: IntGauge,
-    /// Open sessions (registered connections, their actor awake or hibernating).
+    /// Open sessions (registered connections, their actor awake or hibernating); set from the
+    /// registry at each scrape.
     pub sessions_active: IntGauge,
     /// Open sessions whose actor is hibernating (their client has been quiet).
     pub sessions_hibernating: IntGauge,

@@ -63,7 +63,11 @@ impl Spawner {
             let mut released = Instant::now();
             loop {
                 match queue.recv_timeout(RELEASE_EVERY) {
-                    Ok(job) => job(),
+                    // A start that panics fails alone (its caller sees `Stopped`); the thread
+                    // goes on serving the others.
+                    Ok(job) => {
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => return,
                 }

@@ -110,9 +110,10 @@ impl ActorSlot {
             }
             outcome => {
                 // A crashed actor has closed the connection already (1011); a stuck one is
-                // stopped, and its connection closed the same way.
+                // killed (a stop would wait for its current message), and its connection closed
+                // the same way.
                 tracing::error!(outcome = ?outcome.map(|_| ()), "a session actor did not hibernate");
-                actor.stop(None);
+                actor.kill();
                 self.state = State::Gone;
                 self.handle.close_with(rookery_protocol::close::INTERNAL_ERROR);
             }
