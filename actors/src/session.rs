@@ -156,7 +156,8 @@ impl SessionState {
         };
         let Err(wait) = bucket.take(now) else { return true };
         if self.meters.abuse.refused(now) {
-            tracing::warn!("closing a session that keeps exceeding its rate limits");
+            let (session, user) = (&self.handle.addr.session_id, &self.handle.addr.user_id);
+            tracing::warn!(%session, %user, "closing a session that keeps exceeding its rate limits");
             self.handle.close_with(close::POLICY);
             return false;
         }
@@ -309,7 +310,7 @@ impl SessionState {
         }
         if !delivered.is_empty() {
             if let Err(e) = store.advance_cursors(delivered).await {
-                tracing::warn!(error = %e, "delivery cursor write failed");
+                tracing::warn!(error = %e, session = %self.handle.addr.session_id, "delivery cursor write failed");
             }
         }
         self.reply_event(&ServerEvent::Synced { convs: &positions, has_more: &has_more }).await;

@@ -119,7 +119,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let addr = SessionAddr { node_id: app.hub.node_id.clone(), session_id: new_id().into(), user_id: user_id.into() };
-    let span = tracing::info_span!("session", id = %addr.session_id, user = %addr.user_id);
+    // Debug level: a span that is enabled lives as long as its connection, about 1 KB each
+    // (docs/benchmarks.md, 2026-12-02); the few events of a session at higher levels name it.
+    let span = tracing::debug_span!("session", id = %addr.session_id, user = %addr.user_id);
     let connection = span.in_scope(|| connection(app, stream, addr, expires_at_ms));
     tracing::Instrument::instrument(connection, span)
 }
@@ -187,7 +189,7 @@ where
                 read_loop(read, &app, &handle, &mut slot, &pongs, &last_heard).await;
             }
             Err(e) => {
-                tracing::error!(error = %e, "could not start a session actor");
+                tracing::error!(error = %e, session = %handle.addr.session_id, "could not start a session actor");
                 handle.close_with(close::INTERNAL_ERROR);
             }
         }
@@ -269,7 +271,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 let actor = match slot.actor().await {
                     Ok(actor) => actor,
                     Err(e) => {
-                        tracing::error!(error = %e, "could not wake a session actor");
+                        tracing::error!(error = %e, session = %handle.addr.session_id, "could not wake a session actor");
                         handle.close_with(close::INTERNAL_ERROR);
                         return;
                     }

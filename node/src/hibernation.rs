@@ -112,7 +112,8 @@ impl ActorSlot {
                 // A crashed actor has closed the connection already (1011); a stuck one is
                 // killed (a stop would wait for its current message), and its connection closed
                 // the same way.
-                tracing::error!(outcome = ?outcome.map(|_| ()), "a session actor did not hibernate");
+                let session = &self.handle.addr.session_id;
+                tracing::error!(outcome = ?outcome.map(|_| ()), %session, "a session actor did not hibernate");
                 actor.kill();
                 self.state = State::Gone;
                 self.handle.close_with(rookery_protocol::close::INTERNAL_ERROR);

@@ -105,7 +105,8 @@ async fn wait_for_signal() {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROOKERY_LOG")
-        .unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn".into());
+        // ractor opens an INFO span for every actor, held while the actor runs (about 1 KB each).
+        .unwrap_or_else(|_| "info,ractor=warn,fjall=warn,lsm_tree=warn".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
