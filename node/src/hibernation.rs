@@ -61,13 +61,16 @@ impl ActorSlot {
     /// When a new actor cannot be started (the node is shutting down), or an earlier failure
     /// left the session without one.
     pub async fn actor(&mut self) -> Result<&ActorRef<SessionMsg>, String> {
-        if let State::Hibernating(_) = self.state {
-            let State::Hibernating(meters) = std::mem::replace(&mut self.state, State::Gone) else { unreachable!() };
-            self.hub.metrics.sessions_hibernating.dec();
-            // Boxed: see `gateway::connection`.
-            let actor = Box::pin(self.hub.start_session_actor(self.handle.clone(), Some(*meters))).await?;
-            self.state = awake_state(actor, self.after);
-        }
+        // `Gone` stands in while a wake is under way, and stays if it fails.
+        self.state = match std::mem::replace(&mut self.state, State::Gone) {
+            State::Hibernating(meters) => {
+                self.hub.metrics.sessions_hibernating.dec();
+                // Boxed: see `gateway::connection`.
+                let actor = Box::pin(self.hub.start_session_actor(self.handle.clone(), Some(*meters))).await?;
+                awake_state(actor, self.after)
+            }
+            other => other,
+        };
         match &mut self.state {
             State::Awake { actor, last_frame, .. } => {
                 *last_frame = Instant::now();
