@@ -206,7 +206,7 @@ fn other_party<'a>(call: &'a Call, me: &str) -> &'a str {
 async fn log_call(hub: &Hub, call_id: &str, call: &Call) {
     let (caller, callee) = (call.caller.to_string(), call.callee.to_string());
     let proposed = rookery_store::ConvMeta {
-        id: crate::new_id(),
+        id: crate::new_conversation_id(),
         kind: rookery_protocol::ConversationKind::Direct,
         title: None,
         created_at: crate::now_ms(),

@@ -323,3 +323,14 @@ pub fn now_ms() -> i64 {
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
+
+/// A new conversation id: a random UUID (v4) in simple form (32 hex digits).
+///
+/// Not time-ordered, unlike [`new_id`]: a conversation id leads the keys of its messages and
+/// their indexes, and ids that differ in their first bytes keep the store's key comparisons
+/// short (the embedded engine compares the first 4 bytes of a key inline and only then follows
+/// the key to the heap; time-ordered ids share those bytes for weeks). A conversation's creation
+/// time is in its `created_at`.
+pub fn new_conversation_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use rookery_actors::{new_id, now_ms, ConvMsg, Outcome, Requester, RouteError};
+use rookery_actors::{new_conversation_id, now_ms, ConvMsg, Outcome, Requester, RouteError};
 use rookery_protocol::{
     encode_event, is_valid_id, Conversation, ConversationKind, ErrorCode, Member, Message, Role, ServerEvent,
 };
@@ -166,8 +166,13 @@ pub async fn create(
                 return Err(ApiError::bad_request("a direct conversation needs another user"));
             }
             check_users_exist(&app, std::slice::from_ref(other)).await?;
-            let proposed =
-                ConvMeta { id: new_id(), kind: ConversationKind::Direct, title: None, created_at: now, slow_mode_s: 0 };
+            let proposed = ConvMeta {
+                id: new_conversation_id(),
+                kind: ConversationKind::Direct,
+                title: None,
+                created_at: now,
+                slow_mode_s: 0,
+            };
             let (meta, created) = app.store.direct_conversation(&me, other, proposed).await?;
             // Someone who left their direct conversation rejoins it by asking for it again.
             let members = app.store.members(&meta.id).await?;
@@ -197,7 +202,7 @@ pub async fn create(
             others.dedup();
             check_users_exist(&app, &others).await?;
             let meta = ConvMeta {
-                id: new_id(),
+                id: new_conversation_id(),
                 kind: ConversationKind::Group,
                 title: Some(title),
                 created_at: now,

@@ -225,3 +225,36 @@ async fn a_wrong_method_gets_the_error_body() {
     assert_eq!(status, 405);
     assert_eq!(body["error"]["code"], "bad_request");
 }
+
+/// Conversation ids are random (UUIDv4), not time-ordered like other ids: they lead the store's
+/// keys, and ids that share no leading bytes keep key comparisons short.
+#[tokio::test]
+async fn conversation_ids_are_random_not_time_ordered() {
+    let n = TestNode::start().await;
+    let (a, b, c) = (n.signup("alice").await, n.signup("bob").await, n.signup("carol").await);
+    let mut ids = Vec::new();
+    for other in [&b, &c] {
+        let (s, conv) =
+            n.post("/api/conversations", Some(tok(&a)), json!({"kind":"direct","members":[uid(other)]})).await;
+        assert_eq!(s, 201);
+        ids.push(conv["id"].as_str().unwrap().to_string());
+    }
+    for title in ["one", "two"] {
+        let body = json!({"kind":"group","title":title,"members":[uid(&b), uid(&c)]});
+        let (s, conv) = n.post("/api/conversations", Some(tok(&a)), body).await;
+        assert_eq!(s, 201);
+        ids.push(conv["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        assert_eq!(id.len(), 32, "{id}");
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        // The version digit of a UUID in simple form is its 13th hex digit.
+        assert_eq!(&id[12..13], "4", "{id} is not a random (v4) UUID");
+    }
+    // Created within milliseconds of each other, time-ordered ids would share their first 8
+    // digits; random ones share them with a chance of 2^-32.
+    assert_ne!(ids[0][..8], ids[1][..8]);
+    assert_ne!(ids[2][..8], ids[3][..8]);
+    // Other ids stay time-ordered (UUIDv7).
+    assert_eq!(&uid(&a)[12..13], "7");
+}
