@@ -5,6 +5,8 @@
     python3 bench/run.py --quick    # shorter steps, fewer connections (a few minutes)
     python3 bench/run.py --targets socketio,rookery=/path/to/old/rookery,rookery --scenarios direct
                                     # two Rookery builds side by side (before/after a change)
+    python3 bench/run.py --targets rookery --scenarios direct --data-root /dev/shm
+                                    # Rookery's data on tmpfs: its figures without the disk
 
 Builds Rookery, the load generator and the raw peer (release), installs the Socket.IO peer
 (npm ci), then for each server: starts it, runs the same scenarios with rookery-loadgen, stops
@@ -44,6 +46,8 @@ STORMS = 3
 # than Rookery's default --session-hibernate-ms (15 s), so every session has hibernated, as the
 # sessions of a real node's quiet clients have.
 IDLE_HOLD = 20
+# Where Rookery's data directories are made (--data-root); None: the system's temporary directory.
+DATA_ROOT = None
 
 
 def log(*a):
@@ -64,7 +68,7 @@ class Server:
     def __init__(self, target, port, admin_port):
         kind, binary, self.label = parse_target(target)
         self.kind, self.port, self.admin_port = kind, port, admin_port
-        self.data = tempfile.mkdtemp(prefix="rookery-bench-")
+        self.data = tempfile.mkdtemp(prefix="rookery-bench-", dir=DATA_ROOT)
         if kind == "rookery":
             cmd = [binary or os.path.join(REL, "rookery"), "serve", "--listen", f"127.0.0.1:{port}",
                    "--admin-listen", f"127.0.0.1:{admin_port}", "--data-dir", self.data,
@@ -178,7 +182,12 @@ def main():
     ap.add_argument("--targets", default="socketio,raw,rookery",
                     help="comma-separated: socketio, raw, rookery, or rookery=PATH (another node binary)")
     ap.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated, of: {','.join(SCENARIOS)}")
+    ap.add_argument("--data-root", default=None,
+                    help="directory for Rookery's data directories (default: the system's temporary directory); "
+                         "/dev/shm takes the disk out of the measurement, to tell the disk's share of the latency from the CPU's")
     args = ap.parse_args()
+    global DATA_ROOT
+    DATA_ROOT = args.data_root
     scenarios = set(args.scenarios.split(","))
     unknown = scenarios - set(SCENARIOS)
     if unknown:
