@@ -205,13 +205,7 @@ fn other_party<'a>(call: &'a Call, me: &str) -> &'a str {
 /// missed or not. Sent as the caller, deduplicated by `call:<call_id>`.
 async fn log_call(hub: &Hub, call_id: &str, call: &Call) {
     let (caller, callee) = (call.caller.to_string(), call.callee.to_string());
-    let proposed = rookery_store::ConvMeta {
-        id: crate::new_conversation_id(),
-        kind: rookery_protocol::ConversationKind::Direct,
-        title: None,
-        created_at: crate::now_ms(),
-        slow_mode_s: 0,
-    };
+    let proposed = crate::new_conversation(rookery_protocol::ConversationKind::Direct, None);
     let conv = match hub.store.direct_conversation(&caller, &callee, proposed).await {
         Ok((meta, _)) => meta.id,
         Err(e) => return tracing::warn!(error = %e, "could not find the direct conversation for a call log"),

@@ -324,13 +324,19 @@ pub fn new_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
 
-/// A new conversation id: a random UUID (v4) in simple form (32 hex digits).
+/// A new conversation's fields, not yet stored: a fresh id, created now, slow mode off.
 ///
-/// Not time-ordered, unlike [`new_id`]: a conversation id leads the keys of its messages and
-/// their indexes, and ids that differ in their first bytes keep the store's key comparisons
-/// short (the embedded engine compares the first 4 bytes of a key inline and only then follows
-/// the key to the heap; time-ordered ids share those bytes for weeks). A conversation's creation
-/// time is in its `created_at`.
-pub fn new_conversation_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+/// Its id is a random UUID (v4) in simple form (32 hex digits), not time-ordered like
+/// [`new_id`]'s: a conversation id leads the keys of its messages and their indexes, and ids
+/// that differ in their first bytes keep the store's key comparisons short (the embedded engine
+/// compares the first 4 bytes of a key inline and only then follows the key to the heap;
+/// time-ordered ids share those bytes for weeks). The creation time is in `created_at`.
+pub fn new_conversation(kind: rookery_protocol::ConversationKind, title: Option<String>) -> rookery_store::ConvMeta {
+    rookery_store::ConvMeta {
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        kind,
+        title,
+        created_at: now_ms(),
+        slow_mode_s: 0,
+    }
 }

@@ -61,16 +61,10 @@ impl ActorSlot {
     /// When a new actor cannot be started (the node is shutting down), or an earlier failure
     /// left the session without one.
     pub async fn actor(&mut self) -> Result<&ActorRef<SessionMsg>, String> {
-        // `Gone` stands in while a wake is under way, and stays if it fails.
-        self.state = match std::mem::replace(&mut self.state, State::Gone) {
-            State::Hibernating(meters) => {
-                self.hub.metrics.sessions_hibernating.dec();
-                // Boxed: see `gateway::connection`.
-                let actor = Box::pin(self.hub.start_session_actor(self.handle.clone(), Some(*meters))).await?;
-                awake_state(actor, self.after)
-            }
-            other => other,
-        };
+        if let State::Hibernating(_) = self.state {
+            // Boxed: see `gateway::connection`.
+            Box::pin(self.wake()).await?;
+        }
         match &mut self.state {
             State::Awake { actor, last_frame, .. } => {
                 *last_frame = Instant::now();
@@ -78,6 +72,19 @@ impl ActorSlot {
             }
             _ => Err("the session's actor is gone".into()),
         }
+    }
+
+    /// Starts a new actor for a hibernating session, with its meters. `Gone` stands in while
+    /// the start is under way, and stays if it fails. Checked by the caller, so that a frame of
+    /// an awake session moves nothing.
+    async fn wake(&mut self) -> Result<(), String> {
+        let State::Hibernating(meters) = std::mem::replace(&mut self.state, State::Gone) else {
+            return Ok(());
+        };
+        self.hub.metrics.sessions_hibernating.dec();
+        let actor = self.hub.start_session_actor(self.handle.clone(), Some(*meters)).await?;
+        self.state = awake_state(actor, self.after);
+        Ok(())
     }
 
     /// Resolves when the client has been quiet long enough for the actor to hibernate; never

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use rookery_actors::{new_conversation_id, now_ms, ConvMsg, Outcome, Requester, RouteError};
+use rookery_actors::{new_conversation, ConvMsg, Outcome, Requester, RouteError};
 use rookery_protocol::{
     encode_event, is_valid_id, Conversation, ConversationKind, ErrorCode, Member, Message, Role, ServerEvent,
 };
@@ -156,7 +156,6 @@ pub async fn create(
     AuthUser(me): AuthUser,
     ApiJson(body): ApiJson<CreateConversation>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let now = now_ms();
     match body {
         CreateConversation::Direct { members } => {
             let [other] = members.as_slice() else {
@@ -166,13 +165,7 @@ pub async fn create(
                 return Err(ApiError::bad_request("a direct conversation needs another user"));
             }
             check_users_exist(&app, std::slice::from_ref(other)).await?;
-            let proposed = ConvMeta {
-                id: new_conversation_id(),
-                kind: ConversationKind::Direct,
-                title: None,
-                created_at: now,
-                slow_mode_s: 0,
-            };
+            let proposed = new_conversation(ConversationKind::Direct, None);
             let (meta, created) = app.store.direct_conversation(&me, other, proposed).await?;
             // Someone who left their direct conversation rejoins it by asking for it again.
             let members = app.store.members(&meta.id).await?;
@@ -201,13 +194,7 @@ pub async fn create(
             others.sort();
             others.dedup();
             check_users_exist(&app, &others).await?;
-            let meta = ConvMeta {
-                id: new_conversation_id(),
-                kind: ConversationKind::Group,
-                title: Some(title),
-                created_at: now,
-                slow_mode_s: 0,
-            };
+            let meta = new_conversation(ConversationKind::Group, Some(title));
             let mut members: Vec<(String, Role)> = others.into_iter().map(|u| (u, Role::Member)).collect();
             members.push((me.clone(), Role::Owner));
             app.store.create_conversation(meta.clone(), members.clone()).await?;

@@ -51,6 +51,8 @@ async fn a_crashed_session_never_affects_another() {
     let mut survivor = n.ws(&a).await;
     let mut bws = n.ws(&b).await;
     let hub = n.node().app.hub.clone();
+    // `hello` is queued before the session's first actor has started: wait until it is recorded.
+    eventually("the session's actor to start", || async { hub.session_actors.contains_key(victim_id.as_str()) }).await;
     let actor = hub.session_actors.get(victim_id.as_str()).unwrap().clone();
     actor.cast(SessionMsg::InjectPanic).unwrap();
     assert_eq!(victim.expect_close().await, 1011);
