@@ -469,9 +469,19 @@ async fn redis_restart_keeps_local_traffic_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_cluster_command_runs_n_nodes() {
     let dir = tempfile::tempdir().unwrap();
-    let (chat, admin) = (free_port(), free_port());
-    // Consecutive ports: make sure chat+1 and admin+1 are not the same port.
-    let admin = if admin == chat + 1 { free_port() } else { admin };
+    // The nodes listen on consecutive ports (chat, chat+1 and admin, admin+1): four distinct
+    // ports, each free when picked.
+    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    let (chat, admin) = loop {
+        let (chat, admin) = (free_port(), free_port());
+        if chat == u16::MAX || admin == u16::MAX {
+            continue;
+        }
+        let distinct = [chat, chat + 1, admin, admin + 1].iter().collect::<HashSet<_>>().len() == 4;
+        if distinct && free(chat + 1) && free(admin + 1) {
+            break (chat, admin);
+        }
+    };
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rookery"))
         .args(["dev-cluster", "--nodes", "2", "--redis", &shared_redis()])
         .args(["--redis-prefix", &unique_prefix("devcluster")])
@@ -489,6 +499,9 @@ async fn dev_cluster_command_runs_n_nodes() {
         let body: Value = loop {
             if let Ok(r) = http.get(&url).send().await {
                 break r.json().await.unwrap();
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("dev-cluster exited ({status}) before its node on {port} answered");
             }
             assert!(Instant::now() < deadline, "dev-cluster node on {port} did not start");
             tokio::time::sleep(Duration::from_millis(100)).await;
