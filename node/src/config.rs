@@ -153,6 +153,11 @@ pub struct ServeArgs {
     /// fsync the store after each group-committed batch. Default: true.
     #[arg(long, env = "ROOKERY_STORE_SYNC")]
     pub store_sync: Option<bool>,
+    /// Microseconds the embedded store's group commit waits to gather more writes into a small
+    /// batch while writes arrive together (never after a lone write); fewer fsyncs for the
+    /// same writes. 0: never wait; at most 100000. Default: 1000.
+    #[arg(long, env = "ROOKERY_STORE_COMMIT_DELAY_US")]
+    pub store_commit_delay_us: Option<u64>,
     /// Free space, in MiB, to keep on the data directory's filesystem: below it the embedded
     /// store refuses writes (clients get `unavailable`, `/readyz` answers 503) and keeps serving
     /// reads; writes resume when space returns. 0: no reserve. Default: 64.
@@ -232,6 +237,8 @@ pub struct Config {
     pub login_failures_per_user: u32,
     pub login_failures_per_addr: u32,
     pub store_sync: bool,
+    /// Group commit's gathering wait (zero: none).
+    pub store_commit_delay: Duration,
     /// Free-space reserve of the embedded store, in MiB (0: none).
     pub store_min_free_mb: u64,
     pub send_rate_limit: f64,
@@ -290,6 +297,7 @@ impl Config {
             login_failures_per_user: 5,
             login_failures_per_addr: 30,
             store_sync: true,
+            store_commit_delay: Duration::from_millis(1),
             store_min_free_mb: 64,
             send_rate_limit: 50.0,
             typing_rate_limit: 2.0,
@@ -361,6 +369,7 @@ impl Config {
             login_failures_per_user: pick!(login_failures_per_user).unwrap_or(d.login_failures_per_user),
             login_failures_per_addr: pick!(login_failures_per_addr).unwrap_or(d.login_failures_per_addr),
             store_sync: pick!(store_sync).unwrap_or(d.store_sync),
+            store_commit_delay: pick!(store_commit_delay_us).map(Duration::from_micros).unwrap_or(d.store_commit_delay),
             store_min_free_mb: pick!(store_min_free_mb).unwrap_or(d.store_min_free_mb),
             send_rate_limit: pick!(send_rate_limit).unwrap_or(d.send_rate_limit),
             typing_rate_limit: pick!(typing_rate_limit).unwrap_or(d.typing_rate_limit),
@@ -409,6 +418,9 @@ impl Config {
             if !(0.0..=1_000_000.0).contains(&v) {
                 return Err(ConfigError::Invalid { setting: name, reason: "must be between 0 and 1000000".into() });
             }
+        }
+        if self.store_commit_delay > Duration::from_millis(100) {
+            return bad("store-commit-delay-us", "must be at most 100000 (100 ms)");
         }
         if self.store_min_free_mb > 1024 * 1024 {
             return bad("store-min-free-mb", "must be at most 1048576 (1 TiB)");
@@ -482,6 +494,17 @@ mod tests {
         assert_eq!(c.node_id.as_deref(), Some("from-file"));
         assert_eq!(c.heartbeat, Duration::from_millis(25_000), "default");
         assert_eq!(c.session_hibernate, Some(Duration::from_millis(15_000)), "default");
+        assert_eq!(c.store_commit_delay, Duration::from_millis(1), "default");
+    }
+
+    #[test]
+    fn the_store_commit_delay_is_in_microseconds_and_bounded() {
+        let c = Config::load(ServeArgs { store_commit_delay_us: Some(250), ..Default::default() }).unwrap();
+        assert_eq!(c.store_commit_delay, Duration::from_micros(250));
+        let off = Config::load(ServeArgs { store_commit_delay_us: Some(0), ..Default::default() }).unwrap();
+        assert!(off.store_commit_delay.is_zero());
+        let e = Config::load(ServeArgs { store_commit_delay_us: Some(100_001), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("store-commit-delay-us"), "{e}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rookery_actors::limits::Limit;
 use rookery_actors::{Hub, HubConfig, Metrics};
-use rookery_store::embedded::{EmbeddedOptions, EmbeddedStore};
+use rookery_store::embedded::{CommitDelay, EmbeddedOptions, EmbeddedStore};
 use rookery_store::Store;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -143,6 +143,7 @@ pub fn open_embedded(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<
     let options = EmbeddedOptions {
         no_sync: !config.store_sync,
         min_free_bytes: config.store_min_free_mb * 1024 * 1024,
+        commit_delay: CommitDelay(config.store_commit_delay),
         observer: Some(Arc::new(move |_, took: Duration| {
             batch_metrics.store_batch_seconds.observe(took.as_secs_f64())
         })),

@@ -24,6 +24,7 @@ async fn measure(writers: usize, seconds: f64, body: usize) -> (f64, f64) {
         observer: Some(Arc::new(move |_, _| {
             b.fetch_add(1, Ordering::Relaxed);
         })),
+        ..EmbeddedOptions::default()
     };
     let store = Arc::new(EmbeddedStore::open(dir.path(), options).expect("open store"));
     let done = Arc::new(AtomicU64::new(0));

@@ -96,6 +96,7 @@ async fn group_commit_batches_concurrent_writes() {
             b.fetch_add(1, Ordering::Relaxed);
             j.fetch_add(n, Ordering::Relaxed);
         })),
+        ..EmbeddedOptions::default()
     };
     let store = Arc::new(EmbeddedStore::open(dir.path(), options).unwrap());
     let mut tasks = Vec::new();

@@ -34,7 +34,7 @@ use serde::Serialize;
 
 pub use disk::CHECK_EVERY as FREE_SPACE_CHECK_EVERY;
 use heads::Note;
-pub use writer::BatchObserver;
+pub use writer::{BatchObserver, CommitDelay, COMMIT_DELAY_BELOW};
 use writer::{Engine, Keyspaces, Ks, Txn, Writer};
 
 use crate::search_terms;
@@ -64,6 +64,9 @@ pub struct EmbeddedOptions {
     pub min_free_bytes: u64,
     /// Called after each batch with its job count and commit time.
     pub observer: Option<BatchObserver>,
+    /// Group commit's wait for more jobs when writes arrive together ([`CommitDelay`]).
+    /// Default: zero, no wait (the node's `--store-commit-delay-us` defaults to 1000).
+    pub commit_delay: CommitDelay,
 }
 
 /// The embedded store. Cheap to clone; all clones share one database and one writer thread.
@@ -86,7 +89,7 @@ impl EmbeddedStore {
     pub fn open(dir: &Path, options: EmbeddedOptions) -> StoreResult<Self> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
         let engine = Arc::new(Engine::open(dir, options.min_free_bytes)?);
-        let writer = Writer::start(engine.clone(), !options.no_sync, options.observer);
+        let writer = Writer::start(engine.clone(), !options.no_sync, options.commit_delay, options.observer);
         Ok(EmbeddedStore { engine, writer })
     }
 

@@ -4,6 +4,12 @@
 //! Durability therefore costs one fsync per batch, not per message: under load a batch holds
 //! everything that arrived while the previous fsync ran.
 //!
+//! Commit delay ([`CommitDelay`]): when writes arrive together but each fsync is quick, batches
+//! stay small and the fsyncs themselves become the cost (each one is two trips to the disk's
+//! driver). With a delay set, a writer whose last batch held more than one job and whose new
+//! batch is still small waits that long for more jobs before it commits. A lone write (the last
+//! batch held one job) never waits, so a quiet node answers as fast as without it.
+//!
 //! Jobs run one at a time on the writer thread, so a job's read-check-write (a unique username,
 //! the one direct conversation of a pair, a refresh token used once) is atomic. A job reads
 //! through [`Txn`], which sees the writes of earlier jobs of the same batch.
@@ -359,12 +365,28 @@ pub(crate) struct Writer {
 /// Observes each batch (for metrics): number of jobs and how long the commit and sync took.
 pub type BatchObserver = Arc<dyn Fn(usize, std::time::Duration) + Send + Sync>;
 
+/// A batch with at least this many jobs is committed without waiting for more.
+pub const COMMIT_DELAY_BELOW: usize = 32;
+
+/// How long group commit waits to gather more jobs into a small batch (the module's
+/// documentation says when). Zero: never.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitDelay(pub Duration);
+
+impl CommitDelay {
+    /// The wait before committing a batch of `jobs` jobs when the previous batch held
+    /// `last_batch`; `None` when it is committed at once.
+    pub fn wait(self, last_batch: usize, jobs: usize) -> Option<Duration> {
+        (!self.0.is_zero() && last_batch > 1 && jobs < COMMIT_DELAY_BELOW).then_some(self.0)
+    }
+}
+
 impl Writer {
-    pub(crate) fn start(engine: Arc<Engine>, sync: bool, observer: Option<BatchObserver>) -> Self {
+    pub(crate) fn start(engine: Arc<Engine>, sync: bool, delay: CommitDelay, observer: Option<BatchObserver>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         std::thread::Builder::new()
             .name("rookery-store-writer".into())
-            .spawn(move || run(engine, rx, sync, observer))
+            .spawn(move || run(engine, rx, sync, delay, observer))
             .expect("spawning the store writer thread");
         Writer { tx }
     }
@@ -483,12 +505,19 @@ fn refuse_request(request: Request) {
     refuse(job, "the store is closed");
 }
 
-fn run(engine: Arc<Engine>, mut rx: mpsc::Receiver<Request>, sync: bool, observer: Option<BatchObserver>) {
+fn run(
+    engine: Arc<Engine>,
+    mut rx: mpsc::Receiver<Request>,
+    sync: bool,
+    delay: CommitDelay,
+    observer: Option<BatchObserver>,
+) {
     let mut jobs: Vec<Job> = Vec::with_capacity(64);
     let mut overlay = Overlay::new();
     let mut heads = Heads::new();
     let mut notes: Vec<(Box<str>, Note)> = Vec::new();
     let mut refusing = false;
+    let mut last_batch = 0;
     loop {
         if engine.failed() {
             if !recover(&engine, &mut rx) {
@@ -498,14 +527,14 @@ fn run(engine: Arc<Engine>, mut rx: mpsc::Receiver<Request>, sync: bool, observe
         }
         let Some(Request::Job(first)) = rx.blocking_recv() else { break };
         jobs.push(first);
-        while jobs.len() < MAX_BATCH_JOBS {
-            match rx.try_recv() {
-                Ok(Request::Job(job)) => jobs.push(job),
-                Err(_) => break,
-            }
+        take_queued(&mut rx, &mut jobs);
+        if let Some(wait) = delay.wait(last_batch, jobs.len()) {
+            std::thread::sleep(wait);
+            take_queued(&mut rx, &mut jobs);
         }
         let started = Instant::now();
         let n = jobs.len();
+        last_batch = n;
         let refusal = engine.write_refusal();
         if refusal.is_some() != refusing {
             refusing = refusal.is_some();
@@ -574,6 +603,16 @@ fn run(engine: Arc<Engine>, mut rx: mpsc::Receiver<Request>, sync: bool, observe
     }
 }
 
+/// Moves the jobs already queued into `jobs`, up to [`MAX_BATCH_JOBS`].
+fn take_queued(rx: &mut mpsc::Receiver<Request>, jobs: &mut Vec<Job>) {
+    while jobs.len() < MAX_BATCH_JOBS {
+        match rx.try_recv() {
+            Ok(Request::Job(job)) => jobs.push(job),
+            Err(_) => break,
+        }
+    }
+}
+
 /// After a failed write: refuses every job until the database is reopened, which is tried once
 /// there is room on the disk, with a growing wait between attempts. Returns `false` when every
 /// handle to the store is gone.
@@ -624,4 +663,75 @@ fn commit(keyspaces: &Keyspaces, overlay: &mut Overlay, sync: bool) -> StoreResu
         }
     }
     batch.commit().map_err(|e| StoreError::Unavailable(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc as std_mpsc;
+
+    use super::*;
+
+    #[test]
+    fn only_a_small_batch_after_a_shared_one_waits() {
+        let delay = CommitDelay(Duration::from_millis(1));
+        assert_eq!(delay.wait(2, 1), Some(Duration::from_millis(1)));
+        assert_eq!(delay.wait(2, COMMIT_DELAY_BELOW - 1), Some(Duration::from_millis(1)));
+        assert_eq!(delay.wait(1, 1), None, "a lone write never waits");
+        assert_eq!(delay.wait(0, 1), None, "nor the first");
+        assert_eq!(delay.wait(5, COMMIT_DELAY_BELOW), None, "a batch that is big enough goes at once");
+        assert_eq!(CommitDelay::default().wait(5, 1), None, "zero: never");
+    }
+
+    /// A job that writes one key and reports its answer on `done`.
+    fn put(n: u8, done: &std_mpsc::Sender<u8>) -> Request {
+        let done = done.clone();
+        Request::Job(job(
+            move |txn: &mut Txn<'_>| {
+                txn.put(Ks::Users, vec![b'k', n], vec![n]);
+                Ok(())
+            },
+            Answer::new(move |r: StoreResult<()>| {
+                r.expect("the write commits");
+                let _ = done.send(n);
+            }),
+        ))
+    }
+
+    #[test]
+    fn the_writer_gathers_writes_after_a_shared_batch_and_not_after_a_lone_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Arc::new(Engine::open(dir.path(), 0).unwrap());
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let seen = batches.clone();
+        let observer: BatchObserver = Arc::new(move |n, _| seen.lock().unwrap().push(n));
+        let delay = CommitDelay(Duration::from_millis(500));
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let (done, answers) = std_mpsc::channel();
+        // Three jobs queued before the writer runs: its first batch holds all three.
+        for n in 0..3 {
+            tx.try_send(put(n, &done)).ok().unwrap();
+        }
+        // Without fsync: the test is about which jobs share a batch, not about the disk.
+        let writer = std::thread::spawn(move || run(engine, rx, false, delay, Some(observer)));
+        for _ in 0..3 {
+            answers.recv().unwrap();
+        }
+        // After a shared batch, a write waits for company: one sent 20 ms later joins it.
+        let started = Instant::now();
+        tx.try_send(put(3, &done)).ok().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        tx.try_send(put(4, &done)).ok().unwrap();
+        assert_eq!([answers.recv().unwrap(), answers.recv().unwrap()], [3, 4]);
+        assert!(started.elapsed() >= Duration::from_millis(500), "the batch waited out its delay");
+        // That batch held two, so the next lone write waits too; the one after it does not.
+        tx.try_send(put(5, &done)).ok().unwrap();
+        assert_eq!(answers.recv().unwrap(), 5);
+        let started = Instant::now();
+        tx.try_send(put(6, &done)).ok().unwrap();
+        assert_eq!(answers.recv().unwrap(), 6);
+        assert!(started.elapsed() < Duration::from_millis(400), "a write after a lone one goes at once");
+        drop(tx);
+        writer.join().unwrap();
+        assert_eq!(*batches.lock().unwrap(), [3, 2, 1, 1]);
+    }
 }
