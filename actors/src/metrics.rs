@@ -11,6 +11,9 @@ use prometheus::{
 const LATENCY_BUCKETS: &[f64] =
     &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+/// Batch-size buckets: 1 to 2048 jobs (the most one batch takes) by powers of two.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0];
+
 /// Most recent operational events kept for the console.
 const RECENT_EVENTS: usize = 50;
 
@@ -43,6 +46,8 @@ pub struct Metrics {
     pub store_write_seconds: Histogram,
     /// Time a group-commit batch took to commit and sync, per batch.
     pub store_batch_seconds: Histogram,
+    /// Jobs (message appends and other writes) per group-commit batch, that is per fsync.
+    pub store_batch_jobs: Histogram,
     /// Time a conversation actor took to start (store reads and the durable claim), per start.
     pub conversation_start_seconds: Histogram,
     /// Every store call's latency, by operation (`append_messages`, `messages`, `cursor`, ...).
@@ -112,6 +117,11 @@ impl Metrics {
             .unwrap(),
             store_write_seconds: latency("rookery_store_write_seconds", "Store write latency seen by the caller"),
             store_batch_seconds: latency("rookery_store_batch_seconds", "Group-commit batch commit and sync time"),
+            store_batch_jobs: Histogram::with_opts(
+                HistogramOpts::new("rookery_store_batch_jobs", "Writes per group-commit batch (per fsync)")
+                    .buckets(BATCH_BUCKETS.to_vec()),
+            )
+            .expect("valid histogram"),
             conversation_start_seconds: latency(
                 "rookery_conversation_start_seconds",
                 "Conversation actor start time (store reads and the durable claim)",
@@ -199,6 +209,7 @@ impl Metrics {
         r.register(Box::new(m.message_delivery_seconds.clone())).unwrap();
         r.register(Box::new(m.ws_errors.clone())).unwrap();
         r.register(Box::new(m.store_batch_seconds.clone())).unwrap();
+        r.register(Box::new(m.store_batch_jobs.clone())).unwrap();
         r.register(Box::new(m.actor_restarts.clone())).unwrap();
         r.register(Box::new(m.store_op_seconds.clone())).unwrap();
         r.register(Box::new(m.session_mailbox_frames.clone())).unwrap();

@@ -144,8 +144,9 @@ pub fn open_embedded(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<
         no_sync: !config.store_sync,
         min_free_bytes: config.store_min_free_mb * 1024 * 1024,
         commit_delay: CommitDelay(config.store_commit_delay),
-        observer: Some(Arc::new(move |_, took: Duration| {
-            batch_metrics.store_batch_seconds.observe(took.as_secs_f64())
+        observer: Some(Arc::new(move |jobs, took: Duration| {
+            batch_metrics.store_batch_seconds.observe(took.as_secs_f64());
+            batch_metrics.store_batch_jobs.observe(jobs as f64);
         })),
     };
     let embedded =

@@ -24,6 +24,7 @@ async fn metrics_follow_real_traffic() {
         "rookery_messages_delivered_total",
         "rookery_message_ack_seconds_bucket",
         "rookery_store_write_seconds_bucket",
+        "rookery_store_batch_jobs_bucket",
         "rookery_actor_restarts_total",
         "rookery_slow_consumer_disconnects_total",
         "rookery_cluster_nodes",
@@ -39,6 +40,10 @@ async fn metrics_follow_real_traffic() {
     assert_eq!(metric(&text, "rookery_messages_delivered_total"), 10.0);
     assert_eq!(metric(&text, "rookery_message_ack_seconds_count"), 5.0);
     assert!(metric(&text, "rookery_store_write_seconds_count") >= 5.0);
+    // Every write went through a batch: the batch sizes add up to at least the 5 appends
+    // (the signups and the conversation were written too).
+    assert!(metric(&text, "rookery_store_batch_jobs_sum") >= 5.0);
+    assert!(metric(&text, "rookery_store_batch_jobs_count") >= 1.0);
     assert_eq!(metric(&text, "rookery_cluster_nodes"), 1.0);
     assert_eq!(metric(&text, "rookery_http_requests_total{route=\"/api/auth/signup\",status=\"201\"}"), 2.0);
     assert!(!text.contains(uid(&a)), "no user ids in labels");
