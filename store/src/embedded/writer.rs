@@ -5,8 +5,8 @@
 //! everything that arrived while the previous fsync ran.
 //!
 //! Commit delay ([`CommitDelay`]): when writes arrive together but each fsync is quick, batches
-//! stay small and the fsyncs themselves become the cost (each one is two trips to the disk's
-//! driver). With a delay set, a writer whose last batch held more than one job and whose new
+//! stay small and the fsyncs themselves become the cost (each one takes CPU in the kernel and
+//! the disk's driver, besides its wait). With a delay set, a writer whose last batch held more than one job and whose new
 //! batch is still small waits that long for more jobs before it commits. A lone write (the last
 //! batch held one job) never waits, so a quiet node answers as fast as without it.
 //!
