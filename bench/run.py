@@ -62,6 +62,24 @@ def build():
     subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=os.path.join(ROOT, "bench", "socketio"), check=True)
 
 
+def missing_builds(targets, scenarios):
+    """What a run of these targets and scenarios needs from an earlier build and cannot find:
+    checked before the first server starts, so that a run does not stop at its last step."""
+    need = [os.path.join(REL, "rookery-loadgen")]
+    for target in targets:
+        kind, path, _ = parse_target(target)
+        if kind == "rookery":
+            need.append(path or os.path.join(REL, "rookery"))
+            if "store" in scenarios:
+                need.append(os.path.join(REL, "examples", "append_throughput"))
+        elif kind == "raw":
+            need.append(os.path.join(REL, "rookery-raw-peer"))
+        elif kind == "socketio":
+            need.append(os.path.join(ROOT, "bench", "socketio", "node_modules"))
+    return [os.path.relpath(p, ROOT) if os.path.isabs(p) and p.startswith(ROOT) else p
+            for p in dict.fromkeys(need) if not os.path.exists(p)]
+
+
 class Server:
     """A server process started for one target."""
 
@@ -192,7 +210,12 @@ def main():
     unknown = scenarios - set(SCENARIOS)
     if unknown:
         ap.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
-    if not args.skip_build:
+    if args.skip_build:
+        missing = missing_builds(args.targets.split(","), scenarios)
+        if missing:
+            sys.exit("--skip-build, but these are not built: " + ", ".join(missing) +
+                     " (run once without --skip-build, or build them with cargo build --release)")
+    else:
         build()
     users = 200 if args.quick else 1000
     duration = 4.0 if args.quick else 10.0
