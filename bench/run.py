@@ -11,8 +11,8 @@
 Builds Rookery, the load generator and the raw peer (release), installs the Socket.IO peer
 (npm ci), then for each server: starts it, runs the same scenarios with rookery-loadgen, stops
 it. Prints a table with ratios and writes every figure as JSON (--out). For Rookery, each
-step-up (group, direct) is followed by one run at half the maximum it found, on a fresh node:
-the latency figures the targets are stated at.
+step-up (group, direct) is followed by HALF_LOAD_RUNS runs at half the maximum it found, each
+on a fresh node: the latency figures the targets are stated at (the run with the median ack p99).
 
 A target `rookery=PATH` runs the node binary at PATH (labelled `rookery@<file name>` in the
 results), so a change is measured against the build before it in the same run.
@@ -42,6 +42,10 @@ PASS_DELIVERY = 0.99
 SCENARIOS = ("group", "direct", "connect-storm", "idle", "history", "store")
 # Connect storms per server; the table gives their median.
 STORMS = 3
+# Runs at half of Rookery's maximum per scenario; the table gives the one with the median ack
+# p99. On these shared 2-core machines one run's p99 at the same load moves by a factor of
+# four between runs (docs/benchmarks.md, 2026-12-03).
+HALF_LOAD_RUNS = 3
 # Seconds the idle connections are held after the ramp before the server's memory is read: longer
 # than Rookery's default --session-hibernate-ms (15 s), so every session has hibernated, as the
 # sessions of a real node's quiet clients have.
@@ -237,11 +241,18 @@ def main():
             if kind != "rookery" or not best:
                 continue
             half = max(best / 2, 0.5)
-            with serving(target) as s:
-                rep = loadgen(s, scenario, users, half, duration, ["--group-size", str(group), "--verify"])
-            r.setdefault("half_load", {})[scenario] = {"rate_per_conn": half, "ack": rep["ack"], "e2e": rep["e2e"],
-                                                      "deliveries_per_s": rep["deliveries_per_s"]}
-            log(f"  {label} {scenario} at half load: ack p99 {rep['ack']['p99_ms']} ms, e2e p99 {rep['e2e']['p99_ms']} ms")
+            runs = []
+            for _ in range(HALF_LOAD_RUNS):
+                with serving(target) as s:
+                    rep = loadgen(s, scenario, users, half, duration, ["--group-size", str(group), "--verify"])
+                log(f"  {label} {scenario} at half load ({half}/conn): ack p99 {rep['ack']['p99_ms']} ms, "
+                    f"e2e p99 {rep['e2e']['p99_ms']} ms")
+                runs.append(rep)
+            runs.sort(key=lambda rep: rep["ack"]["p99_ms"])
+            rep = runs[len(runs) // 2]
+            r.setdefault("half_load", {})[scenario] = {
+                "rate_per_conn": half, "ack": rep["ack"], "e2e": rep["e2e"], "deliveries_per_s": rep["deliveries_per_s"],
+                "runs_ack_p99_ms": [x["ack"]["p99_ms"] for x in runs], "runs_e2e_p99_ms": [x["e2e"]["p99_ms"] for x in runs]}
         if "connect-storm" in scenarios:
             # A storm lasts well under a second, so one stall of the shared machine moves its
             # figure by a quarter: the median of STORMS storms, each on a fresh server.
@@ -318,8 +329,9 @@ def print_table(res):
               + "".join(f"{ratio(vals[r], vals[p]):>{rw[r, p]}}" for r, p in ratios))
     for r in rookeries:
         for scenario, h in (get(r, "half_load") or {}).items():
-            print(f"{r} {scenario} at half its max ({h['rate_per_conn']}/conn): "
-                  f"ack p99 {h['ack']['p99_ms']:.2f} ms, e2e p99 {h['e2e']['p99_ms']:.2f} ms")
+            runs = ", ".join(f"{a:.1f}/{e:.1f}" for a, e in zip(h.get("runs_ack_p99_ms", []), h.get("runs_e2e_p99_ms", [])))
+            print(f"{r} {scenario} at half its max ({h['rate_per_conn']}/conn), median of {len(h.get('runs_ack_p99_ms', [1]))} runs: "
+                  f"ack p99 {h['ack']['p99_ms']:.2f} ms, e2e p99 {h['e2e']['p99_ms']:.2f} ms (runs, ack/e2e p99: {runs})")
         hist = get(r, "history")
         if hist:
             print(f"{r} history reads: {hist['pages_per_s']:.0f} pages/s (50 messages each), p99 {hist['latency']['p99_ms']:.2f} ms")
