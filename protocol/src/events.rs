@@ -108,8 +108,19 @@ pub fn encode_event(event: &ServerEvent<'_>) -> Bytes {
         _ => 0,
     };
     let mut out = Vec::with_capacity(ENCODE_START + body);
-    // Serialising these types cannot fail: every map key is a string and no value is a float.
-    serde_json::to_writer(&mut out, event).expect("server events always serialise");
+    match event {
+        // The two events of every message are written by hand (see `message_path`); the bytes
+        // are serde's, which the tests check.
+        ServerEvent::Ack { client_id, conv, id, seq, ts } => {
+            message_path::ack(&mut out, client_id, conv, id, *seq, *ts);
+        }
+        ServerEvent::Msg(m) => {
+            out.extend_from_slice(MSG_OPEN);
+            message_path::message_fields(&mut out, m);
+        }
+        // Serialising these types cannot fail: every map key is a string and no value is a float.
+        _ => serde_json::to_writer(&mut out, event).expect("server events always serialise"),
+    }
     Bytes::from(out)
 }
 
@@ -118,17 +129,93 @@ pub fn encode_event(event: &ServerEvent<'_>) -> Bytes {
 /// them without serializing the message a second time.
 pub fn encode_message(m: &Message) -> Bytes {
     let mut out = Vec::with_capacity(ENCODE_START + m.body.len());
-    serde_json::to_writer(&mut out, m).expect("messages always serialise");
+    out.push(b'{');
+    message_path::message_fields(&mut out, m);
     Bytes::from(out)
+}
+
+/// How a `msg` event starts; the message's own fields follow.
+const MSG_OPEN: &[u8] = br#"{"op":"msg","#;
+
+/// JSON written by hand for the events every message makes (its `msg`, stored and fanned out,
+/// and the sender's `ack`): through serde's derived serializers they were 8 % of a message's
+/// instructions, most of it the serializer's per-field machinery rather than the bytes. The
+/// output is byte for byte what serde writes for the same values (field order, omitted fields,
+/// escapes), which the tests below compare over awkward strings.
+mod message_path {
+    use crate::Message;
+
+    /// `"id":…,…}`: a message's fields in declaration order and the closing brace; the caller
+    /// writes the opening (`{` for the record, `{"op":"msg",` for the event).
+    pub(super) fn message_fields(out: &mut Vec<u8>, m: &Message) {
+        out.extend_from_slice(br#""id":"#);
+        string(out, &m.id);
+        out.extend_from_slice(br#","conv":"#);
+        string(out, &m.conv);
+        out.extend_from_slice(br#","seq":"#);
+        out.extend_from_slice(itoa::Buffer::new().format(m.seq).as_bytes());
+        out.extend_from_slice(br#","sender":"#);
+        string(out, &m.sender);
+        out.extend_from_slice(br#","ts":"#);
+        out.extend_from_slice(itoa::Buffer::new().format(m.ts).as_bytes());
+        out.extend_from_slice(br#","body":"#);
+        string(out, &m.body);
+        out.extend_from_slice(br#","attachments":"#);
+        if m.attachments.is_empty() {
+            out.extend_from_slice(b"[]");
+        } else {
+            serde_json::to_writer(&mut *out, &m.attachments).expect("JSON values always serialise");
+        }
+        if let Some(client_id) = &m.client_id {
+            out.extend_from_slice(br#","client_id":"#);
+            string(out, client_id);
+        }
+        if let Some(edited_at) = m.edited_at {
+            out.extend_from_slice(br#","edited_at":"#);
+            out.extend_from_slice(itoa::Buffer::new().format(edited_at).as_bytes());
+        }
+        if m.deleted {
+            out.extend_from_slice(br#","deleted":true"#);
+        }
+        out.push(b'}');
+    }
+
+    /// `{"op":"ack",…}`, the fields of `ServerEvent::Ack` in declaration order.
+    pub(super) fn ack(out: &mut Vec<u8>, client_id: &str, conv: &str, id: &str, seq: u64, ts: i64) {
+        out.extend_from_slice(br#"{"op":"ack","client_id":"#);
+        string(out, client_id);
+        out.extend_from_slice(br#","conv":"#);
+        string(out, conv);
+        out.extend_from_slice(br#","id":"#);
+        string(out, id);
+        out.extend_from_slice(br#","seq":"#);
+        out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+        out.extend_from_slice(br#","ts":"#);
+        out.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
+        out.push(b'}');
+    }
+
+    /// `s` as a JSON string. serde_json escapes `"`, `\` and the control characters below
+    /// 0x20 and nothing else; a string without them is copied as it is, any other is left to
+    /// serde_json itself.
+    fn string(out: &mut Vec<u8>, s: &str) {
+        if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            out.reserve(s.len() + 2);
+            out.push(b'"');
+            out.extend_from_slice(s.as_bytes());
+            out.push(b'"');
+        } else {
+            serde_json::to_writer(&mut *out, s).expect("strings always serialise");
+        }
+    }
 }
 
 /// The `msg` event of a message encoded by [`encode_message`]: the same bytes as
 /// `encode_event(&ServerEvent::Msg(m))` (the event is the message's fields after its `op`).
 pub fn msg_event(message_json: &[u8]) -> Bytes {
-    const OPEN: &[u8] = br#"{"op":"msg","#;
     debug_assert!(message_json.len() > 2 && message_json[0] == b'{', "a message encodes as a non-empty object");
-    let mut out = Vec::with_capacity(OPEN.len() + message_json.len() - 1);
-    out.extend_from_slice(OPEN);
+    let mut out = Vec::with_capacity(MSG_OPEN.len() + message_json.len() - 1);
+    out.extend_from_slice(MSG_OPEN);
     out.extend_from_slice(&message_json[1..]);
     Bytes::from(out)
 }
@@ -195,6 +282,58 @@ mod tests {
             assert_eq!(msg_event(&encode_message(&m)), encode_event(&ServerEvent::Msg(&m)));
             let back: Message = serde_json::from_slice(&encode_message(&m)).unwrap();
             assert_eq!(back, m);
+        }
+    }
+
+    /// Strings that serde_json escapes, or that look as if it might: quotes, backslashes,
+    /// every control character, DEL, slashes, non-ASCII (2-, 3- and 4-byte UTF-8), empty.
+    fn awkward_strings() -> Vec<String> {
+        let mut v: Vec<String> =
+            ["", "plain", "a\"b", "back\\slash", "/slash/", "\u{7f}del", "é", "日本", "\u{1F600}", "</script>"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        v.extend((0u8..0x20).map(|c| format!("x{}y", c as char)));
+        v.push((0u8..0x80).map(|c| c as char).collect());
+        v
+    }
+
+    #[test]
+    fn the_message_path_writes_exactly_what_serde_writes() {
+        let strings = awkward_strings();
+        for (i, s) in strings.iter().enumerate() {
+            let other = &strings[(i + 7) % strings.len()];
+            let base = Message {
+                id: s.clone(),
+                conv: other.clone(),
+                seq: i as u64 * 1_000_003,
+                sender: s.clone(),
+                ts: [0, -1, i64::MIN, i64::MAX, 1_700_000_000_000][i % 5],
+                body: format!("{s}{other}"),
+                attachments: vec![],
+                client_id: None,
+                edited_at: None,
+                deleted: false,
+            };
+            let variants = [
+                base.clone(),
+                Message { client_id: Some(other.clone()), ..base.clone() },
+                Message { edited_at: Some(-5), deleted: true, ..base.clone() },
+                Message {
+                    attachments: vec![serde_json::json!({"id": s, "name": other, "size": 3})],
+                    client_id: Some(s.clone()),
+                    edited_at: Some(i64::MAX),
+                    seq: u64::MAX,
+                    ..base.clone()
+                },
+            ];
+            for m in &variants {
+                assert_eq!(&encode_message(m)[..], &serde_json::to_vec(m).unwrap()[..], "message {m:?}");
+                let event = ServerEvent::Msg(m);
+                assert_eq!(&encode_event(&event)[..], &serde_json::to_vec(&event).unwrap()[..], "msg event {m:?}");
+            }
+            let ack = ServerEvent::Ack { client_id: s, conv: other, id: s, seq: u64::MAX - i as u64, ts: base.ts };
+            assert_eq!(&encode_event(&ack)[..], &serde_json::to_vec(&ack).unwrap()[..], "ack {ack:?}");
         }
     }
 }
