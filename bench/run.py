@@ -44,7 +44,7 @@ SCENARIOS = ("group", "direct", "connect-storm", "idle", "history", "store")
 STORMS = 3
 # Runs at half of Rookery's maximum per scenario; the table gives the one with the median ack
 # p99. On these shared 2-core machines one run's p99 at the same load moves by a factor of
-# four between runs (docs/benchmarks.md, 2026-12-03).
+# five between runs (docs/benchmarks.md, 2026-12-03).
 HALF_LOAD_RUNS = 3
 # Seconds the idle connections are held after the ramp before the server's memory is read: longer
 # than Rookery's default --session-hibernate-ms (15 s), so every session has hibernated, as the
@@ -80,8 +80,7 @@ def missing_builds(targets, scenarios):
             need.append(os.path.join(REL, "rookery-raw-peer"))
         elif kind == "socketio":
             need.append(os.path.join(ROOT, "bench", "socketio", "node_modules"))
-    return [os.path.relpath(p, ROOT) if os.path.isabs(p) and p.startswith(ROOT) else p
-            for p in dict.fromkeys(need) if not os.path.exists(p)]
+    return [p for p in dict.fromkeys(need) if not os.path.exists(p)]
 
 
 class Server:
@@ -329,8 +328,8 @@ def print_table(res):
               + "".join(f"{ratio(vals[r], vals[p]):>{rw[r, p]}}" for r, p in ratios))
     for r in rookeries:
         for scenario, h in (get(r, "half_load") or {}).items():
-            runs = ", ".join(f"{a:.1f}/{e:.1f}" for a, e in zip(h.get("runs_ack_p99_ms", []), h.get("runs_e2e_p99_ms", [])))
-            print(f"{r} {scenario} at half its max ({h['rate_per_conn']}/conn), median of {len(h.get('runs_ack_p99_ms', [1]))} runs: "
+            runs = ", ".join(f"{a:.1f}/{e:.1f}" for a, e in zip(h["runs_ack_p99_ms"], h["runs_e2e_p99_ms"]))
+            print(f"{r} {scenario} at half its max ({h['rate_per_conn']}/conn), median of {len(h['runs_ack_p99_ms'])} runs: "
                   f"ack p99 {h['ack']['p99_ms']:.2f} ms, e2e p99 {h['e2e']['p99_ms']:.2f} ms (runs, ack/e2e p99: {runs})")
         hist = get(r, "history")
         if hist:

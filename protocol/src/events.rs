@@ -153,11 +153,11 @@ mod message_path {
         out.extend_from_slice(br#","conv":"#);
         string(out, &m.conv);
         out.extend_from_slice(br#","seq":"#);
-        out.extend_from_slice(itoa::Buffer::new().format(m.seq).as_bytes());
+        integer(out, m.seq);
         out.extend_from_slice(br#","sender":"#);
         string(out, &m.sender);
         out.extend_from_slice(br#","ts":"#);
-        out.extend_from_slice(itoa::Buffer::new().format(m.ts).as_bytes());
+        integer(out, m.ts);
         out.extend_from_slice(br#","body":"#);
         string(out, &m.body);
         out.extend_from_slice(br#","attachments":"#);
@@ -172,7 +172,7 @@ mod message_path {
         }
         if let Some(edited_at) = m.edited_at {
             out.extend_from_slice(br#","edited_at":"#);
-            out.extend_from_slice(itoa::Buffer::new().format(edited_at).as_bytes());
+            integer(out, edited_at);
         }
         if m.deleted {
             out.extend_from_slice(br#","deleted":true"#);
@@ -189,10 +189,15 @@ mod message_path {
         out.extend_from_slice(br#","id":"#);
         string(out, id);
         out.extend_from_slice(br#","seq":"#);
-        out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+        integer(out, seq);
         out.extend_from_slice(br#","ts":"#);
-        out.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
+        integer(out, ts);
         out.push(b'}');
+    }
+
+    /// `n` as a JSON number (serde_json writes integers with `itoa` too).
+    fn integer(out: &mut Vec<u8>, n: impl itoa::Integer) {
+        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
     }
 
     /// `s` as a JSON string. serde_json escapes `"`, `\` and the control characters below
