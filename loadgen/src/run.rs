@@ -38,7 +38,11 @@ struct Shared {
     epoch: Instant,
     stop_sending: AtomicBool,
     stop_all: AtomicBool,
+    /// Wakes waiters at both stops (sending, then everything).
     stop_notify: Notify,
+    /// Wakes the readers at the last stop only: a reader is not interrupted in the middle of a
+    /// frame while deliveries still arrive.
+    stop_all_notify: Notify,
     sent: AtomicU64,
     acked: AtomicU64,
     /// Sends answered by an ack or an error: the drain waits until it reaches `sent`.
@@ -50,6 +54,13 @@ struct Shared {
 }
 
 impl Shared {
+    /// Ends the run: every task stops (the drain is over).
+    fn stop_everything(&self) {
+        self.stop_all.store(true, Ordering::Relaxed);
+        self.stop_notify.notify_waiters();
+        self.stop_all_notify.notify_waiters();
+    }
+
     fn now_ns(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
     }
@@ -91,6 +102,7 @@ pub async fn run(opts: Opts) -> anyhow::Result<Report> {
         stop_sending: AtomicBool::new(false),
         stop_all: AtomicBool::new(false),
         stop_notify: Notify::new(),
+        stop_all_notify: Notify::new(),
         sent: AtomicU64::new(0),
         acked: AtomicU64::new(0),
         answered: AtomicU64::new(0),
@@ -196,8 +208,7 @@ async fn messaging(shared: &Arc<Shared>, report: &mut Report) -> anyhow::Result<
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    shared.stop_all.store(true, Ordering::Relaxed);
-    shared.stop_notify.notify_waiters();
+    shared.stop_everything();
     let mut tallies = Vec::with_capacity(n);
     for t in tasks {
         tallies.push(t.await?);
@@ -434,21 +445,26 @@ async fn read_loop(
     let recipients = my_room.map_or(0, |r| shared.plan.members[r].len().saturating_sub(1)) as u64;
     // Last (seq or k) seen per room (and sender, without seq), for the order check.
     let mut last_seen: HashMap<(usize, u32), u64> = HashMap::new();
+    // Registered once, before the flag is read: a stop set after the check still wakes it.
+    // (Made afresh for every frame, with a timer beside it, this was a tenth of the load
+    // generator's own CPU time per delivery.)
+    let stopped = shared.stop_all_notify.notified();
+    tokio::pin!(stopped);
+    stopped.as_mut().enable();
+    if shared.stop_all.load(Ordering::Relaxed) {
+        return;
+    }
     loop {
-        let pong_tx = ctrl.clone();
-        let mut obligated = move |f: Frame<'_>| {
+        let mut obligated = |f: Frame<'_>| {
             if f.opcode == OpCode::Pong {
-                let _ = pong_tx.try_send(Control::Pong(f.payload.to_vec()));
+                let _ = ctrl.try_send(Control::Pong(f.payload.to_vec()));
             }
             async { Ok::<(), std::convert::Infallible>(()) }
         };
         let frame = tokio::select! {
+            biased;
             f = reader.read_frame(&mut obligated) => f,
-            _ = shared.stop_notify.notified(), if shared.stop_all.load(Ordering::Relaxed) => return,
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                if shared.stop_all.load(Ordering::Relaxed) { return; }
-                continue;
-            }
+            _ = &mut stopped => return,
         };
         let frame = match frame {
             Ok(f) => f,
@@ -687,7 +703,7 @@ async fn connect_storm(shared: &Arc<Shared>) -> ConnectReport {
             None => failed += 1,
         }
     }
-    shared.stop_all.store(true, Ordering::Relaxed);
+    shared.stop_everything();
     let _ = ticker.await;
     let established = h.len();
     ConnectReport {
@@ -770,7 +786,7 @@ async fn history(shared: &Arc<Shared>) -> anyhow::Result<HistoryReport> {
     for t in tasks {
         h.add(t.await??).expect("same bounds");
     }
-    shared.stop_all.store(true, Ordering::Relaxed);
+    shared.stop_everything();
     let _ = ticker.await;
     Ok(HistoryReport {
         pages: h.len(),

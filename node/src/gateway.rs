@@ -355,17 +355,21 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     tokio::pin!(closed);
     loop {
         let mut out = Vec::new();
+        // A close is asked for by setting the code before cancelling the token, so the code
+        // (an atomic load) tells at every turn, ahead of anything queued. The token's future,
+        // which takes a lock each time it is polled, is polled last below, only to wake a
+        // writer that waits.
+        let code = handle.close_code();
+        if code != 0 {
+            let mut payload = code.to_be_bytes().to_vec();
+            payload.extend_from_slice(close_reason(code).as_bytes());
+            frame(&mut out, OP_CLOSE, &payload);
+            let _ = write.write_all(&out).await;
+            let _ = write.flush().await;
+            return;
+        }
         tokio::select! {
             biased;
-            _ = &mut closed => {
-                let code = handle.close_code();
-                let mut payload = code.to_be_bytes().to_vec();
-                payload.extend_from_slice(close_reason(code).as_bytes());
-                frame(&mut out, OP_CLOSE, &payload);
-                let _ = write.write_all(&out).await;
-                let _ = write.flush().await;
-                return;
-            }
             owed = pongs.0.take(PONG_QUEUE) => {
                 for payload in &owed {
                     frame(&mut out, OP_PONG, payload);
@@ -394,6 +398,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 }
                 timer.as_mut().reset(clock.next());
             }
+            // Handled at the top of the next turn.
+            _ = &mut closed => continue,
         };
         if !out.is_empty() && write.write_all(&out).await.is_err() {
             handle.close_with(close::NORMAL);
