@@ -100,12 +100,20 @@ struct Pending {
     _permit: Option<OwnedSemaphorePermit>,
 }
 
+/// A member as its conversation actor knows it.
+struct Member {
+    role: Role,
+    /// The highest `seq` delivered live to one of the member's sessions since the last cursor
+    /// write (kept here rather than in a map of its own: no hashing per member per message).
+    delivered: Option<u64>,
+}
+
 /// State of one conversation actor.
 pub struct ConvState {
     id: Arc<str>,
     hub: Arc<Hub>,
     meta: ConvMeta,
-    members: HashMap<Arc<str>, Role>,
+    members: HashMap<Arc<str>, Member>,
     /// Mutes of this conversation (expired ones are ignored when checked).
     mutes: HashMap<Arc<str>, Sanction>,
     /// When each member last sent (for slow mode).
@@ -136,7 +144,8 @@ pub struct ConvState {
     /// `client_id` is forgotten or a write fails (a failed write may still have reached the
     /// disk). While true a new `client_id` needs no store read to be known new.
     dedupe_complete: bool,
-    delivered: HashMap<Arc<str>, u64>,
+    /// Some member's `Member::delivered` is set (the next tick stores cursors).
+    delivered_pending: bool,
     reads: HashMap<Arc<str>, u64>,
     /// Read cursors of members who sent `read` while this actor ran (loaded on first use).
     read_cursors: HashMap<Arc<str>, u64>,
@@ -190,7 +199,7 @@ impl Actor for ConversationActor {
             dedupe: HashMap::new(),
             dedupe_order: VecDeque::new(),
             dedupe_complete: last.is_none(),
-            delivered: HashMap::new(),
+            delivered_pending: false,
             reads: HashMap::new(),
             read_cursors: HashMap::new(),
             receipts_armed: false,
@@ -271,6 +280,8 @@ impl Actor for ConversationActor {
                 if let Some(meta) = state.hub.store.conversation(&state.id).await? {
                     state.meta = meta;
                 }
+                // The delivery cursors gathered so far go out first: they live in the old map.
+                state.flush_delivered();
                 state.members = load_members(&state.hub, &state.id).await?;
                 state.member_list = state.members.keys().cloned().collect();
                 state.mutes = load_mutes(&state.hub, &state.id).await?;
@@ -351,8 +362,9 @@ async fn stop(state: &mut ConvState, myself: &ActorRef<ConvMsg>) {
     myself.stop(Some("retired".into()));
 }
 
-async fn load_members(hub: &Hub, id: &str) -> Result<HashMap<Arc<str>, Role>, StoreError> {
-    Ok(hub.store.members(id).await?.into_iter().map(|(u, r)| (Arc::from(u), r)).collect())
+async fn load_members(hub: &Hub, id: &str) -> Result<HashMap<Arc<str>, Member>, StoreError> {
+    let members = hub.store.members(id).await?.into_iter();
+    Ok(members.map(|(u, role)| (Arc::from(u), Member { role, delivered: None })).collect())
 }
 
 impl ConvState {
@@ -565,11 +577,12 @@ impl ConvState {
                         self.ack(w, &p.client_id, &p.id, p.seq, p.ts);
                     }
                     self.hub.metrics.message_ack_seconds.observe(p.received.elapsed().as_secs_f64());
-                    for user in self.members.keys() {
+                    for (user, member) in self.members.iter_mut() {
                         let n = self.hub.sessions.push_to_user(user, &p.frame);
                         if n > 0 {
                             self.hub.metrics.messages_delivered.inc_by(n as u64);
-                            self.delivered.insert(user.clone(), p.seq);
+                            member.delivered = Some(p.seq);
+                            self.delivered_pending = true;
                         }
                     }
                     if let Some(c) = self.hub.cluster() {
@@ -611,7 +624,7 @@ impl ConvState {
             return Some((ErrorCode::Muted, format!("muted in this conversation{until}: {}", m.reason), None));
         }
         let slow = self.meta.slow_mode_s;
-        let exempt = self.members.get(user).is_some_and(|r| r.can_manage());
+        let exempt = self.members.get(user).is_some_and(|m| m.role.can_manage());
         if slow > 0 && !exempt {
             if let Some(last) = self.last_sent.get(user) {
                 let wait = Duration::from_secs(slow as u64).saturating_sub(last.elapsed());
@@ -625,7 +638,7 @@ impl ConvState {
     }
 
     async fn edit(&mut self, from: Requester, id: String, body: Option<String>) {
-        let role = match self.members.get(&from.user_id).copied() {
+        let role = match self.members.get(&from.user_id).map(|m| m.role) {
             Some(r) => r,
             // An operator removing a message acts with an owner's rights.
             None if from.moderator && body.is_none() => Role::Owner,
@@ -714,15 +727,17 @@ impl ConvState {
 
     /// Stores the delivery cursors of members who got messages live (in the background).
     fn flush_delivered(&mut self) {
-        if self.delivered.is_empty() {
+        if !std::mem::take(&mut self.delivered_pending) {
             return;
         }
+        let conv = &self.id;
         let updates = self
-            .delivered
-            .drain()
+            .members
+            .iter_mut()
+            .filter_map(|(user, m)| Some((user, m.delivered.take()?)))
             .map(|(user, seq)| CursorUpdate {
                 user: user.to_string(),
-                conv: self.id.to_string(),
+                conv: conv.to_string(),
                 delivered_seq: Some(seq),
                 read_seq: None,
             })
