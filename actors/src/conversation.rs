@@ -144,7 +144,8 @@ pub struct ConvState {
     /// `client_id` is forgotten or a write fails (a failed write may still have reached the
     /// disk). While true a new `client_id` needs no store read to be known new.
     dedupe_complete: bool,
-    /// Some member's `Member::delivered` is set (the next tick stores cursors).
+    /// Some member's `Member::delivered` is set: the next tick stores cursors (without it, a
+    /// tick of a quiet conversation would walk every member to find none).
     delivered_pending: bool,
     reads: HashMap<Arc<str>, u64>,
     /// Read cursors of members who sent `read` while this actor ran (loaded on first use).

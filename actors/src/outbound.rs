@@ -202,7 +202,8 @@ impl SessionHandle {
     }
 
     /// Asks the writer to close the connection with `code`. Only the first request counts;
-    /// returns whether this one did.
+    /// returns whether this one did. The code is set before the token is cancelled, so a
+    /// writer may read [`SessionHandle::close_code`] first and wait on the token only when idle.
     pub fn close_with(&self, code: u16) -> bool {
         let first = self.close_code.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire).is_ok();
         if first {

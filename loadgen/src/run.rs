@@ -446,8 +446,8 @@ async fn read_loop(
     // Last (seq or k) seen per room (and sender, without seq), for the order check.
     let mut last_seen: HashMap<(usize, u32), u64> = HashMap::new();
     // Registered once, before the flag is read: a stop set after the check still wakes it.
-    // (Made afresh for every frame, with a timer beside it, this was a tenth of the load
-    // generator's own CPU time per delivery.)
+    // (Made afresh for every frame, with a 200 ms timer beside it, it cost 7-11 % of the load
+    // generator's user time per delivery: docs/benchmarks.md, 2026-12-03 (morning).)
     let stopped = shared.stop_all_notify.notified();
     tokio::pin!(stopped);
     stopped.as_mut().enable();

@@ -353,21 +353,16 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     // Created once: a fresh `cancelled()` future per loop turn would re-register a waiter each time.
     let closed = close_token.cancelled();
     tokio::pin!(closed);
-    loop {
-        let mut out = Vec::new();
-        // A close is asked for by setting the code before cancelling the token, so the code
-        // (an atomic load) tells at every turn, ahead of anything queued. The token's future,
-        // which takes a lock each time it is polled, is polled last below, only to wake a
-        // writer that waits.
+    // A close request sets the code before it cancels the token (`SessionHandle::close_with`),
+    // so the code, an atomic load, is read at every turn, ahead of anything queued. The token's
+    // future, which takes a lock each time it is polled, is polled last, only to wake a writer
+    // that waits.
+    let code = loop {
         let code = handle.close_code();
         if code != 0 {
-            let mut payload = code.to_be_bytes().to_vec();
-            payload.extend_from_slice(close_reason(code).as_bytes());
-            frame(&mut out, OP_CLOSE, &payload);
-            let _ = write.write_all(&out).await;
-            let _ = write.flush().await;
-            return;
+            break code;
         }
+        let mut out = Vec::new();
         tokio::select! {
             biased;
             owed = pongs.0.take(PONG_QUEUE) => {
@@ -398,14 +393,19 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 }
                 timer.as_mut().reset(clock.next());
             }
-            // Handled at the top of the next turn.
-            _ = &mut closed => continue,
+            _ = &mut closed => break handle.close_code(),
         };
         if !out.is_empty() && write.write_all(&out).await.is_err() {
             handle.close_with(close::NORMAL);
             return;
         }
-    }
+    };
+    let mut out = Vec::new();
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(close_reason(code).as_bytes());
+    frame(&mut out, OP_CLOSE, &payload);
+    let _ = write.write_all(&out).await;
+    let _ = write.flush().await;
 }
 
 /// When a connection's writer must next act: ping (every heartbeat) or close for token expiry.

@@ -214,7 +214,7 @@ mod message_path {
         }
     }
 
-    /// Whether serde_json writes `bytes` between quotes unchanged: no `"`, `\\` or byte below
+    /// Whether serde_json writes `bytes` between quotes unchanged: no `"`, `\` or byte below
     /// 0x20. Eight bytes at a time: a byte-by-byte check was 4 % of a message's instructions.
     pub(super) fn plain(bytes: &[u8]) -> bool {
         const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
