@@ -513,7 +513,7 @@ impl ConvState {
         let ts = now_ms().max(self.last_ts);
         self.last_ts = ts;
         let message = Message {
-            id: crate::new_id(),
+            id: crate::new_message_id(seq),
             conv: self.id.to_string(),
             seq,
             sender: from.user_id.to_string(),

@@ -324,6 +324,13 @@ pub fn new_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
 
+/// A new message's id: a [`new_id`] that also carries the message's `seq`
+/// ([`rookery_store::message_id`]), so that the store finds it by id without an index.
+pub fn new_message_id(seq: u64) -> String {
+    let mut buf = uuid::Uuid::encode_buffer();
+    rookery_store::message_id::with_seq(uuid::Uuid::now_v7().simple().encode_lower(&mut buf), seq)
+}
+
 /// A new conversation's fields, not yet stored: a fresh id, created now, slow mode off.
 ///
 /// Its id is a random UUID (v4) in simple form (32 hex digits), not time-ordered like

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use rookery_protocol::{ConversationKind, Message, Role, User};
 
-use crate::{ConvMeta, CursorUpdate, HistoryQuery, RefreshRecord, RefreshUse, Store, StoreError, UserRecord};
+use crate::{
+    message_id, ConvMeta, CursorUpdate, HistoryQuery, RefreshRecord, RefreshUse, Store, StoreError, UserRecord,
+};
 
 fn fresh(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,6 +71,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     direct_conversations_are_unique_under_concurrency(store.clone()).await;
     history_pages(&*store).await;
     dedupe_and_seq_conflicts(&*store).await;
+    messages_found_by_id(&*store).await;
     fencing(&*store).await;
     concurrent_claims_give_distinct_fences(store.clone()).await;
     appends_answered_by_callback(store.clone()).await;
@@ -254,6 +257,33 @@ pub async fn dedupe_and_seq_conflicts(store: &dyn Store) {
     assert_eq!(store.message_by_client_id(&conv, "bob", "k2").await.unwrap(), None, "a refused append writes nothing");
     assert_eq!(store.message(&conv, "other-id").await.unwrap(), None);
     assert_eq!(store.messages(&conv, HistoryQuery::latest(10)).await.unwrap().0.len(), 1);
+}
+
+/// A message is found by its id whatever the id's shape: one that carries its own `seq`
+/// ([`crate::message_id`]), one that carries none, and one that names the `seq` of another
+/// message. The `seq` an id carries is only a hint.
+pub async fn messages_found_by_id(store: &dyn Store) {
+    let conv = fresh("i");
+    let mut carrying = message(&conv, 1, "u", Some("k1"));
+    carrying.id = message_id::with_seq(&fresh("m"), 1);
+    let plain = message(&conv, 2, "u", Some("k2"));
+    assert_eq!(message_id::seq_of(&plain.id), None);
+    let mut elsewhere = message(&conv, 3, "u", Some("k3"));
+    elsewhere.id = message_id::with_seq(&fresh("m"), 1);
+    store.append_messages(vec![carrying.clone(), plain.clone(), elsewhere.clone()]).await.unwrap();
+    assert_eq!(store.message(&conv, &carrying.id).await.unwrap(), Some(carrying.clone()));
+    assert_eq!(store.message(&conv, &plain.id).await.unwrap(), Some(plain));
+    assert_eq!(store.message(&conv, &elsewhere.id).await.unwrap(), Some(elsewhere), "names seq 1, stored at 3");
+    let unknown = message_id::with_seq(&fresh("m"), 1);
+    assert_eq!(store.message(&conv, &unknown).await.unwrap(), None, "seq 1 holds another id");
+    let beyond = message_id::with_seq(&fresh("m"), 9);
+    assert_eq!(store.message(&conv, &beyond).await.unwrap(), None, "nothing at seq 9");
+    assert_eq!(store.message(&fresh("i"), &carrying.id).await.unwrap(), None, "ids are per conversation");
+    let mut edited = carrying.clone();
+    edited.body = "edited".into();
+    edited.edited_at = Some(5);
+    store.update_message(edited.clone()).await.unwrap();
+    assert_eq!(store.message(&conv, &carrying.id).await.unwrap(), Some(edited), "an edit keeps the id");
 }
 
 /// A claim raises the fence; writes with an older fence are refused and write nothing, so a

@@ -8,6 +8,7 @@
 
 pub mod conformance;
 pub mod embedded;
+pub mod message_id;
 mod records;
 #[cfg(feature = "scylla")]
 pub mod scylla;

@@ -15,7 +15,7 @@
 //! | `user_convs` | user id, conv id | empty |
 //! | `directs` | lower user id, higher user id | conv id |
 //! | `messages` | conv id, seq (u64 BE) | [`Message`] JSON |
-//! | `message_ids` | conv id, message id | seq (u64 BE) |
+//! | `message_ids` | conv id, message id | seq (u64 BE); only for ids that do not carry their message's seq ([`message_id`]) |
 //! | `dedupe` | conv id, sender, client id | seq (u64 BE) |
 //! | `cursors` | user id, conv id | [`Cursor`] JSON |
 
@@ -37,7 +37,7 @@ use heads::Note;
 pub use writer::{BatchObserver, CommitDelay, COMMIT_DELAY_BELOW};
 use writer::{Engine, Keyspaces, Ks, Txn, Writer};
 
-use crate::search_terms;
+use crate::{message_id, search_terms};
 
 use crate::{
     AppendDone, AttachmentRecord, AuditEntry, ConvMeta, Cursor, CursorUpdate, HistoryQuery, RefreshRecord, RefreshUse,
@@ -522,6 +522,12 @@ impl Store for EmbeddedStore {
     }
 
     async fn message(&self, conv: &str, id: &str) -> StoreResult<Option<Message>> {
+        if let Some(seq) = message_id::seq_of(id) {
+            let found: Option<Message> = self.get_json(Ks::Messages, &msg_key(conv, seq))?;
+            if let Some(m) = found.filter(|m| m.id == id) {
+                return Ok(Some(m));
+            }
+        }
         match self.get_raw(Ks::MessageIds, &key(&[conv.as_bytes(), id.as_bytes()]))? {
             Some(seq) => self.get_json(Ks::Messages, &msg_key(conv, seq_of(Ks::MessageIds, &seq)?)),
             None => Ok(None),
@@ -790,7 +796,10 @@ fn write_messages(txn: &mut Txn<'_>, messages: &[Message], json: Option<Vec<Byte
             return Err(StoreError::Conflict(format!("seq {} in conversation {}", m.seq, m.conv)));
         }
         let seq = m.seq.to_be_bytes().to_vec();
-        txn.put(Ks::MessageIds, key(&[m.conv.as_bytes(), m.id.as_bytes()]), seq.clone());
+        // An id that carries its own seq is found from the message's key (`message`).
+        if message_id::seq_of(&m.id) != Some(m.seq) {
+            txn.put(Ks::MessageIds, key(&[m.conv.as_bytes(), m.id.as_bytes()]), seq.clone());
+        }
         for a in &m.attachments {
             if let Some(id) = a.get("id").and_then(|v| v.as_str()) {
                 txn.put(Ks::AttachmentConvs, key(&[id.as_bytes(), m.conv.as_bytes()]), Vec::new());
@@ -843,4 +852,26 @@ fn message_exists(txn: &mut Txn<'_>, conv: &str, seq: u64) -> StoreResult<bool> 
 /// Decodes a fence record: `(token, owner)`.
 fn read_fence(raw: Option<Vec<u8>>) -> StoreResult<Option<(u64, String)>> {
     raw.map(|r| decode(Ks::Fences, &r)).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::message;
+
+    /// What the seq-carrying ids save: no `message_ids` entry for them, one as before for any
+    /// other id (the conformance suite checks that both are found).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_ids_without_their_seq_are_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+        let mut carrying = message("c", 1, "u", None);
+        carrying.id = message_id::with_seq("0190f3a1c2b37d4e8a9b0c1d2e3f4a5b", 1);
+        let plain = message("c", 2, "u", None);
+        store.append_messages(vec![carrying.clone(), plain.clone()]).await.unwrap();
+        let indexed = |id: &str| store.get_raw(Ks::MessageIds, &key(&[b"c", id.as_bytes()])).unwrap().is_some();
+        assert!(!indexed(&carrying.id));
+        assert!(indexed(&plain.id));
+        assert_eq!(store.message("c", &carrying.id).await.unwrap(), Some(carrying));
+    }
 }

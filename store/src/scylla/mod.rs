@@ -37,7 +37,7 @@ use scylla::statement::{Consistency, SerialConsistency};
 use scylla::value::{CqlValue, Row};
 use tokio::sync::Semaphore;
 
-use crate::search_terms;
+use crate::{message_id, search_terms};
 use crate::{
     AttachmentRecord, AuditEntry, ConvMeta, Cursor, CursorUpdate, HistoryQuery, RefreshRecord, RefreshUse, Sanction,
     Store, StoreError, StoreResult, UserRecord,
@@ -239,7 +239,10 @@ impl ScyllaStore {
         let mut by_partition: BTreeMap<(String, i64), Vec<&Message>> = BTreeMap::new();
         for m in &messages {
             by_partition.entry((m.conv.clone(), buckets::of(m.seq))).or_default().push(m);
-            self.run(&self.s.put_message_id, (&m.conv, &m.id, m.seq as i64)).await?;
+            // An id that carries its own seq is found from the message's key (`message`).
+            if message_id::seq_of(&m.id) != Some(m.seq) {
+                self.run(&self.s.put_message_id, (&m.conv, &m.id, m.seq as i64)).await?;
+            }
             if let Some(cid) = &m.client_id {
                 self.run(&self.s.put_dedupe, (&m.conv, &m.sender, cid, m.seq as i64)).await?;
             }
@@ -638,6 +641,11 @@ impl Store for ScyllaStore {
     }
 
     async fn message(&self, conv: &str, id: &str) -> StoreResult<Option<Message>> {
+        if let Some(seq) = message_id::seq_of(id).and_then(|s| i64::try_from(s).ok()) {
+            if let Some(m) = self.message_at(conv, seq).await?.filter(|m| m.id == id) {
+                return Ok(Some(m));
+            }
+        }
         match self.first::<(i64,)>(&self.s.get_message_id, (conv, id)).await? {
             Some((seq,)) => Ok(self.message_at(conv, seq).await?.filter(|m| m.id == id)),
             None => Ok(None),
