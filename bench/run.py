@@ -12,7 +12,9 @@ Builds Rookery, the load generator and the raw peer (release), installs the Sock
 (npm ci), then for each server: starts it, runs the same scenarios with rookery-loadgen, stops
 it. Prints a table with ratios and writes every figure as JSON (--out). For Rookery, each
 step-up (group, direct) is followed by HALF_LOAD_RUNS runs at half the maximum it found, each
-on a fresh node: the latency figures the targets are stated at (the run with the median ack p99).
+on a fresh node: the latency figures the targets are stated at (the run with the median ack p99),
+each with the node's own count of acks and store batches over 10 ms (a disk stall shows as slow
+batches and hundreds of slow acks; the load generator's share of the tail as neither).
 
 A target `rookery=PATH` runs the node binary at PATH (labelled `rookery@<file name>` in the
 results), so a change is measured against the build before it in the same run.
@@ -25,12 +27,14 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL = os.path.join(ROOT, "target", "release")
@@ -159,6 +163,22 @@ def loadgen(server, scenario, users, rate=1.0, duration=10.0, extra=()):
     return rep
 
 
+def node_tail(server):
+    """From a Rookery node's metrics: how many acks took over 10 ms inside the node (session actor
+    to ack) and how many store batches took over 10 ms. Beside the load generator's ack p99 they
+    tell the node's tail (few slow acks) from the disk's (a slow batch delays every ack waiting
+    on it: `bench/ack_timeline.py` shows when)."""
+    req = urllib.request.Request(f"http://127.0.0.1:{server.admin_port}/metrics",
+                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        text = r.read().decode()
+    def over(name, le="0.01"):
+        b = dict(re.findall(name + r'_bucket\{le="([^"]+)"\} (\S+)', text))
+        return int(float(b.get("+Inf", 0)) - float(b.get(le, 0)))
+    return {"acks_over_10ms": over("rookery_message_ack_seconds"),
+            "batches_over_10ms": over("rookery_store_batch_seconds")}
+
+
 def passes(rep):
     v = rep.get("verify") or {}
     return rep["delivery_ratio"] >= PASS_DELIVERY and rep["e2e"]["p99_ms"] < PASS_P99_MS and v.get("duplicated", 0) == 0 and v.get("reordered", 0) == 0
@@ -244,14 +264,17 @@ def main():
             for _ in range(HALF_LOAD_RUNS):
                 with serving(target) as s:
                     rep = loadgen(s, scenario, users, half, duration, ["--group-size", str(group), "--verify"])
+                    rep["node_tail"] = node_tail(s)
                 log(f"  {label} {scenario} at half load ({half}/conn): ack p99 {rep['ack']['p99_ms']} ms, "
-                    f"e2e p99 {rep['e2e']['p99_ms']} ms")
+                    f"e2e p99 {rep['e2e']['p99_ms']} ms; in the node, acks over 10 ms "
+                    f"{rep['node_tail']['acks_over_10ms']}, store batches over 10 ms {rep['node_tail']['batches_over_10ms']}")
                 runs.append(rep)
             runs.sort(key=lambda rep: rep["ack"]["p99_ms"])
             rep = runs[len(runs) // 2]
             r.setdefault("half_load", {})[scenario] = {
                 "rate_per_conn": half, "ack": rep["ack"], "e2e": rep["e2e"], "deliveries_per_s": rep["deliveries_per_s"],
-                "runs_ack_p99_ms": [x["ack"]["p99_ms"] for x in runs], "runs_e2e_p99_ms": [x["e2e"]["p99_ms"] for x in runs]}
+                "runs_ack_p99_ms": [x["ack"]["p99_ms"] for x in runs], "runs_e2e_p99_ms": [x["e2e"]["p99_ms"] for x in runs],
+                "runs_node_tail": [x["node_tail"] for x in runs]}
         if "connect-storm" in scenarios:
             # A storm lasts well under a second, so one stall of the shared machine moves its
             # figure by a quarter: the median of STORMS storms, each on a fresh server.
@@ -328,9 +351,12 @@ def print_table(res):
               + "".join(f"{ratio(vals[r], vals[p]):>{rw[r, p]}}" for r, p in ratios))
     for r in rookeries:
         for scenario, h in (get(r, "half_load") or {}).items():
-            runs = ", ".join(f"{a:.1f}/{e:.1f}" for a, e in zip(h["runs_ack_p99_ms"], h["runs_e2e_p99_ms"]))
+            tails = h.get("runs_node_tail") or [None] * len(h["runs_ack_p99_ms"])
+            runs = ", ".join(f"{a:.1f}/{e:.1f}" + (f" [{t['acks_over_10ms']}, {t['batches_over_10ms']}]" if t else "")
+                             for a, e, t in zip(h["runs_ack_p99_ms"], h["runs_e2e_p99_ms"], tails))
             print(f"{r} {scenario} at half its max ({h['rate_per_conn']}/conn), median of {len(h['runs_ack_p99_ms'])} runs: "
-                  f"ack p99 {h['ack']['p99_ms']:.2f} ms, e2e p99 {h['e2e']['p99_ms']:.2f} ms (runs, ack/e2e p99: {runs})")
+                  f"ack p99 {h['ack']['p99_ms']:.2f} ms, e2e p99 {h['e2e']['p99_ms']:.2f} ms (runs, ack/e2e p99 "
+                  f"[node acks over 10 ms, store batches over 10 ms]: {runs})")
         hist = get(r, "history")
         if hist:
             print(f"{r} history reads: {hist['pages_per_s']:.0f} pages/s (50 messages each), p99 {hist['latency']['p99_ms']:.2f} ms")
