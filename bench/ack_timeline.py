@@ -14,26 +14,13 @@ took over 10 ms and over 25 ms (from the session to the ack, the node's own
 Exits with the command's exit code.
 """
 import argparse
-import re
 import subprocess
 import sys
 import time
-import urllib.request
 
-SERIES = ("rookery_message_ack_seconds", "rookery_store_batch_seconds")
-BUCKET = re.compile(r'^(\w+)_bucket\{le="([^"]+)"\} (\S+)$')
+from node_metrics import count, histograms, over
 
-
-def scrape(url, token):
-    req = urllib.request.Request(url + "/metrics", headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(req, timeout=2) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        m = BUCKET.match(line)
-        if m and m.group(1) in SERIES:
-            out[(m.group(1), m.group(2))] = float(m.group(3))
-    return out
+ACKS, BATCHES = "rookery_message_ack_seconds", "rookery_store_batch_seconds"
 
 
 def main():
@@ -53,15 +40,14 @@ def main():
     while True:
         done = proc.poll() is not None
         try:
-            cur = scrape(a.admin_url, a.admin_token)
+            cur = histograms(a.admin_url, a.admin_token, [ACKS, BATCHES], timeout=2)
         except OSError:
             cur = None
         if cur and prev:
-            d = lambda name, le: cur.get((name, le), 0) - prev.get((name, le), 0)
-            acks = d(SERIES[0], "+Inf")
-            over10, over25 = acks - d(SERIES[0], "0.01"), acks - d(SERIES[0], "0.025")
-            batches = d(SERIES[1], "+Inf")
-            slow = batches - d(SERIES[1], "0.01")
+            acks = count(cur[ACKS], prev[ACKS])
+            over10, over25 = over(cur[ACKS], 0.01, prev[ACKS]), over(cur[ACKS], 0.025, prev[ACKS])
+            batches = count(cur[BATCHES], prev[BATCHES])
+            slow = over(cur[BATCHES], 0.01, prev[BATCHES])
             if acks and (a.all or over10 or slow):
                 print(f"{time.monotonic() - t0:7.2f} {acks:6.0f} {over10:6.0f} {over25:6.0f} {batches:8.0f} {slow:6.0f}")
         prev = cur or prev

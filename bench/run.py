@@ -27,14 +27,14 @@ import contextlib
 import itertools
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+from node_metrics import histograms, over
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL = os.path.join(ROOT, "target", "release")
@@ -168,15 +168,9 @@ def node_tail(server):
     to ack) and how many store batches took over 10 ms. Beside the load generator's ack p99 they
     tell the node's tail (few slow acks) from the disk's (a slow batch delays every ack waiting
     on it: `bench/ack_timeline.py` shows when)."""
-    req = urllib.request.Request(f"http://127.0.0.1:{server.admin_port}/metrics",
-                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-    with urllib.request.urlopen(req, timeout=5) as r:
-        text = r.read().decode()
-    def over(name, le="0.01"):
-        b = dict(re.findall(name + r'_bucket\{le="([^"]+)"\} (\S+)', text))
-        return int(float(b.get("+Inf", 0)) - float(b.get(le, 0)))
-    return {"acks_over_10ms": over("rookery_message_ack_seconds"),
-            "batches_over_10ms": over("rookery_store_batch_seconds")}
+    acks, batches = "rookery_message_ack_seconds", "rookery_store_batch_seconds"
+    h = histograms(f"http://127.0.0.1:{server.admin_port}", ADMIN_TOKEN, [acks, batches])
+    return {"acks_over_10ms": over(h[acks], 0.01), "batches_over_10ms": over(h[batches], 0.01)}
 
 
 def passes(rep):

@@ -29,6 +29,8 @@ import tempfile
 import time
 import urllib.request
 
+from node_metrics import count, histograms
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADMIN_TOKEN = "soak-admin-token-0123456789abcdef"
 # store/src/embedded/mod.rs: 19 keyspaces * MEMTABLE_BYTES + CACHE_BYTES.
@@ -100,17 +102,9 @@ def proc_stats(pid):
 
 def ack_histogram(admin_port):
     """(count, {le: cumulative count}) of rookery_message_ack_seconds."""
-    req = urllib.request.Request(f"http://127.0.0.1:{admin_port}/metrics",
-                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-    text = urllib.request.urlopen(req, timeout=5).read().decode()
-    buckets, count = {}, 0
-    for line in text.splitlines():
-        if line.startswith("rookery_message_ack_seconds_bucket"):
-            le = line.split('le="')[1].split('"')[0]
-            buckets[float("inf") if le == "+Inf" else float(le)] = int(float(line.rsplit(" ", 1)[1]))
-        elif line.startswith("rookery_message_ack_seconds_count"):
-            count = int(float(line.rsplit(" ", 1)[1]))
-    return count, buckets
+    name = "rookery_message_ack_seconds"
+    buckets = histograms(f"http://127.0.0.1:{admin_port}", ADMIN_TOKEN, [name])[name]
+    return count(buckets), buckets
 
 
 def interval_p99_ms(before, after):

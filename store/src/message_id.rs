@@ -27,10 +27,8 @@ pub fn with_seq(unique: &str, seq: u64) -> String {
 /// hint: the message stored at that `seq` must still be checked to have this id.
 pub fn seq_of(id: &str) -> Option<u64> {
     let (unique, digits) = id.rsplit_once('-')?;
-    if unique.is_empty() || digits.is_empty() || digits.len() > 20 || digits.starts_with('0') {
-        return None;
-    }
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+    // `parse` alone would take a `+` sign; an empty or too long run of digits it refuses itself.
+    if unique.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     digits.parse().ok()
