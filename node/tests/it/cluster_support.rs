@@ -15,7 +15,6 @@ use rookery_node::server::{open_embedded, start_on};
 use rookery_node::{Config, Node};
 use rookery_store::Store;
 use serde_json::Value;
-use tokio::net::TcpListener;
 
 use crate::support::{test_config, TestNode};
 
@@ -177,8 +176,7 @@ impl TestCluster {
         let store = self.store.clone();
         let started = runtime
             .spawn(async move {
-                let chat = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let (chat, admin) = crate::support::listeners(&config);
                 start_on(config, chat, admin, store, Arc::new(Metrics::new())).await
             })
             .await

@@ -52,8 +52,7 @@ impl TestNode {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, config: Config) -> TestNode {
-        let chat = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (chat, admin) = listeners(&config);
         let node = rookery_node::start(config, chat, admin).await.unwrap();
         let base = format!("http://{}", node.chat_addr);
         TestNode {
@@ -447,4 +446,13 @@ where
             return out;
         }
     }
+}
+
+/// A test node's chat and admin listeners on free local ports, bound as `rookery serve` binds
+/// them: with the configured accept backlog. (tokio's `TcpListener::bind` asks for 128, and a
+/// test opening a few hundred connections at once then sees SYNs dropped and retried a second
+/// later: `rookery_node::listener`.)
+pub fn listeners(config: &Config) -> (TcpListener, TcpListener) {
+    let bind = || rookery_node::listener::bind("127.0.0.1:0".parse().unwrap(), config.listen_backlog).unwrap();
+    (bind(), bind())
 }
