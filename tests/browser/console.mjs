@@ -62,6 +62,9 @@ try {
   await page.click(`#users button[data-user="${victim}"]`);
   await page.waitForFunction(() => /Banned/.test(document.querySelector("#status").textContent), null, { timeout: 10000 });
   check(true, "the ban button reports success");
+  await page.waitForTimeout(1500); // the overview refreshes every second
+  check(/Banned/.test(await page.textContent("#status")), "the refresh does not hide what the ban reported");
+  check(await page.textContent("#live") === "live", "the refresh reports beside it");
 
   // Delete another account from the page: the first click only arms the button.
   await page.fill("#user-q", doomed);
