@@ -6,15 +6,23 @@ Rookery acks a message once its batch is fsynced, so a disk whose fsync now and 
 to tell the disk's tail from the node's.
 
     python3 bench/fsync_probe.py [--dir DIR] [--seconds 60] [--bytes 4096] [--interval-ms 1]
+                                 [--mode append|overwrite]
 
-Appends `--bytes` to a fresh file in `--dir` (default: the current directory), fsyncs it, waits
-`--interval-ms`, for `--seconds`; prints the fsync latency percentiles, the maximum and how many
-took over 20 ms. The file is removed at the end.
+`--mode append` (the default, what a journal does) appends `--bytes` to a fresh file in `--dir`
+(default: the current directory) and fsyncs it. `--mode overwrite` first writes a 64 MiB file
+and syncs it, then rewrites it in place, `--bytes` at a time, with fdatasync: no block is
+allocated and the file's size never changes, so the filesystem has no metadata to commit, and
+what remains is the device's own latency. Either waits `--interval-ms` between writes, for
+`--seconds`; prints the latency percentiles, the maximum and how many took over 20 ms. The file
+is removed at the end.
 """
 import argparse
 import os
 import tempfile
 import time
+
+# The size of the file `--mode overwrite` writes before it measures.
+PREWRITTEN = 64 << 20
 
 
 def main():
@@ -23,16 +31,29 @@ def main():
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--bytes", type=int, default=4096)
     ap.add_argument("--interval-ms", type=float, default=1.0)
+    ap.add_argument("--mode", choices=["append", "overwrite"], default="append")
     a = ap.parse_args()
     fd, path = tempfile.mkstemp(prefix="fsync-probe-", dir=a.dir)
     buf = b"x" * a.bytes
     lat = []
     try:
-        end = time.monotonic() + a.seconds
-        while time.monotonic() < end:
-            os.write(fd, buf)
-            t = time.perf_counter()
+        sync, span = os.fsync, None
+        if a.mode == "overwrite":
+            span = (PREWRITTEN // a.bytes) * a.bytes
+            for _ in range(0, span, 1 << 20):
+                os.write(fd, b"\0" * (1 << 20))
             os.fsync(fd)
+            sync = os.fdatasync
+        end = time.monotonic() + a.seconds
+        at = 0
+        while time.monotonic() < end:
+            if span:
+                os.pwrite(fd, buf, at)
+                at = (at + a.bytes) % span
+            else:
+                os.write(fd, buf)
+            t = time.perf_counter()
+            sync(fd)
             lat.append((time.perf_counter() - t) * 1000)
             time.sleep(a.interval_ms / 1000)
     finally:
@@ -41,7 +62,7 @@ def main():
     lat.sort()
     n = len(lat)
     q = lambda p: lat[min(n - 1, int(n * p))]
-    print(f"fsyncs {n}  p50 {q(.5):.2f} ms  p99 {q(.99):.2f} ms  p99.9 {q(.999):.2f} ms  "
+    print(f"{a.mode}: syncs {n}  p50 {q(.5):.2f} ms  p99 {q(.99):.2f} ms  p99.9 {q(.999):.2f} ms  "
           f"max {lat[-1]:.1f} ms  over 20 ms: {sum(1 for x in lat if x > 20)}")
 
 

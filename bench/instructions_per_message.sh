@@ -13,7 +13,8 @@
 # It also prints heap allocations per message: calls into the allocator (`__rust_alloc`,
 # `__rust_realloc`, `__rust_alloc_zeroed`, and the allocator's C entry points from anything
 # else) counted in the same profile, with the callers that allocate most. Set ALLOC_CALLERS to
-# list more or fewer of them (default 12).
+# list more or fewer of them (default 12). Set CG_OUT to a path to keep the callgrind profile there
+# (for `callgrind_annotate --inclusive=yes`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release/rookery} USERS=${2:-100} RATE=${3:-2} SECS=${4:-10}
@@ -41,6 +42,7 @@ callgrind_control -i off "$pid" >/dev/null 2>&1
 callgrind_control -d "$pid" >/dev/null 2>&1
 sleep 1
 kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+[ -z "${CG_OUT:-}" ] || cp "$OUT"/cg.1 "$CG_OUT"
 ir=$(callgrind_annotate "$OUT"/cg.1 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",", "", $1); print $1}')
 python3 - "$ir" "$OUT/r.json" "$OUT/cg.1" "${ALLOC_CALLERS:-12}" <<'PY'
 import collections, json, re, sys

@@ -148,12 +148,17 @@ def serving(target):
         s.stop()
 
 
-def loadgen(server, scenario, users, rate=1.0, duration=10.0, extra=()):
-    out = tempfile.mktemp(suffix=".json")
+def loadgen_cmd(server, scenario, users, rate, duration, extra, out):
+    """The load generator's command line for one run against `server`, its report to `out`."""
     cmd = [LOADGEN, "run", "--url", server.url, "--target", server.kind, "--scenario", scenario,
            "--users", str(users), "--rate", str(rate), "--duration", str(duration), "--quiet",
            "--json", out, "--admin-url", f"http://127.0.0.1:{server.admin_port}", "--admin-token", ADMIN_TOKEN]
-    cmd += list(extra)
+    return cmd + list(extra)
+
+
+def loadgen(server, scenario, users, rate=1.0, duration=10.0, extra=()):
+    out = tempfile.mktemp(suffix=".json")
+    cmd = loadgen_cmd(server, scenario, users, rate, duration, extra, out)
     r = subprocess.run(cmd, capture_output=True, text=True)
     if not os.path.exists(out):
         raise RuntimeError(f"loadgen failed: {r.stderr.strip()[-500:]}")
