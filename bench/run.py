@@ -32,6 +32,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from node_metrics import histograms, over
@@ -107,12 +108,19 @@ class Server:
             ready = "listening"
         env = dict(os.environ, ROOKERY_LOG="warn")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            line = self.proc.stdout.readline()
-            if ready in line:
-                break
-        else:
+        started = threading.Event()
+
+        def drain(out):
+            # Reads the server's output for its whole life: a pipe nobody reads would block the
+            # server once full (at a chattier log level).
+            for line in out:
+                if ready in line:
+                    started.set()
+
+        threading.Thread(target=drain, args=(self.proc.stdout,), daemon=True).start()
+        if not started.wait(30):
+            self.proc.kill()
+            shutil.rmtree(self.data, ignore_errors=True)
             raise RuntimeError(f"{kind} did not start")
 
     @property

@@ -27,7 +27,7 @@ import time
 
 from run import loadgen_cmd, log, serving
 
-CALLS = ("sendto", "recvfrom", "epoll_wait", "futex", "write", "read", "fsync")
+CALLS = ("sendto", "recvfrom", "writev", "epoll_wait", "futex", "write", "read", "fsync")
 HZ = os.sysconf("SC_CLK_TCK")
 # A run that delivered less than this is not counted at its offered load (bench/run.py's gate).
 DELIVERED = 0.99
