@@ -62,7 +62,10 @@ try {
   await page.click(`#users button[data-user="${victim}"]`);
   await page.waitForFunction(() => /Banned/.test(document.querySelector("#status").textContent), null, { timeout: 10000 });
   check(true, "the ban button reports success");
-  await page.waitForTimeout(1500); // the overview refreshes every second
+  // Wait for an overview refresh to land (the counter moves with the test's traffic), then
+  // look again: the refresh must not have overwritten what the ban said.
+  const seen = Number(await page.textContent("#stat-received"));
+  await page.waitForFunction((n) => Number(document.querySelector("#stat-received").textContent) > n, seen, { timeout: 10000 });
   check(/Banned/.test(await page.textContent("#status")), "the refresh does not hide what the ban reported");
   check(await page.textContent("#live") === "live", "the refresh reports beside it");
 
