@@ -422,7 +422,12 @@ impl ConvState {
             return;
         }
         self.appending = true;
-        let (batch, json): (Vec<Message>, Vec<Bytes>) = std::mem::take(&mut self.to_append).into_iter().unzip();
+        let queued = std::mem::take(&mut self.to_append);
+        let (mut batch, mut json) = (Vec::with_capacity(queued.len()), Vec::with_capacity(queued.len()));
+        for (m, j) in queued {
+            batch.push(m);
+            json.push(j);
+        }
         let (first, last) = (batch[0].seq, batch[batch.len() - 1].seq);
         let (me, started) = (myself.clone(), Instant::now());
         let committed = move |result| {
@@ -514,9 +519,11 @@ impl ConvState {
         self.last_ts = ts;
         let message = Message {
             id: crate::new_message_id(seq),
-            conv: self.id.to_string(),
+            // `String::from(&*arc)`, not `arc.to_string()`: `ToString` on an `Arc<str>` goes
+            // through the formatting machinery.
+            conv: String::from(&*self.id),
             seq,
-            sender: from.user_id.to_string(),
+            sender: String::from(&*from.user_id),
             ts,
             body,
             attachments,
@@ -716,8 +723,8 @@ impl ConvState {
         let updates = reads
             .into_iter()
             .map(|(user, seq)| CursorUpdate {
-                user: user.to_string(),
-                conv: self.id.to_string(),
+                user: String::from(&*user),
+                conv: String::from(&*self.id),
                 delivered_seq: None,
                 read_seq: Some(seq),
             })
@@ -737,8 +744,8 @@ impl ConvState {
             .iter_mut()
             .filter_map(|(user, m)| Some((user, m.delivered.take()?)))
             .map(|(user, seq)| CursorUpdate {
-                user: user.to_string(),
-                conv: conv.to_string(),
+                user: String::from(&**user),
+                conv: String::from(&**conv),
                 delivered_seq: Some(seq),
                 read_seq: None,
             })
