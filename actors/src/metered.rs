@@ -197,6 +197,13 @@ impl Store for MeteredStore {
         result
     }
 
+    async fn messages_json(&self, conv: &str, query: HistoryQuery) -> StoreResult<(Vec<Bytes>, bool)> {
+        let started = Instant::now();
+        let result = self.inner.messages_json(conv, query).await;
+        self.seconds.with_label_values(&["messages"]).observe(started.elapsed().as_secs_f64());
+        result
+    }
+
     async fn message(&self, conv: &str, id: &str) -> StoreResult<Option<Message>> {
         let started = Instant::now();
         let result = self.inner.message(conv, id).await;

@@ -70,6 +70,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     conversations(&*store).await;
     direct_conversations_are_unique_under_concurrency(store.clone()).await;
     history_pages(&*store).await;
+    history_as_json(&*store).await;
     dedupe_and_seq_conflicts(&*store).await;
     messages_found_by_id(&*store).await;
     fencing(&*store).await;
@@ -242,6 +243,42 @@ pub async fn history_pages(store: &dyn Store) {
     assert_eq!(store.count_unread(&conv, "someone", 20, 100).await.unwrap(), 5);
     assert_eq!(store.count_unread(&conv, "someone", 0, 3).await.unwrap(), 3, "capped");
     assert_eq!(store.count_unread(&conv, "u", 0, 100).await.unwrap(), 0, "own messages are never unread");
+}
+
+/// `messages_json` gives each message of a page as `encode_message` writes it, after edits and
+/// deletes too, with the same pages and `has_more` as `messages`.
+pub async fn history_as_json(store: &dyn Store) {
+    let conv = fresh("j");
+    let mut batch: Vec<Message> = (1..=6).map(|s| message(&conv, s, "u", Some(&format!("c{s}")))).collect();
+    batch[1].body = "quotes \" and \\ backslashes, a tab\t, é, 😀 and \u{1}".into();
+    batch[2].attachments = vec![serde_json::json!({"id": "a1", "name": "x.png", "size": 3})];
+    batch[3].client_id = None;
+    store.append_messages(batch).await.unwrap();
+    let mut edited = store.messages(&conv, HistoryQuery::after(4, 1)).await.unwrap().0.remove(0);
+    edited.body = "edited \"again\"".into();
+    edited.edited_at = Some(9);
+    store.update_message(edited).await.unwrap();
+    let mut deleted = store.messages(&conv, HistoryQuery::after(5, 1)).await.unwrap().0.remove(0);
+    deleted.body.clear();
+    deleted.deleted = true;
+    store.update_message(deleted).await.unwrap();
+
+    let between = HistoryQuery { after_seq: Some(1), before_seq: Some(6), limit: 10 };
+    for query in [HistoryQuery::latest(4), HistoryQuery::after(0, 10), HistoryQuery::before(3, 10), between] {
+        let (messages, more) = store.messages(&conv, query).await.unwrap();
+        let (json, json_more) = store.messages_json(&conv, query).await.unwrap();
+        let expected: Vec<_> = messages.iter().map(rookery_protocol::encode_message).collect();
+        assert_eq!(json, expected, "{query:?}");
+        assert_eq!(json_more, more, "{query:?}");
+        for (bytes, m) in json.iter().zip(&messages) {
+            assert_eq!(&serde_json::from_slice::<Message>(bytes).unwrap(), m);
+        }
+    }
+    let (json, _) = store.messages_json(&conv, HistoryQuery::after(4, 2)).await.unwrap();
+    let edited: Message = serde_json::from_slice(&json[0]).unwrap();
+    assert_eq!((edited.body.as_str(), edited.edited_at), ("edited \"again\"", Some(9)));
+    assert!(serde_json::from_slice::<Message>(&json[1]).unwrap().deleted);
+    assert!(store.messages_json(&conv, HistoryQuery::before(0, 10)).await.unwrap().0.is_empty());
 }
 
 /// `client_id` finds the original message; a taken `seq` is refused and writes nothing.

@@ -152,6 +152,14 @@ pub trait Store: Send + Sync + 'static {
     async fn update_message(&self, message: Message) -> StoreResult<()>;
     /// A page of history, ascending by `seq`, and whether more exists in the direction read.
     async fn messages(&self, conv: &str, query: HistoryQuery) -> StoreResult<(Vec<Message>, bool)>;
+    /// [`messages`](Store::messages) as each message's JSON (its fields as in the `msg` event,
+    /// [`rookery_protocol::encode_message`]), for a reader that only passes them on. A backend
+    /// that keeps that JSON as its record (the embedded store) returns it without decoding it
+    /// and encoding it again.
+    async fn messages_json(&self, conv: &str, query: HistoryQuery) -> StoreResult<(Vec<Bytes>, bool)> {
+        let (messages, more) = self.messages(conv, query).await?;
+        Ok((messages.iter().map(rookery_protocol::encode_message).collect(), more))
+    }
     /// A message by id.
     async fn message(&self, conv: &str, id: &str) -> StoreResult<Option<Message>>;
     /// The newest message of a conversation.

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
+use bytes::Bytes;
 use rookery_actors::{new_conversation, ConvMsg, Outcome, Requester, RouteError};
 use rookery_protocol::{
     encode_event, is_valid_id, Conversation, ConversationKind, ErrorCode, Member, Message, Role, ServerEvent,
@@ -472,13 +473,30 @@ pub struct HistoryParams {
     limit: Option<usize>,
 }
 
-/// A page of history.
+/// A page of history: the schema of [`page_body`]'s JSON, which writes it from the stored
+/// messages' JSON without decoding them.
 #[derive(Serialize, ToSchema)]
+#[cfg_attr(not(test), allow(dead_code))]
 pub struct MessagePage {
     /// Ascending by seq.
     messages: Vec<Message>,
     /// More messages exist beyond the page in the direction read.
     has_more: bool,
+}
+
+/// A [`MessagePage`] as JSON, from each message's JSON (`Store::messages_json`): what serde
+/// writes for the page, without a decode and a re-encode of every message.
+fn page_body(messages: &[Bytes], has_more: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(40 + messages.iter().map(|m| m.len() + 1).sum::<usize>());
+    out.extend_from_slice(br#"{"messages":["#);
+    for (i, m) in messages.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(m);
+    }
+    out.extend_from_slice(if has_more { br#"],"has_more":true}"# } else { br#"],"has_more":false}"# });
+    out
 }
 
 /// A page of a conversation's history (members only).
@@ -503,15 +521,15 @@ pub async fn messages(
     AuthUser(me): AuthUser,
     ApiPath(id): ApiPath<String>,
     ApiQuery(p): ApiQuery<HistoryParams>,
-) -> Result<Json<MessagePage>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     load_as_member(&app, &id, &me).await?;
     let limit = p.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request("limit must be 1-500"));
     }
-    let (messages, has_more) =
-        app.store.messages(&id, HistoryQuery { after_seq: p.after_seq, before_seq: p.before_seq, limit }).await?;
-    Ok(Json(MessagePage { messages, has_more }))
+    let query = HistoryQuery { after_seq: p.after_seq, before_seq: p.before_seq, limit };
+    let (messages, has_more) = app.store.messages_json(&id, query).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], page_body(&messages, has_more)))
 }
 
 /// A message to send.
@@ -715,4 +733,40 @@ pub async fn delete_message(
 ) -> Result<StatusCode, ApiError> {
     update_message(&app, &me, &id, |from| ConvMsg::Delete { from, id: msg_id }).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use rookery_protocol::encode_message;
+
+    use super::*;
+
+    /// The page written from the messages' JSON is what serde writes for the same page.
+    #[test]
+    fn a_history_page_is_written_as_serde_writes_it() {
+        let message = |seq: u64, body: &str| Message {
+            id: format!("m{seq}"),
+            conv: "c".into(),
+            seq,
+            sender: "u".into(),
+            ts: 7,
+            body: body.into(),
+            attachments: vec![serde_json::json!({"id": "a"})],
+            client_id: seq.is_multiple_of(2).then(|| format!("k{seq}")),
+            edited_at: None,
+            deleted: false,
+        };
+        for messages in
+            [vec![], vec![message(1, "one")], vec![message(1, "\"é\"\n"), message(2, "two"), message(3, "")]]
+        {
+            let json: Vec<Bytes> = messages.iter().map(encode_message).collect();
+            for has_more in [false, true] {
+                let expected = serde_json::to_vec(&MessagePage { messages: messages.clone(), has_more }).unwrap();
+                assert_eq!(
+                    String::from_utf8(page_body(&json, has_more)).unwrap(),
+                    String::from_utf8(expected).unwrap()
+                );
+            }
+        }
+    }
 }

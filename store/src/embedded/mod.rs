@@ -81,6 +81,51 @@ pub struct EmbeddedStore {
 }
 
 impl EmbeddedStore {
+    /// A page of a conversation's records, ascending by `seq`, each made into a `T` by `make`,
+    /// and whether more exists in the direction read ([`Store::messages`]' rules).
+    fn history_page<T>(
+        &self,
+        conv: &str,
+        q: HistoryQuery,
+        mut make: impl FnMut(&[u8]) -> StoreResult<T>,
+    ) -> StoreResult<(Vec<T>, bool)> {
+        let lo = msg_key(conv, q.after_seq.map_or(0, |s| s.saturating_add(1)));
+        let hi = match q.before_seq {
+            Some(0) => return Ok((Vec::new(), false)),
+            Some(s) => msg_key(conv, s - 1),
+            None => msg_key(conv, u64::MAX),
+        };
+        let keyspaces = self.ks()?;
+        let range = keyspaces.get(Ks::Messages).range(lo..=hi);
+        let mut out = Vec::with_capacity(q.limit.min(512));
+        let mut has_more = false;
+        let forward = q.after_seq.is_some();
+        let mut push = |guard: fjall::Guard| -> StoreResult<bool> {
+            if out.len() == q.limit {
+                has_more = true;
+                return Ok(false);
+            }
+            let (_, v) = guard.into_inner().map_err(unavailable)?;
+            out.push(make(&v)?);
+            Ok(true)
+        };
+        if forward {
+            for g in range {
+                if !push(g)? {
+                    break;
+                }
+            }
+        } else {
+            for g in range.rev() {
+                if !push(g)? {
+                    break;
+                }
+            }
+            out.reverse();
+        }
+        Ok((out, has_more))
+    }
+
     /// Opens (or creates) the store in `dir`.
     ///
     /// # Errors
@@ -484,41 +529,11 @@ impl Store for EmbeddedStore {
     }
 
     async fn messages(&self, conv: &str, q: HistoryQuery) -> StoreResult<(Vec<Message>, bool)> {
-        let lo = msg_key(conv, q.after_seq.map_or(0, |s| s.saturating_add(1)));
-        let hi = match q.before_seq {
-            Some(0) => return Ok((Vec::new(), false)),
-            Some(s) => msg_key(conv, s - 1),
-            None => msg_key(conv, u64::MAX),
-        };
-        let keyspaces = self.ks()?;
-        let range = keyspaces.get(Ks::Messages).range(lo..=hi);
-        let mut out = Vec::with_capacity(q.limit.min(512));
-        let mut has_more = false;
-        let forward = q.after_seq.is_some();
-        let mut push = |guard: fjall::Guard| -> StoreResult<bool> {
-            if out.len() == q.limit {
-                has_more = true;
-                return Ok(false);
-            }
-            let (_, v) = guard.into_inner().map_err(unavailable)?;
-            out.push(decode::<Message>(Ks::Messages, &v)?);
-            Ok(true)
-        };
-        if forward {
-            for g in range {
-                if !push(g)? {
-                    break;
-                }
-            }
-        } else {
-            for g in range.rev() {
-                if !push(g)? {
-                    break;
-                }
-            }
-            out.reverse();
-        }
-        Ok((out, has_more))
+        self.history_page(conv, q, |record| decode::<Message>(Ks::Messages, record))
+    }
+
+    async fn messages_json(&self, conv: &str, q: HistoryQuery) -> StoreResult<(Vec<Bytes>, bool)> {
+        self.history_page(conv, q, record_json)
     }
 
     async fn message(&self, conv: &str, id: &str) -> StoreResult<Option<Message>> {
@@ -757,6 +772,17 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
+/// A message record as the message's JSON. Records are written as [`encode_message`] writes
+/// the message (updates through serde, byte for byte the same), so one that has a JSON
+/// object's shape is passed on as it is; anything else is decoded, which re-encodes a record
+/// that decodes and reports one that does not as corrupt.
+fn record_json(record: &[u8]) -> StoreResult<Bytes> {
+    if record.first() == Some(&b'{') && record.last() == Some(&b'}') {
+        return Ok(Bytes::copy_from_slice(record));
+    }
+    decode::<Message>(Ks::Messages, record).map(|m| encode_message(&m))
+}
+
 /// The write job of a fenced append: every conversation of the batch must still be at `fence`.
 fn append_job(
     fence: u64,
@@ -858,6 +884,19 @@ fn read_fence(raw: Option<Vec<u8>>) -> StoreResult<Option<(u64, String)>> {
 mod tests {
     use super::*;
     use crate::conformance::message;
+
+    /// A record with a JSON object's shape is passed on as stored; one without it is decoded:
+    /// re-encoded when it is a message, reported corrupt when it is not.
+    #[test]
+    fn history_json_passes_records_on_and_checks_odd_ones() {
+        let m = message("c", 3, "u", Some("k"));
+        let stored = encode_message(&m);
+        assert_eq!(record_json(&stored).unwrap(), stored);
+        let padded = [b" ".as_slice(), &stored, b"\n"].concat();
+        assert_eq!(record_json(&padded).unwrap(), stored, "re-encoded");
+        assert!(matches!(record_json(b"not json"), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(record_json(b""), Err(StoreError::Corrupt { .. })));
+    }
 
     /// What the seq-carrying ids save: no `message_ids` entry for them, one as before for any
     /// other id (the conformance suite checks that both are found).
