@@ -65,7 +65,13 @@ def measure(target, a):
         calls = count_calls(server.proc.pid, a.window)
         u1, s1 = cpu_ticks(server.proc.pid)
         l1 = sum(cpu_ticks(lg.pid))
+        # The figures divide by the load offered over the whole window: a load that ended
+        # inside it would make them too low.
+        ended_early = lg.poll() is not None
         _, err = lg.communicate()
+        if ended_early:
+            raise RuntimeError(f"the load generator ended before the {a.window} s window did: "
+                               "raise --duration or lower --settle")
         rep = read_report(out, err)
     msgs = a.users * a.rate * a.window
     v = rep.get("verify") or {}

@@ -422,12 +422,7 @@ impl ConvState {
             return;
         }
         self.appending = true;
-        let queued = std::mem::take(&mut self.to_append);
-        let (mut batch, mut json) = (Vec::with_capacity(queued.len()), Vec::with_capacity(queued.len()));
-        for (m, j) in queued {
-            batch.push(m);
-            json.push(j);
-        }
+        let (batch, json): (Vec<Message>, Vec<Bytes>) = std::mem::take(&mut self.to_append).into_iter().unzip();
         let (first, last) = (batch[0].seq, batch[batch.len() - 1].seq);
         let (me, started) = (myself.clone(), Instant::now());
         let committed = move |result| {
