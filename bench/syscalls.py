@@ -15,7 +15,8 @@ starts a fresh server, runs the load generator (open loop, `--verify`), and over
 time and the load generator's CPU time (user and system together: the two share the cores) from /proc. Divides by the messages offered in the window (users x rate x window: the
 load is open loop, so that is what was sent), prints one row per run, and exits 1 when a run
 delivered under 99 % or `--verify` found a message duplicated or reordered (bench/run.py's
-gate; a run under it is not at the offered load).
+gate; a run under it is not at the offered load). A run whose load generator ended inside the
+window stops the script with an error: raise `--duration` or lower `--settle`.
 """
 import argparse
 import os
