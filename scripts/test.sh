@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs what the tests need and is missing (Debian's chromium for the
-# console's browser tests, playwright-core from npm, Debian's redis-server for the cluster tests,
+# console's browser tests, playwright-core and socket.io (for the Socket.IO peer) from npm, Debian's redis-server for the cluster tests,
 # prometheus for promtool, faketime for the clock-jump test, iproute2's ss for the listen backlog
 # test, and python3-venv for schemathesis,
 # which scripts/schemathesis.sh installs from PyPI into target/schemathesis-venv),
@@ -28,6 +28,10 @@ fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "installing playwright-core (npm) for the browser tests..."
   (cd tests/browser && npm ci --no-audit --no-fund --silent)
+fi
+if [ ! -d bench/socketio/node_modules/socket.io ]; then
+  echo "installing socket.io (npm) for the load generator's test against the Socket.IO peer..."
+  (cd bench/socketio && npm ci --no-audit --no-fund --silent)
 fi
 
 # Run everything, then close with one summary line over every test binary.
