@@ -37,6 +37,10 @@ struct Shared {
     addrs: Vec<SocketAddr>,
     epoch: Instant,
     stop_sending: AtomicBool,
+    /// Sends that passed the `stop_sending` check and are still being counted: the drain
+    /// starts once none is, so it never begins before the last message sent is counted
+    /// (with `stop_sending`, a Dekker-style hand-off; both are `SeqCst`).
+    counting_sends: AtomicU64,
     stop_all: AtomicBool,
     /// Wakes waiters at both stops (sending, then everything).
     stop_notify: Notify,
@@ -100,6 +104,7 @@ pub async fn run(opts: Opts) -> anyhow::Result<Report> {
         addrs,
         epoch: Instant::now(),
         stop_sending: AtomicBool::new(false),
+        counting_sends: AtomicU64::new(0),
         stop_all: AtomicBool::new(false),
         stop_notify: Notify::new(),
         stop_all_notify: Notify::new(),
@@ -182,8 +187,14 @@ async fn messaging(shared: &Arc<Shared>, report: &mut Report) -> anyhow::Result<
     // Wait until the sending window ends.
     let end_ns = start_ns + (opts.duration * 1e9) as u64;
     tokio::time::sleep(Duration::from_nanos(end_ns.saturating_sub(shared.now_ns()))).await;
-    shared.stop_sending.store(true, Ordering::Relaxed);
+    shared.stop_sending.store(true, Ordering::SeqCst);
     shared.stop_notify.notify_waiters();
+    // A send whose timer fired as sending stopped is counted before the drain looks: otherwise
+    // the drain could find everything delivered, end, and leave that message's deliveries
+    // missing (a target without acks counts a message acked when it is sent).
+    while shared.counting_sends.load(Ordering::SeqCst) > 0 {
+        tokio::task::yield_now().await;
+    }
     let mut idle = None;
     if opts.scenario == Scenario::Idle {
         let established = shared.connected.load(Ordering::Relaxed);
@@ -613,6 +624,12 @@ async fn write_loop(
                 }
             }
             _ = tokio::time::sleep(wait), if sending => {
+                shared.counting_sends.fetch_add(1, Ordering::SeqCst);
+                if shared.stop_sending.load(Ordering::SeqCst) {
+                    // Sending stopped while this timer fired: the message is not sent.
+                    shared.counting_sends.fetch_sub(1, Ordering::SeqCst);
+                    continue;
+                }
                 let body = crate::target::body(i as u32, k, due, opts.message_size);
                 let frame = target.send_frame(room_name.as_deref().unwrap_or_default(), k, &body);
                 // Recorded before the write: the answer may arrive before the write returns, and
@@ -633,6 +650,7 @@ async fn write_loop(
                         shared.expected.fetch_add(recipients, Ordering::Relaxed);
                     }
                 }
+                shared.counting_sends.fetch_sub(1, Ordering::SeqCst);
                 if writer.write_frame(Frame::text(Payload::Borrowed(frame.as_bytes()))).await.is_err() {
                     return;
                 }
