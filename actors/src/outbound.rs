@@ -9,9 +9,11 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use rookery_protocol::close;
 use tokio::sync::Notify;
@@ -31,12 +33,17 @@ pub struct SessionAddr {
 /// rather than a channel: it allocates only while frames wait (a channel keeps a block of slots
 /// for the connection's whole life), and most connections are idle most of the time. The
 /// overflow policy is the caller's: [`FrameQueue::try_push`] refuses past the bound.
+///
+/// The one consumer waits through [`FrameQueue::poll_take`], which leaves its task's waker in an
+/// [`AtomicWaker`]: a push wakes it with an atomic swap, and a writer that waits on several
+/// things (its frames, its pongs, its timer) polls them all in one future, without a waiter to
+/// enlist in and remove from a list at every turn as a `Notify` would need.
 pub struct FrameQueue {
     frames: Mutex<VecDeque<Bytes>>,
     capacity: usize,
-    /// Wakes the writer: frames were queued.
-    queued: Notify,
-    /// Wakes `push_wait`: the writer took frames.
+    /// The consumer's task, woken when frames are queued.
+    writer: AtomicWaker,
+    /// Wakes `push_wait`: the writer took frames from a full queue.
     room: Notify,
     /// The writer is gone; nothing queued would ever be written. Read and set under the lock.
     closed: AtomicBool,
@@ -54,7 +61,7 @@ impl FrameQueue {
         FrameQueue {
             frames: Mutex::new(VecDeque::new()),
             capacity: capacity.max(1),
-            queued: Notify::new(),
+            writer: AtomicWaker::new(),
             room: Notify::new(),
             closed: AtomicBool::new(false),
         }
@@ -71,26 +78,35 @@ impl FrameQueue {
         }
         q.push_back(frame);
         drop(q);
-        self.queued.notify_one();
+        self.writer.wake();
         Ok(())
     }
 
-    /// Waits until frames are queued, then takes up to `max` of them, oldest first. Cancel
-    /// safe: dropped while waiting, it takes nothing.
-    pub async fn take(&self, max: usize) -> VecDeque<Bytes> {
-        loop {
-            {
-                let mut q = self.frames.lock();
-                if !q.is_empty() {
-                    let batch = if q.len() <= max { std::mem::take(&mut *q) } else { q.drain(..max).collect() };
-                    drop(q);
-                    self.room.notify_waiters();
-                    return batch;
-                }
-            }
-            // A frame queued after the check above leaves a permit: this returns at once.
-            self.queued.notified().await;
+    /// Takes up to `max` queued frames, oldest first, if there are any; otherwise leaves the
+    /// task's waker for the next push and returns `Pending`. For one consumer only: a second
+    /// one would replace the first one's waker.
+    pub fn poll_take(&self, cx: &mut Context<'_>, max: usize) -> Poll<VecDeque<Bytes>> {
+        // Registered before the look at the queue: a push after the look wakes this task.
+        self.writer.register(cx.waker());
+        let mut q = self.frames.lock();
+        if q.is_empty() {
+            return Poll::Pending;
         }
+        // Only a push that found the queue full waits for room (`push_wait`), so only a take
+        // from a full queue has anyone to wake; the others skip the notifier's lock.
+        let was_full = q.len() >= self.capacity;
+        let batch = if q.len() <= max { std::mem::take(&mut *q) } else { q.drain(..max).collect() };
+        drop(q);
+        if was_full {
+            self.room.notify_waiters();
+        }
+        Poll::Ready(batch)
+    }
+
+    /// Waits until frames are queued, then takes up to `max` of them, oldest first. Cancel
+    /// safe: dropped while waiting, it takes nothing. One consumer only ([`Self::poll_take`]).
+    pub async fn take(&self, max: usize) -> VecDeque<Bytes> {
+        std::future::poll_fn(|cx| self.poll_take(cx, max)).await
     }
 
     /// Frames queued and not yet taken.
@@ -135,6 +151,11 @@ impl OutboundReceiver {
     /// Waits until frames are queued, then takes up to `max` of them, oldest first (cancel safe).
     pub async fn take(&mut self, max: usize) -> VecDeque<Bytes> {
         self.queue.take(max).await
+    }
+
+    /// [`FrameQueue::poll_take`] of this session's queue.
+    pub fn poll_take(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<VecDeque<Bytes>> {
+        self.queue.poll_take(cx, max)
     }
 }
 

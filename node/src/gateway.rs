@@ -8,9 +8,11 @@
 //! session's bounded outbound queue, coalescing every frame already queued into one flush,
 //! sends heartbeat pings, and writes the close frame when anything asks the session to close.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -362,22 +364,34 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if code != 0 {
             break code;
         }
+        // One future polls everything the writer waits on, in this order; nothing is created
+        // or dropped per turn (the queues keep the task's waker, the timer and the token stay
+        // pinned). Owed pongs and queued frames that are both ready go out in the same write.
+        let turn = std::future::poll_fn(|cx| {
+            let owed = pongs.0.poll_take(cx, PONG_QUEUE);
+            let batch = outbound.poll_take(cx, MAX_COALESCE);
+            if owed.is_ready() || batch.is_ready() {
+                return Poll::Ready(Turn::Frames(ready_or_empty(owed), ready_or_empty(batch)));
+            }
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Turn::Timer);
+            }
+            closed.as_mut().poll(cx).map(|()| Turn::Closed)
+        })
+        .await;
         let mut out = Vec::new();
-        tokio::select! {
-            biased;
-            owed = pongs.0.take(PONG_QUEUE) => {
+        match turn {
+            Turn::Frames(owed, batch) => {
+                // Everything already queued goes out in one write.
+                out.reserve(owed.iter().chain(&batch).map(|f| f.len() + 10).sum());
                 for payload in &owed {
                     frame(&mut out, OP_PONG, payload);
                 }
-            }
-            batch = outbound.take(MAX_COALESCE) => {
-                // Everything already queued goes out in one write.
-                out.reserve(batch.iter().map(|f| f.len() + 10).sum());
                 for f in &batch {
                     frame(&mut out, OP_TEXT, f);
                 }
             }
-            _ = &mut timer => {
+            Turn::Timer => {
                 match clock.due(tokio::time::Instant::now()) {
                     Due::Expiry => {
                         handle.close_with(close::AUTH_FAILED);
@@ -393,8 +407,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 }
                 timer.as_mut().reset(clock.next());
             }
-            _ = &mut closed => break handle.close_code(),
-        };
+            Turn::Closed => break handle.close_code(),
+        }
         if !out.is_empty() && write.write_all(&out).await.is_err() {
             handle.close_with(close::NORMAL);
             return;
@@ -406,6 +420,23 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     frame(&mut out, OP_CLOSE, &payload);
     let _ = write.write_all(&out).await;
     let _ = write.flush().await;
+}
+
+/// What woke the writer.
+enum Turn {
+    /// Pongs owed and frames queued (either may be empty).
+    Frames(VecDeque<Bytes>, VecDeque<Bytes>),
+    /// The heartbeat or the token's expiry is due.
+    Timer,
+    /// The session was asked to close.
+    Closed,
+}
+
+fn ready_or_empty(p: Poll<VecDeque<Bytes>>) -> VecDeque<Bytes> {
+    match p {
+        Poll::Ready(frames) => frames,
+        Poll::Pending => VecDeque::new(),
+    }
 }
 
 /// When a connection's writer must next act: ping (every heartbeat) or close for token expiry.
