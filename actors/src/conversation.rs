@@ -81,6 +81,9 @@ pub struct ConvArgs {
 /// The actor.
 pub struct ConversationActor;
 
+/// A sender and one of its `client_id`s.
+type DedupeKey = (Arc<str>, Arc<str>);
+
 enum Dedupe {
     InFlight(u64),
     Done { id: Arc<str>, seq: u64, ts: i64 },
@@ -90,7 +93,7 @@ struct Pending {
     seq: u64,
     id: Arc<str>,
     ts: i64,
-    client_id: String,
+    client_id: Arc<str>,
     from: Requester,
     /// Duplicate sends that arrived while this one was in flight.
     waiters: Vec<Requester>,
@@ -137,8 +140,10 @@ pub struct ConvState {
     /// The members as a shared list, for fan-out envelopes to other nodes.
     member_list: Arc<[Arc<str>]>,
     inflight: VecDeque<Pending>,
-    dedupe: HashMap<(Arc<str>, String), Dedupe>,
-    dedupe_order: VecDeque<(Arc<str>, String)>,
+    /// Keyed by sender and `client_id`, both shared (`Arc`) with `dedupe_order` and the
+    /// pending write, so remembering a send copies neither.
+    dedupe: HashMap<DedupeKey, Dedupe>,
+    dedupe_order: VecDeque<DedupeKey>,
     /// Whether `dedupe` knows every `client_id` stored in this conversation: true when it had no
     /// message when this actor claimed it (every later write is this actor's), until a
     /// `client_id` is forgotten or a write fails (a failed write may still have reached the
@@ -455,7 +460,7 @@ impl ConvState {
             self.reply_error(&from, ErrorCode::NotMember, "not a member of this conversation", Some(&client_id));
             return;
         }
-        let key = (from.user_id.clone(), client_id);
+        let key: DedupeKey = (from.user_id.clone(), Arc::from(client_id));
         match self.dedupe.get(&key) {
             Some(Dedupe::Done { id, seq, ts }) => {
                 self.ack(&from, &key.1, id, *seq, *ts);
@@ -522,7 +527,7 @@ impl ConvState {
             ts,
             body,
             attachments,
-            client_id: Some(key.1.clone()),
+            client_id: Some(String::from(&*key.1)),
             edited_at: None,
             deleted: false,
         };
@@ -548,7 +553,7 @@ impl ConvState {
         self.start_append(myself);
     }
 
-    fn remember(&mut self, key: (Arc<str>, String), entry: Dedupe) {
+    fn remember(&mut self, key: DedupeKey, entry: Dedupe) {
         if self.dedupe.insert(key.clone(), entry).is_none() {
             self.dedupe_order.push_back(key);
             while self.dedupe_order.len() > DEDUPE_MEMORY {
