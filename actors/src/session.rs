@@ -18,7 +18,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use rookery_protocol::{close, encode_event, is_valid_id, ClientFrame, ErrorCode, ServerEvent};
+use rookery_protocol::{close, encode_event, is_valid_id, message_seq, msg_event, ClientFrame, ErrorCode, ServerEvent};
 use rookery_store::{CursorUpdate, HistoryQuery};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -286,16 +286,24 @@ impl SessionState {
             let cap = self.hub.fanned_out.get(conv.as_str()).map(|w| *w);
             let query =
                 HistoryQuery { after_seq: Some(from), before_seq: cap.map(|c| c.saturating_add(1)), limit: batch };
-            let (page, more) = match store.messages(&conv, query).await {
+            // The messages as the store keeps them (JSON), made into `msg` events without being
+            // decoded and encoded again; only the last one's `seq` is read.
+            let (page, more) = match store.messages_json(&conv, query).await {
                 Ok(p) => p,
                 Err(e) => return self.error(ErrorCode::Unavailable, &e.to_string(), None).await,
             };
-            let mut last = from;
+            let last = match page.last().map(|m| message_seq(m)) {
+                None => from,
+                Some(Some(seq)) => seq,
+                Some(None) => {
+                    let msg = format!("a stored message of conversation {conv} could not be read");
+                    return self.error(ErrorCode::Unavailable, &msg, None).await;
+                }
+            };
             for m in &page {
-                if !self.handle.push_wait(encode_event(&ServerEvent::Msg(m)), REPLY_PATIENCE).await {
+                if !self.handle.push_wait(msg_event(m), REPLY_PATIENCE).await {
                     return;
                 }
-                last = m.seq;
             }
             if last > from {
                 delivered.push(CursorUpdate {

@@ -245,6 +245,17 @@ pub fn msg_event(message_json: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
+/// The `seq` of a message encoded by [`encode_message`], read without decoding the rest of it
+/// into owned fields (its strings are skipped, not copied). `None` when the bytes are not a
+/// message's JSON object with an unsigned `seq`.
+pub fn message_seq(message_json: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Seq {
+        seq: u64,
+    }
+    serde_json::from_slice::<Seq>(message_json).ok().map(|m| m.seq)
+}
+
 /// Bytes reserved for an encoded event before its body (a `msg` with three ids, an ack).
 const ENCODE_START: usize = 256;
 
@@ -305,8 +316,17 @@ mod tests {
         };
         for m in [plain, full] {
             assert_eq!(msg_event(&encode_message(&m)), encode_event(&ServerEvent::Msg(&m)));
+            assert_eq!(message_seq(&encode_message(&m)), Some(m.seq));
             let back: Message = serde_json::from_slice(&encode_message(&m)).unwrap();
             assert_eq!(back, m);
+        }
+    }
+
+    #[test]
+    fn message_seq_reads_the_seq_and_refuses_what_is_not_a_message() {
+        assert_eq!(message_seq(br#"{"id":"m","seq":18446744073709551615,"body":"x\"seq\":1"}"#), Some(u64::MAX));
+        for bad in [&b""[..], b"{", b"[]", b"{}", br#"{"seq":-1}"#, br#"{"seq":"3"}"#, br#"{"seq":1.5}"#, b"\xff"] {
+            assert_eq!(message_seq(bad), None, "{}", String::from_utf8_lossy(bad));
         }
     }
 

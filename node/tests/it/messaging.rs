@@ -171,7 +171,8 @@ async fn an_offline_member_catches_up_through_sync_in_order() {
     let mut bws = n.ws(&b).await;
     let mut aws = n.ws(&a).await;
     aws.send_msg(&g1, "k0", "seen live").await;
-    assert_eq!(bws.expect_op("msg").await["body"], "seen live");
+    let live = bws.expect_op("msg").await;
+    assert_eq!(live["body"], "seen live");
     // The delivery cursor is written in the background: wait until it is stored.
     eventually("bob's delivery cursor", || async {
         let store = &n.node().app.store;
@@ -224,6 +225,11 @@ async fn an_offline_member_catches_up_through_sync_in_order() {
         }
     }
     assert_eq!(seqs, vec![5, 6]);
+
+    // A replayed message is the event its live delivery was, field for field.
+    bws.send(json!({"op":"sync","since":{g1.clone(): 0}})).await;
+    let replayed = bws.expect_op("msg").await;
+    assert_eq!(replayed, live);
 }
 
 #[tokio::test]
