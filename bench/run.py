@@ -315,6 +315,12 @@ def main():
                 rep = loadgen(s, "history", 16, duration=duration, extra=["--history-messages", "5000"])
             r["history"] = rep["history"]
             log(f"  {label} history {rep['history']['pages_per_s']:.0f} pages/s")
+            # The same history replayed over WebSocket `sync`: a reconnecting client's catch-up.
+            with serving(target) as s:
+                rep = loadgen(s, "history", 16, duration=duration,
+                              extra=["--history-messages", "5000", "--history-via", "ws"])
+            r["sync"] = rep["history"]
+            log(f"  {label} sync replays {rep['history']['messages_per_s']:.0f} messages/s")
         if kind == "rookery" and "store" in scenarios and "store" not in results:
             out = subprocess.run([os.path.join(REL, "examples", "append_throughput"), "256", "3" if args.quick else "5", "100"],
                                  capture_output=True, text=True, check=True).stdout
@@ -378,6 +384,10 @@ def print_table(res):
         hist = get(r, "history")
         if hist:
             print(f"{r} history reads: {hist['pages_per_s']:.0f} pages/s (50 messages each), p99 {hist['latency']['p99_ms']:.2f} ms")
+        sync = get(r, "sync")
+        if sync:
+            print(f"{r} sync replays: {sync['messages_per_s']:.0f} messages/s ({sync['pages_per_s']:.0f} replays/s of up to "
+                  f"500), p99 {sync['latency']['p99_ms']:.2f} ms")
     if "store" in res:
         print(res["store"])
 

@@ -41,8 +41,21 @@ pub enum Scenario {
     ConnectStorm,
     /// Open `--users` connections and hold them for `--duration`; report server memory.
     Idle,
-    /// `--users` concurrent readers paging through history over HTTP.
+    /// `--users` concurrent readers paging through history (over HTTP, or with WebSocket
+    /// `sync` replays: `--history-via`).
     History,
+}
+
+/// How the `history` scenario reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryVia {
+    #[default]
+    /// `GET /api/conversations/{id}/messages`, pages of 50 before spread positions.
+    Http,
+    /// A WebSocket `sync` from a spread position, read up to its `synced` (the node's
+    /// `sync_batch` messages at most): the catch-up of a reconnecting client.
+    Ws,
 }
 
 /// Options of `run`.
@@ -110,9 +123,13 @@ pub struct Opts {
     /// Messages written before the `history` scenario reads.
     #[arg(long, default_value_t = 5000)]
     pub history_messages: usize,
-    /// Pages per second per `history` reader, paced from fixed times (0: as fast as it can).
+    /// Pages (or `sync` replays) per second per `history` reader, paced from fixed times (0: as
+    /// fast as it can).
     #[arg(long, default_value_t = 0.0)]
     pub history_rate: f64,
+    /// How the `history` scenario reads: `http` pages or WebSocket `sync` replays (`ws`).
+    #[arg(long, value_enum, default_value = "http")]
+    pub history_via: HistoryVia,
     /// No live progress line.
     #[arg(long)]
     pub quiet: bool,

@@ -157,8 +157,13 @@ pub struct IdleReport {
 /// History-read results.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct HistoryReport {
+    /// `http` pages or WebSocket `sync` replays.
+    pub via: crate::HistoryVia,
     pub pages: u64,
     pub pages_per_s: f64,
+    /// Messages the pages held.
+    pub messages: u64,
+    pub messages_per_s: f64,
     pub latency: Latency,
 }
 
@@ -267,8 +272,16 @@ pub fn print_summary(r: &Report) {
     }
     if let Some(h) = &r.history {
         println!(
-            "  history        {} pages, {:.0} pages/s, p50 {:.2} ms p99 {:.2} ms",
-            h.pages, h.pages_per_s, h.latency.p50_ms, h.latency.p99_ms
+            "  history        {} {} pages, {:.0} pages/s, {:.0} messages/s, p50 {:.2} ms p99 {:.2} ms",
+            h.pages,
+            match h.via {
+                crate::HistoryVia::Http => "http",
+                crate::HistoryVia::Ws => "sync",
+            },
+            h.pages_per_s,
+            h.messages_per_s,
+            h.latency.p50_ms,
+            h.latency.p99_ms
         );
     }
     if r.reconnects > 0 {

@@ -27,7 +27,7 @@ use crate::report::{self, ConnTally, ConnectReport, HistoryReport, IdleReport, L
 use crate::setup::{self, Plan};
 use crate::target::{Incoming, Target};
 use crate::ws;
-use crate::{Opts, Scenario};
+use crate::{HistoryVia, Opts, Scenario};
 
 /// State every task of a run shares.
 struct Shared {
@@ -763,52 +763,125 @@ async fn history(shared: &Arc<Shared>) -> anyhow::Result<HistoryReport> {
     let deadline = Instant::now() + Duration::from_secs_f64(opts.duration);
     let mut tasks = Vec::new();
     for w in 0..opts.users.max(1) {
-        let shared = shared.clone();
-        let room = room.clone();
-        let token = plan.conns[plan.members[0][w % plan.members[0].len()] as usize].token.clone();
+        let (shared, room) = (shared.clone(), room.clone());
         tasks.push(tokio::spawn(async move {
-            let mut http =
-                crate::http::HttpConn::connect(&shared.opts.url[w % shared.opts.url.len()].replace("ws://", "http://"))
-                    .await?;
-            let mut h = report::histogram();
-            let mut k = w as u64;
-            let started = Instant::now();
-            let pace =
-                (shared.opts.history_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / shared.opts.history_rate));
-            while Instant::now() < deadline {
-                if let Some(pace) = pace {
-                    // Open loop: page n is due at n × pace whatever the earlier pages took.
-                    tokio::time::sleep_until((started + pace * (k - w as u64) as u32).into()).await;
-                }
-                let before = 51 + (k.wrapping_mul(7919) % total.max(1));
-                k += 1;
-                let t0 = Instant::now();
-                let (status, _) = http
-                    .request(
-                        "GET",
-                        &format!("/api/conversations/{room}/messages?limit=50&before_seq={before}"),
-                        token.as_deref(),
-                        None,
-                    )
-                    .await?;
-                if status != 200 {
-                    anyhow::bail!("history read answered {status}");
-                }
-                let _ = h.record(t0.elapsed().as_micros() as u64);
-                shared.delivered.fetch_add(1, Ordering::Relaxed);
+            match shared.opts.history_via {
+                HistoryVia::Http => http_reader(&shared, w, &room, total, deadline).await,
+                HistoryVia::Ws => sync_reader(&shared, w, &room, total, deadline).await,
             }
-            Ok::<_, anyhow::Error>(h)
         }));
     }
     let mut h = report::histogram();
+    let mut messages = 0;
     for t in tasks {
-        h.add(t.await??).expect("same bounds");
+        let (pages, read) = t.await??;
+        h.add(pages).expect("same bounds");
+        messages += read;
     }
     shared.stop_everything();
     let _ = ticker.await;
     Ok(HistoryReport {
+        via: opts.history_via,
         pages: h.len(),
         pages_per_s: h.len() as f64 / opts.duration,
+        messages,
+        messages_per_s: messages as f64 / opts.duration,
         latency: Latency::from_histogram(&h),
     })
+}
+
+/// Messages a `history` page holds: the HTTP reader asks for this many, before a `seq` that
+/// leaves at least this many below it.
+const HTTP_PAGE: u64 = 50;
+
+/// One `history` reader over HTTP: pages of [`HTTP_PAGE`] before spread positions, until
+/// `deadline`. Returns the pages' latencies and the messages read.
+async fn http_reader(
+    shared: &Arc<Shared>,
+    w: usize,
+    room: &str,
+    total: u64,
+    deadline: Instant,
+) -> anyhow::Result<(hdrhistogram::Histogram<u64>, u64)> {
+    let plan = &shared.plan;
+    let token = plan.conns[plan.members[0][w % plan.members[0].len()] as usize].token.clone();
+    let mut http =
+        crate::http::HttpConn::connect(&shared.opts.url[w % shared.opts.url.len()].replace("ws://", "http://")).await?;
+    let mut h = report::histogram();
+    let mut k = w as u64;
+    let started = Instant::now();
+    let pace = (shared.opts.history_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / shared.opts.history_rate));
+    while Instant::now() < deadline {
+        if let Some(pace) = pace {
+            // Open loop: page n is due at n × pace whatever the earlier pages took.
+            tokio::time::sleep_until((started + pace * (k - w as u64) as u32).into()).await;
+        }
+        let before = HTTP_PAGE + 1 + (k.wrapping_mul(7919) % total.max(1));
+        k += 1;
+        let t0 = Instant::now();
+        let path = format!("/api/conversations/{room}/messages?limit={HTTP_PAGE}&before_seq={before}");
+        let (status, _) = http.request("GET", &path, token.as_deref(), None).await?;
+        if status != 200 {
+            anyhow::bail!("history read answered {status}");
+        }
+        let _ = h.record(t0.elapsed().as_micros() as u64);
+        shared.delivered.fetch_add(1, Ordering::Relaxed);
+    }
+    let pages = h.len();
+    Ok((h, pages * HTTP_PAGE))
+}
+
+/// One `history` reader over WebSocket (`--history-via ws`): a `sync` from a spread position,
+/// then the replay read up to its `synced` (at most the node's `sync_batch` messages), until
+/// `deadline`; the catch-up a reconnecting client makes. Returns each replay's latency (from
+/// the `sync` to its `synced`) and the messages read.
+async fn sync_reader(
+    shared: &Arc<Shared>,
+    w: usize,
+    room: &str,
+    total: u64,
+    deadline: Instant,
+) -> anyhow::Result<(hdrhistogram::Histogram<u64>, u64)> {
+    let conn = shared.plan.members[0][w % shared.plan.members[0].len()] as usize;
+    let plan = &shared.plan.conns[conn];
+    let target = shared.opts.target;
+    let addr = shared.addrs[w % shared.addrs.len()];
+    let (mut reader, mut writer) =
+        ws::connect(addr, shared.source(w), &target.path(&plan.user, &[]), plan.token.as_deref())
+            .await
+            .context("history reader's WebSocket")?;
+    let mut ignore = |_: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
+    let no_room = |_: &str| None;
+    while target.parse(std::str::from_utf8(&reader.read_frame(&mut ignore).await?.payload)?, &no_room)
+        != Incoming::Ready
+    {}
+    let mut h = report::histogram();
+    let mut messages = 0;
+    let mut k = w as u64;
+    let started = Instant::now();
+    let pace = (shared.opts.history_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / shared.opts.history_rate));
+    while Instant::now() < deadline {
+        if let Some(pace) = pace {
+            tokio::time::sleep_until((started + pace * (k - w as u64) as u32).into()).await;
+        }
+        let after = k.wrapping_mul(7919) % total.max(1);
+        k += 1;
+        let t0 = Instant::now();
+        let sync = target.sync_frame(&[(room.to_string(), after)]).context("sync is Rookery's")?;
+        writer.write_frame(Frame::text(Payload::Borrowed(sync.as_bytes()))).await?;
+        loop {
+            let frame = reader.read_frame(&mut ignore).await?;
+            let text = &frame.payload[..];
+            if text.starts_with(br#"{"op":"msg","#) {
+                messages += 1;
+            } else if text.starts_with(br#"{"op":"synced""#) {
+                break;
+            } else if text.starts_with(br#"{"op":"error""#) {
+                anyhow::bail!("sync answered {}", String::from_utf8_lossy(text));
+            }
+        }
+        let _ = h.record(t0.elapsed().as_micros() as u64);
+        shared.delivered.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok((h, messages))
 }

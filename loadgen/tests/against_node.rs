@@ -139,6 +139,30 @@ async fn connect_storm_idle_and_history_report_their_figures() {
         loadgen(&n, &["--scenario", "history", "--users", "4", "--duration", "1", "--history-messages", "200"]).await;
     assert_eq!(code, 0, "{r}");
     assert!(r["history"]["pages"].as_u64().unwrap() > 0);
+    assert_eq!(r["history"]["via"], "http");
+    assert_eq!(r["history"]["messages"].as_u64().unwrap(), 50 * r["history"]["pages"].as_u64().unwrap());
+    // The same history replayed with WebSocket `sync`s, each from a position below the 200
+    // stored messages: every replay holds at least one message and at most all of them.
+    let (code, r) = loadgen(
+        &n,
+        &[
+            "--scenario",
+            "history",
+            "--users",
+            "2",
+            "--duration",
+            "1",
+            "--history-messages",
+            "200",
+            "--history-via",
+            "ws",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["history"]["via"], "ws");
+    let (replays, messages) = (r["history"]["pages"].as_u64().unwrap(), r["history"]["messages"].as_u64().unwrap());
+    assert!(replays > 0 && (replays..=200 * replays).contains(&messages), "{replays} replays, {messages} messages");
     // Paced: page n is due at n / rate, so one reader at 10 pages/s reads at most 11 in 1 s.
     let (code, r) = loadgen(
         &n,
