@@ -762,12 +762,13 @@ async fn history(shared: &Arc<Shared>) -> anyhow::Result<HistoryReport> {
     let ticker = progress(shared, "reading");
     let deadline = Instant::now() + Duration::from_secs_f64(opts.duration);
     let mut tasks = Vec::new();
+    let job = Arc::new(ReadJob { room, total, deadline });
     for w in 0..opts.users.max(1) {
-        let (shared, room) = (shared.clone(), room.clone());
+        let (shared, job) = (shared.clone(), job.clone());
         tasks.push(tokio::spawn(async move {
             match shared.opts.history_via {
-                HistoryVia::Http => http_reader(&shared, w, &room, total, deadline).await,
-                HistoryVia::Ws => sync_reader(&shared, w, &room, total, deadline).await,
+                HistoryVia::Http => http_reader(&shared, w, &job).await,
+                HistoryVia::Ws => sync_reader(&shared, w, &job).await,
             }
         }));
     }
@@ -790,34 +791,60 @@ async fn history(shared: &Arc<Shared>) -> anyhow::Result<HistoryReport> {
     })
 }
 
+/// What every `history` reader reads: `total` messages of `room`, until `deadline`.
+struct ReadJob {
+    room: String,
+    total: u64,
+    deadline: Instant,
+}
+
+/// A `history` reader's latencies (one per page or replay) and the messages it read.
+type ReadResult = anyhow::Result<(hdrhistogram::Histogram<u64>, u64)>;
+
+/// When a `history` reader reads next, and from where.
+struct ReadSchedule {
+    started: Instant,
+    /// Time between reads (`--history-rate`); none: each read as soon as the last one ended.
+    pace: Option<Duration>,
+    first: u64,
+    k: u64,
+}
+
+impl ReadSchedule {
+    /// Reader `w`'s schedule; readers start at different positions.
+    fn new(opts: &Opts, w: usize) -> Self {
+        let pace = (opts.history_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / opts.history_rate));
+        ReadSchedule { started: Instant::now(), pace, first: w as u64, k: w as u64 }
+    }
+
+    /// Waits until the next read is due (open loop: read n is due at n × pace, whatever the
+    /// earlier reads took) and returns its position, spread over `0..total`.
+    async fn next(&mut self, total: u64) -> u64 {
+        if let Some(pace) = self.pace {
+            tokio::time::sleep_until((self.started + pace * (self.k - self.first) as u32).into()).await;
+        }
+        let at = self.k.wrapping_mul(7919) % total.max(1);
+        self.k += 1;
+        at
+    }
+}
+
 /// Messages a `history` page holds: the HTTP reader asks for this many, before a `seq` that
 /// leaves at least this many below it.
 const HTTP_PAGE: u64 = 50;
 
 /// One `history` reader over HTTP: pages of [`HTTP_PAGE`] before spread positions, until
 /// `deadline`. Returns the pages' latencies and the messages read.
-async fn http_reader(
-    shared: &Arc<Shared>,
-    w: usize,
-    room: &str,
-    total: u64,
-    deadline: Instant,
-) -> anyhow::Result<(hdrhistogram::Histogram<u64>, u64)> {
+async fn http_reader(shared: &Arc<Shared>, w: usize, job: &ReadJob) -> ReadResult {
+    let (room, total, deadline) = (&job.room, job.total, job.deadline);
     let plan = &shared.plan;
     let token = plan.conns[plan.members[0][w % plan.members[0].len()] as usize].token.clone();
     let mut http =
         crate::http::HttpConn::connect(&shared.opts.url[w % shared.opts.url.len()].replace("ws://", "http://")).await?;
     let mut h = report::histogram();
-    let mut k = w as u64;
-    let started = Instant::now();
-    let pace = (shared.opts.history_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / shared.opts.history_rate));
+    let mut schedule = ReadSchedule::new(&shared.opts, w);
     while Instant::now() < deadline {
-        if let Some(pace) = pace {
-            // Open loop: page n is due at n × pace whatever the earlier pages took.
-            tokio::time::sleep_until((started + pace * (k - w as u64) as u32).into()).await;
-        }
-        let before = HTTP_PAGE + 1 + (k.wrapping_mul(7919) % total.max(1));
-        k += 1;
+        let before = HTTP_PAGE + 1 + schedule.next(total).await;
         let t0 = Instant::now();
         let path = format!("/api/conversations/{room}/messages?limit={HTTP_PAGE}&before_seq={before}");
         let (status, _) = http.request("GET", &path, token.as_deref(), None).await?;
@@ -835,13 +862,8 @@ async fn http_reader(
 /// then the replay read up to its `synced` (at most the node's `sync_batch` messages), until
 /// `deadline`; the catch-up a reconnecting client makes. Returns each replay's latency (from
 /// the `sync` to its `synced`) and the messages read.
-async fn sync_reader(
-    shared: &Arc<Shared>,
-    w: usize,
-    room: &str,
-    total: u64,
-    deadline: Instant,
-) -> anyhow::Result<(hdrhistogram::Histogram<u64>, u64)> {
+async fn sync_reader(shared: &Arc<Shared>, w: usize, job: &ReadJob) -> ReadResult {
+    let (room, total, deadline) = (&job.room, job.total, job.deadline);
     let conn = shared.plan.members[0][w % shared.plan.members[0].len()] as usize;
     let plan = &shared.plan.conns[conn];
     let target = shared.opts.target;
@@ -857,15 +879,9 @@ async fn sync_reader(
     {}
     let mut h = report::histogram();
     let mut messages = 0;
-    let mut k = w as u64;
-    let started = Instant::now();
-    let pace = (shared.opts.history_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / shared.opts.history_rate));
+    let mut schedule = ReadSchedule::new(&shared.opts, w);
     while Instant::now() < deadline {
-        if let Some(pace) = pace {
-            tokio::time::sleep_until((started + pace * (k - w as u64) as u32).into()).await;
-        }
-        let after = k.wrapping_mul(7919) % total.max(1);
-        k += 1;
+        let after = schedule.next(total).await;
         let t0 = Instant::now();
         let sync = target.sync_frame(&[(room.to_string(), after)]).context("sync is Rookery's")?;
         writer.write_frame(Frame::text(Payload::Borrowed(sync.as_bytes()))).await?;
