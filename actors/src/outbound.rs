@@ -105,6 +105,7 @@ impl FrameQueue {
 
     /// Waits until frames are queued, then takes up to `max` of them, oldest first. Cancel
     /// safe: dropped while waiting, it takes nothing. One consumer only ([`Self::poll_take`]).
+    #[cfg(test)]
     pub async fn take(&self, max: usize) -> VecDeque<Bytes> {
         std::future::poll_fn(|cx| self.poll_take(cx, max)).await
     }
@@ -149,6 +150,7 @@ pub struct OutboundReceiver {
 
 impl OutboundReceiver {
     /// Waits until frames are queued, then takes up to `max` of them, oldest first (cancel safe).
+    #[cfg(test)]
     pub async fn take(&mut self, max: usize) -> VecDeque<Bytes> {
         self.queue.take(max).await
     }

@@ -680,20 +680,7 @@ async fn connect_storm(shared: &Arc<Shared>) -> ConnectReport {
             if let Some(g) = shared.opts.target.greeting(&plan.user, &[]) {
                 writer.write_frame(Frame::text(Payload::Borrowed(g.as_bytes()))).await.ok()?;
             }
-            if !shared.opts.target.ready_on_upgrade() {
-                let room_of = |_: &str| None;
-                loop {
-                    let mut ignore = |_: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
-                    let frame = tokio::time::timeout(Duration::from_secs(30), reader.read_frame(&mut ignore))
-                        .await
-                        .ok()?
-                        .ok()?;
-                    let text = std::str::from_utf8(&frame.payload).ok()?;
-                    if shared.opts.target.parse(text, &room_of) == Incoming::Ready {
-                        break;
-                    }
-                }
-            }
+            until_ready(&mut reader, shared.opts.target).await.ok()?;
             let took = t0.elapsed();
             shared.connected.fetch_add(1, Ordering::Relaxed);
             drop(permit);
@@ -791,6 +778,25 @@ async fn history(shared: &Arc<Shared>) -> anyhow::Result<HistoryReport> {
     })
 }
 
+/// Waits until a fresh connection is ready for traffic (Rookery's `hello`, Socket.IO's
+/// connect answer; at once for targets ready on upgrade), skipping other frames, for at most
+/// 30 s per frame.
+async fn until_ready(reader: &mut ws::Reader, target: Target) -> anyhow::Result<()> {
+    if target.ready_on_upgrade() {
+        return Ok(());
+    }
+    let no_room = |_: &str| None;
+    loop {
+        let mut ignore = |_: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
+        let frame = tokio::time::timeout(Duration::from_secs(30), reader.read_frame(&mut ignore))
+            .await
+            .context("no greeting within 30 s")??;
+        if target.parse(std::str::from_utf8(&frame.payload)?, &no_room) == Incoming::Ready {
+            return Ok(());
+        }
+    }
+}
+
 /// What every `history` reader reads: `total` messages of `room`, until `deadline`.
 struct ReadJob {
     room: String,
@@ -834,7 +840,7 @@ impl ReadSchedule {
 const HTTP_PAGE: u64 = 50;
 
 /// One `history` reader over HTTP: pages of [`HTTP_PAGE`] before spread positions, until
-/// `deadline`. Returns the pages' latencies and the messages read.
+/// `deadline`. Returns the pages' latencies and the messages the pages held.
 async fn http_reader(shared: &Arc<Shared>, w: usize, job: &ReadJob) -> ReadResult {
     let (room, total, deadline) = (&job.room, job.total, job.deadline);
     let plan = &shared.plan;
@@ -842,20 +848,22 @@ async fn http_reader(shared: &Arc<Shared>, w: usize, job: &ReadJob) -> ReadResul
     let mut http =
         crate::http::HttpConn::connect(&shared.opts.url[w % shared.opts.url.len()].replace("ws://", "http://")).await?;
     let mut h = report::histogram();
+    let mut messages = 0;
     let mut schedule = ReadSchedule::new(&shared.opts, w);
     while Instant::now() < deadline {
         let before = HTTP_PAGE + 1 + schedule.next(total).await;
         let t0 = Instant::now();
         let path = format!("/api/conversations/{room}/messages?limit={HTTP_PAGE}&before_seq={before}");
-        let (status, _) = http.request("GET", &path, token.as_deref(), None).await?;
+        let (status, page) = http.request("GET", &path, token.as_deref(), None).await?;
         if status != 200 {
             anyhow::bail!("history read answered {status}");
         }
         let _ = h.record(t0.elapsed().as_micros() as u64);
+        // The page is parsed already (`HttpConn::request`): its length is what was read.
+        messages += page["messages"].as_array().map_or(0, |m| m.len() as u64);
         shared.delivered.fetch_add(1, Ordering::Relaxed);
     }
-    let pages = h.len();
-    Ok((h, pages * HTTP_PAGE))
+    Ok((h, messages))
 }
 
 /// One `history` reader over WebSocket (`--history-via ws`): a `sync` from a spread position,
@@ -872,11 +880,8 @@ async fn sync_reader(shared: &Arc<Shared>, w: usize, job: &ReadJob) -> ReadResul
         ws::connect(addr, shared.source(w), &target.path(&plan.user, &[]), plan.token.as_deref())
             .await
             .context("history reader's WebSocket")?;
+    until_ready(&mut reader, target).await?;
     let mut ignore = |_: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
-    let no_room = |_: &str| None;
-    while target.parse(std::str::from_utf8(&reader.read_frame(&mut ignore).await?.payload)?, &no_room)
-        != Incoming::Ready
-    {}
     let mut h = report::histogram();
     let mut messages = 0;
     let mut schedule = ReadSchedule::new(&shared.opts, w);
