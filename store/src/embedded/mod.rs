@@ -35,7 +35,7 @@ use serde::Serialize;
 pub use disk::CHECK_EVERY as FREE_SPACE_CHECK_EVERY;
 use heads::Note;
 pub use writer::{BatchObserver, CommitDelay, COMMIT_DELAY_BELOW};
-use writer::{Engine, Keyspaces, Ks, Txn, Writer};
+use writer::{Engine, Keyspaces, Ks, Slice, Txn, Writer};
 
 use crate::{message_id, search_terms};
 
@@ -169,15 +169,31 @@ fn unavailable(e: fjall::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-fn key(parts: &[&[u8]]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+/// The longest key [`key`] assembles on the stack; longer ones take a heap buffer first.
+const STACK_KEY: usize = 192;
+
+/// A key of `parts` joined by a 0 byte, made directly as the engine's [`Slice`]: a short key is
+/// kept inline in it, a longer one in its one allocation (no `Vec` in between).
+fn key(parts: &[&[u8]]) -> Slice {
+    let len = parts.iter().map(|p| p.len()).sum::<usize>() + parts.len().saturating_sub(1);
+    let mut stack = [0u8; STACK_KEY];
+    let mut heap = Vec::new();
+    let buf = if len <= STACK_KEY {
+        &mut stack[..len]
+    } else {
+        heap.resize(len, 0);
+        &mut heap[..]
+    };
+    let mut at = 0;
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {
-            k.push(0);
+            buf[at] = 0;
+            at += 1;
         }
-        k.extend_from_slice(p);
+        buf[at..at + p.len()].copy_from_slice(p);
+        at += p.len();
     }
-    k
+    Slice::new(buf)
 }
 
 fn prefix(part: &str) -> Vec<u8> {
@@ -186,7 +202,7 @@ fn prefix(part: &str) -> Vec<u8> {
     k
 }
 
-fn msg_key(conv: &str, seq: u64) -> Vec<u8> {
+fn msg_key(conv: &str, seq: u64) -> Slice {
     key(&[conv.as_bytes(), &seq.to_be_bytes()])
 }
 
@@ -815,13 +831,13 @@ fn write_messages(txn: &mut Txn<'_>, messages: &[Message], json: Option<Vec<Byte
     let mut json = json.map(Vec::into_iter);
     for m in messages {
         let record = match json.as_mut().and_then(Iterator::next) {
-            Some(bytes) => Vec::from(bytes),
-            None => Vec::from(encode_message(m)),
+            Some(bytes) => Slice::new(&bytes),
+            None => Slice::new(&encode_message(m)),
         };
         if message_exists(txn, &m.conv, m.seq)? {
             return Err(StoreError::Conflict(format!("seq {} in conversation {}", m.seq, m.conv)));
         }
-        let seq = m.seq.to_be_bytes().to_vec();
+        let seq = Slice::from(m.seq.to_be_bytes());
         // An id that carries its own seq is found from the message's key (`message`).
         if message_id::seq_of(&m.id) != Some(m.seq) {
             txn.put(Ks::MessageIds, key(&[m.conv.as_bytes(), m.id.as_bytes()]), seq.clone());
@@ -884,6 +900,22 @@ fn read_fence(raw: Option<Vec<u8>>) -> StoreResult<Option<(u64, String)>> {
 mod tests {
     use super::*;
     use crate::conformance::message;
+
+    /// Keys are the parts joined by a 0 byte, whether they are made on the stack or, past
+    /// [`STACK_KEY`], in a heap buffer.
+    #[test]
+    fn keys_join_their_parts_on_the_stack_and_past_it() {
+        assert_eq!(&*key(&[b"conv", b"user"]), b"conv\0user");
+        assert_eq!(&*key(&[b"one"]), b"one");
+        assert_eq!(&*key(&[b"", b""]), b"\0");
+        assert_eq!(&*msg_key("c", 258), b"c\0\0\0\0\0\0\0\x01\x02");
+        for len in [STACK_KEY - 2, STACK_KEY - 1, STACK_KEY, STACK_KEY + 1, 4 * STACK_KEY] {
+            let (a, b) = (vec![b'a'; len / 2], vec![b'b'; len - len / 2 - 1]);
+            let k = key(&[&a, &b]);
+            assert_eq!(k.len(), len);
+            assert_eq!(&*k, [a.as_slice(), b"\0", &b].concat().as_slice(), "length {len}");
+        }
+    }
 
     /// A record with a JSON object's shape is passed on as stored; one without it is decoded:
     /// re-encoded when it is a message, reported corrupt when it is not.

@@ -237,15 +237,19 @@ impl Engine {
     }
 }
 
+/// Keys and values as the engine keeps them: made once by the job and handed to the batch as
+/// they are, with no copy into the engine's own type at commit.
+pub(crate) type Slice = fjall::Slice;
+
 /// A key of one keyspace.
-type Key = (Ks, Vec<u8>);
+type Key = (Ks, Slice);
 
 /// A batch's pending writes, by keyspace (`None` deletes). One table per keyspace, so a read
 /// looks a key up without copying it; the tables are kept from batch to batch with their
 /// capacity (filled from empty, each batch rehashed them several times). Bound: what one batch
 /// writes ([`MAX_BATCH_JOBS`] jobs).
 struct Overlay {
-    by_ks: Vec<HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    by_ks: Vec<HashMap<Slice, Option<Slice>>>,
 }
 
 impl Overlay {
@@ -253,11 +257,11 @@ impl Overlay {
         Overlay { by_ks: Ks::ALL.iter().map(|_| HashMap::new()).collect() }
     }
 
-    fn get(&self, ks: Ks, key: &[u8]) -> Option<&Option<Vec<u8>>> {
+    fn get(&self, ks: Ks, key: &[u8]) -> Option<&Option<Slice>> {
         self.by_ks[ks as usize].get(key)
     }
 
-    fn insert(&mut self, (ks, key): Key, value: Option<Vec<u8>>) {
+    fn insert(&mut self, (ks, key): Key, value: Option<Slice>) {
         self.by_ks[ks as usize].insert(key, value);
     }
 
@@ -270,7 +274,7 @@ impl Overlay {
 pub(crate) struct Txn<'a> {
     keyspaces: &'a Keyspaces,
     batch: &'a Overlay,
-    own: Vec<(Key, Option<Vec<u8>>)>,
+    own: Vec<(Key, Option<Slice>)>,
     /// What the writer knows of conversations' committed heads (fence, last `seq`).
     pub(crate) heads: &'a mut Heads,
     notes: Vec<(Box<str>, Note)>,
@@ -291,7 +295,7 @@ impl<'a> Txn<'a> {
 
     /// This job's or this batch's write of a key, if there is one: `Some(None)` for a delete.
     pub(crate) fn pending(&self, ks: Ks, key: &[u8]) -> Option<Option<&[u8]>> {
-        if let Some((_, v)) = self.own.iter().rev().find(|((k, kk), _)| *k == ks && kk == key) {
+        if let Some((_, v)) = self.own.iter().rev().find(|((k, kk), _)| *k == ks && **kk == *key) {
             return Some(v.as_deref());
         }
         self.batch.get(ks, key).map(|v| v.as_deref())
@@ -317,12 +321,12 @@ impl<'a> Txn<'a> {
         }
     }
 
-    pub(crate) fn put(&mut self, ks: Ks, key: Vec<u8>, value: Vec<u8>) {
-        self.own.push(((ks, key), Some(value)));
+    pub(crate) fn put(&mut self, ks: Ks, key: impl Into<Slice>, value: impl Into<Slice>) {
+        self.own.push(((ks, key.into()), Some(value.into())));
     }
 
-    pub(crate) fn delete(&mut self, ks: Ks, key: Vec<u8>) {
-        self.own.push(((ks, key), None));
+    pub(crate) fn delete(&mut self, ks: Ks, key: impl Into<Slice>) {
+        self.own.push(((ks, key.into()), None));
     }
 
     /// Records a write that moves a conversation's head; applied once the batch is durable.
