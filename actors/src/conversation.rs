@@ -135,7 +135,10 @@ pub struct ConvState {
     /// Messages waiting for the current append to finish. Appends are issued one batch at a time
     /// so that the store receives a conversation's messages in `seq` order: a reader of the store
     /// (a `sync` on any node) never sees seq 5 while seq 4 is still on its way.
-    to_append: Vec<(Message, Bytes)>,
+    to_append: Vec<Message>,
+    /// The JSON of each message in `to_append`, in the same order (kept apart: the store takes
+    /// the two lists as they are, with no list to split per append).
+    to_append_json: Vec<Bytes>,
     appending: bool,
     /// The members as a shared list, for fan-out envelopes to other nodes.
     member_list: Arc<[Arc<str>]>,
@@ -200,6 +203,7 @@ impl Actor for ConversationActor {
             last_ts: last.as_ref().map_or(0, |m| m.ts),
             fence,
             to_append: Vec::new(),
+            to_append_json: Vec::new(),
             appending: false,
             inflight: VecDeque::new(),
             dedupe: HashMap::new(),
@@ -408,7 +412,8 @@ impl ConvState {
             // takes its `seq` from the store, which is the truth after a failure (a write that
             // failed late may still have been stored).
             self.seq_from_store = true;
-            for (m, _) in std::mem::take(&mut self.to_append) {
+            self.to_append_json.clear();
+            for m in std::mem::take(&mut self.to_append) {
                 if let Some(p) = self.inflight.iter_mut().find(|p| p.seq == m.seq) {
                     p.result = Some(result.clone());
                 }
@@ -427,7 +432,7 @@ impl ConvState {
             return;
         }
         self.appending = true;
-        let (batch, json): (Vec<Message>, Vec<Bytes>) = std::mem::take(&mut self.to_append).into_iter().unzip();
+        let (batch, json) = (std::mem::take(&mut self.to_append), std::mem::take(&mut self.to_append_json));
         let (first, last) = (batch[0].seq, batch[batch.len() - 1].seq);
         let (me, started) = (myself.clone(), Instant::now());
         let committed = move |result| {
@@ -549,7 +554,8 @@ impl ConvState {
         self.hub.metrics.conversation_writes_in_flight.inc();
         self.sent_this_tick += 1;
         self.remember(key, Dedupe::InFlight(seq));
-        self.to_append.push((message, json));
+        self.to_append.push(message);
+        self.to_append_json.push(json);
         self.start_append(myself);
     }
 

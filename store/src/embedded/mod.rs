@@ -807,9 +807,11 @@ fn append_job(
 ) -> impl FnOnce(&mut Txn<'_>) -> StoreResult<()> + Send + 'static {
     let json = (json.len() == messages.len()).then_some(json);
     move |txn| {
-        let mut checked: Vec<&str> = Vec::new();
-        for m in &messages {
-            if checked.contains(&m.conv.as_str()) {
+        // Each conversation once. An append comes from one conversation's actor, so the look
+        // at the previous message settles almost every one without a list of those checked.
+        for (i, m) in messages.iter().enumerate() {
+            let earlier = &messages[..i];
+            if earlier.last().is_some_and(|p| p.conv == m.conv) || earlier.iter().any(|p| p.conv == m.conv) {
                 continue;
             }
             let current = fence_token(txn, &m.conv)?;
@@ -819,7 +821,6 @@ fn append_job(
                     m.conv
                 )));
             }
-            checked.push(&m.conv);
         }
         write_messages(txn, &messages, json)
     }

@@ -270,6 +270,29 @@ impl Overlay {
     }
 }
 
+/// A job's write and note lists, kept by the writer from job to job with their capacity. Lists
+/// that a large job grew past [`TxnBuffers::KEEP`] entries are dropped rather than kept.
+#[derive(Default)]
+struct TxnBuffers {
+    own: Vec<(Key, Option<Slice>)>,
+    notes: Vec<(Box<str>, Note)>,
+}
+
+impl TxnBuffers {
+    const KEEP: usize = 64;
+
+    /// Takes back a job's emptied lists.
+    fn recycle(&mut self, own: Vec<(Key, Option<Slice>)>, notes: Vec<(Box<str>, Note)>) {
+        debug_assert!(own.is_empty() && notes.is_empty());
+        if own.capacity() <= Self::KEEP {
+            self.own = own;
+        }
+        if notes.capacity() <= Self::KEEP {
+            self.notes = notes;
+        }
+    }
+}
+
 /// What a job sees: the committed database plus the writes of earlier jobs in this batch.
 pub(crate) struct Txn<'a> {
     keyspaces: &'a Keyspaces,
@@ -282,7 +305,15 @@ pub(crate) struct Txn<'a> {
 
 impl<'a> Txn<'a> {
     fn new(keyspaces: &'a Keyspaces, batch: &'a Overlay, heads: &'a mut Heads) -> Self {
-        Txn { keyspaces, batch, own: Vec::new(), heads, notes: Vec::new() }
+        Txn::with_buffers(keyspaces, batch, heads, TxnBuffers::default())
+    }
+
+    /// A transaction that records its writes and notes in `buffers` (empty, with the capacity
+    /// earlier jobs left them), so that a job does not allocate them anew.
+    fn with_buffers(keyspaces: &'a Keyspaces, batch: &'a Overlay, heads: &'a mut Heads, buffers: TxnBuffers) -> Self {
+        let TxnBuffers { own, notes } = buffers;
+        debug_assert!(own.is_empty() && notes.is_empty());
+        Txn { keyspaces, batch, own, heads, notes }
     }
 
     /// Reads a key, seeing this job's and this batch's earlier writes.
@@ -520,6 +551,7 @@ fn run(
     let mut overlay = Overlay::new();
     let mut heads = Heads::new();
     let mut notes: Vec<(Box<str>, Note)> = Vec::new();
+    let mut buffers = TxnBuffers::default();
     let mut refusing = false;
     let mut last_batch = 0;
     loop {
@@ -569,13 +601,14 @@ fn run(
         }
         let mut completions: Vec<Completion> = Vec::with_capacity(n);
         for job in jobs.drain(..) {
-            let mut txn = Txn::new(&keyspaces, &overlay, &mut heads);
+            let mut txn = Txn::with_buffers(&keyspaces, &overlay, &mut heads, std::mem::take(&mut buffers));
             let completion = job(Some(&mut txn));
-            let (own, job_notes) = (std::mem::take(&mut txn.own), std::mem::take(&mut txn.notes));
-            for (k, v) in own {
+            let (mut own, mut job_notes) = (std::mem::take(&mut txn.own), std::mem::take(&mut txn.notes));
+            for (k, v) in own.drain(..) {
                 overlay.insert(k, v);
             }
-            notes.extend(job_notes);
+            notes.append(&mut job_notes);
+            buffers.recycle(own, job_notes);
             completions.push(completion);
         }
         let outcome = commit(&keyspaces, &mut overlay, sync);
