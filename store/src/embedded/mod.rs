@@ -807,11 +807,10 @@ fn append_job(
 ) -> impl FnOnce(&mut Txn<'_>) -> StoreResult<()> + Send + 'static {
     let json = (json.len() == messages.len()).then_some(json);
     move |txn| {
-        // Each conversation once. An append comes from one conversation's actor, so the look
-        // at the previous message settles almost every one without a list of those checked.
+        // Each conversation once. An append comes from one conversation's actor, so looking
+        // back from the previous message settles almost every one at its first comparison.
         for (i, m) in messages.iter().enumerate() {
-            let earlier = &messages[..i];
-            if earlier.last().is_some_and(|p| p.conv == m.conv) || earlier.iter().any(|p| p.conv == m.conv) {
+            if messages[..i].iter().rev().any(|p| p.conv == m.conv) {
                 continue;
             }
             let current = fence_token(txn, &m.conv)?;

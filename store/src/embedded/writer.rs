@@ -283,7 +283,6 @@ impl TxnBuffers {
 
     /// Takes back a job's emptied lists.
     fn recycle(&mut self, own: Vec<(Key, Option<Slice>)>, notes: Vec<(Box<str>, Note)>) {
-        debug_assert!(own.is_empty() && notes.is_empty());
         if own.capacity() <= Self::KEEP {
             self.own = own;
         }
