@@ -20,6 +20,7 @@ use rookery_protocol::{encode_event, encode_message, msg_event, ErrorCode, Messa
 use rookery_store::{ConvMeta, CursorUpdate, Sanction, StoreError};
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::forgotten::Forgotten;
 use crate::requester::{Outcome, Requester};
 use crate::{now_ms, Hub};
 
@@ -147,11 +148,14 @@ pub struct ConvState {
     /// pending write, so remembering a send copies neither.
     dedupe: HashMap<DedupeKey, Dedupe>,
     dedupe_order: VecDeque<DedupeKey>,
-    /// Whether `dedupe` knows every `client_id` stored in this conversation: true when it had no
-    /// message when this actor claimed it (every later write is this actor's), until a
-    /// `client_id` is forgotten or a write fails (a failed write may still have reached the
-    /// disk). While true a new `client_id` needs no store read to be known new.
+    /// Whether `dedupe` and `forgotten` together know every `client_id` stored in this
+    /// conversation: true when it had no message when this actor claimed it (every later write
+    /// is this actor's), until `forgotten` is full or a write fails (a failed write may still
+    /// have reached the disk). While true a `client_id` in neither needs no store read to be
+    /// known new.
     dedupe_complete: bool,
+    /// The `client_id`s evicted from `dedupe` while `dedupe_complete` (allocated at the first).
+    forgotten: Option<Box<Forgotten>>,
     /// Some member's `Member::delivered` is set: the next tick stores cursors (without it, a
     /// tick of a quiet conversation would walk every member to find none).
     delivered_pending: bool,
@@ -209,6 +213,7 @@ impl Actor for ConversationActor {
             dedupe: HashMap::new(),
             dedupe_order: VecDeque::new(),
             dedupe_complete: last.is_none(),
+            forgotten: None,
             delivered_pending: false,
             reads: HashMap::new(),
             read_cursors: HashMap::new(),
@@ -480,7 +485,8 @@ impl ConvState {
             }
             None => {}
         }
-        let stored = if self.dedupe_complete {
+        let known_new = self.dedupe_complete && !self.forgotten.as_ref().is_some_and(|f| f.may_contain(&key));
+        let stored = if known_new {
             Ok(None)
         } else {
             self.hub.store.message_by_client_id(&self.id, &from.user_id, &key.1).await
@@ -570,10 +576,26 @@ impl ConvState {
                         break;
                     }
                     self.dedupe.remove(&old);
-                    self.dedupe_complete = false;
+                    self.forget(&old);
                 }
             }
         }
+    }
+
+    /// Records a `client_id` evicted from `dedupe`, so that it is still known not to be new.
+    fn forget(&mut self, key: &DedupeKey) {
+        if !self.dedupe_complete {
+            return;
+        }
+        if !self.forgotten.get_or_insert_with(Default::default).insert(key) {
+            self.lose_dedupe_completeness();
+        }
+    }
+
+    /// From now on every `client_id` not in `dedupe` is looked up in the store.
+    fn lose_dedupe_completeness(&mut self) {
+        self.dedupe_complete = false;
+        self.forgotten = None;
     }
 
     /// Acks and fans out every committed write at the head of the queue, in `seq` order.
@@ -607,7 +629,7 @@ impl ConvState {
                 }
                 Err(e) => {
                     tracing::warn!(conv = %self.id, seq = p.seq, error = %e, "message write failed; not acked");
-                    self.dedupe_complete = false;
+                    self.lose_dedupe_completeness();
                     let msg = unavailable(&e);
                     self.reply_error(&p.from, ErrorCode::Unavailable, &msg, Some(&p.client_id));
                     for w in &p.waiters {

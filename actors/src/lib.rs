@@ -12,6 +12,7 @@ pub mod attachments;
 pub mod calls;
 pub mod cluster;
 pub mod conversation;
+mod forgotten;
 pub mod limits;
 pub mod metered;
 pub mod metrics;

@@ -138,6 +138,45 @@ async fn a_repeated_client_id_returns_the_original_ack_and_stores_nothing() {
     assert_eq!(m1["seq"], 4);
 }
 
+/// A conversation remembers its latest 512 `client_id`s and, in a filter, the older ones it
+/// sent: a new `client_id` needs no read of the store's dedupe index, and an old one sent again
+/// is found there and answered with its original ack.
+#[tokio::test]
+async fn client_ids_past_the_memory_window_are_deduplicated_and_new_ones_read_nothing() {
+    let n = TestNode::start_with(|c| c.send_rate_limit = 0.0).await;
+    let (a, b) = (n.signup("alice").await, n.signup("bob").await);
+    let id = n.group(&a, &[&b]).await;
+    let mut ws = n.ws(&a).await;
+    const SENDS: usize = 700;
+    for i in 0..SENDS {
+        ws.send(json!({"op":"send","conv":id,"client_id":format!("c-{i}"),"body":format!("m{i}")})).await;
+    }
+    let mut acks = std::collections::HashMap::new();
+    while acks.len() < SENDS {
+        let e = ws.event().await;
+        assert_ne!(e["op"], "error", "{e}");
+        if e["op"] == "ack" {
+            acks.insert(e["client_id"].as_str().unwrap().to_string(), e);
+        }
+    }
+    let lookups = |text: String| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("rookery_store_op_seconds_count{op=\"message_by_client_id\"} "))
+            .map_or(0, |v| v.trim().parse::<u64>().unwrap())
+    };
+    assert_eq!(lookups(n.metrics().await), 0, "{SENDS} new client_ids read the dedupe index");
+    // The first ones left the in-memory window long ago.
+    for i in 0..5 {
+        let again = ws.send_msg(&id, &format!("c-{i}"), "again").await;
+        assert_eq!(again, acks[&format!("c-{i}")]);
+    }
+    assert_eq!(lookups(n.metrics().await), 5, "each old client_id was looked up once");
+    let (_, page) = n.get(&format!("/api/conversations/{id}/messages?limit=10"), tok(&a)).await;
+    let messages = page["messages"].as_array().unwrap();
+    assert_eq!(messages.last().unwrap()["seq"], SENDS as u64, "nothing new was stored");
+    assert!(messages.iter().all(|m| m["body"] != "again"));
+}
+
 #[tokio::test]
 async fn bodies_over_the_limit_are_refused_and_not_stored() {
     let n = TestNode::start_with(|c| c.max_body = 100).await;
