@@ -150,11 +150,12 @@ pub struct ConvState {
     dedupe_order: VecDeque<DedupeKey>,
     /// Whether `dedupe` and `forgotten` together know every `client_id` stored in this
     /// conversation: true when it had no message when this actor claimed it (every later write
-    /// is this actor's), until `forgotten` is full or a write fails (a failed write may still
-    /// have reached the disk). While true a `client_id` in neither needs no store read to be
+    /// is this actor's) or when its predecessor handed over a complete filter, until `forgotten`
+    /// is full or a write fails (a failed write may still have reached the disk). While true a `client_id` in neither needs no store read to be
     /// known new.
     dedupe_complete: bool,
-    /// The `client_id`s evicted from `dedupe` while `dedupe_complete` (allocated at the first).
+    /// The `client_id`s evicted from `dedupe` while `dedupe_complete` (allocated at the first),
+    /// or those a retired predecessor knew (`forgotten::Handovers`).
     forgotten: Option<Box<Forgotten>>,
     /// Some member's `Member::delivered` is set: the next tick stores cursors (without it, a
     /// tick of a quiet conversation would walk every member to find none).
@@ -189,6 +190,7 @@ impl Actor for ConversationActor {
         let members = load_members(&args.hub, &args.id).await?;
         let mutes = load_mutes(&args.hub, &args.id).await?;
         let last = store.last_message(&args.id).await?;
+        let handed_over = args.hub.handovers.take(&args.id, fence);
         args.hub.fanned_out.insert(args.id.clone(), last.as_ref().map_or(0, |m| m.seq));
         myself.send_interval(args.hub.config.conv_tick, || ConvMsg::Tick);
         let member_list = members.keys().cloned().collect();
@@ -212,8 +214,8 @@ impl Actor for ConversationActor {
             inflight: VecDeque::new(),
             dedupe: HashMap::new(),
             dedupe_order: VecDeque::new(),
-            dedupe_complete: last.is_none(),
-            forgotten: None,
+            dedupe_complete: last.is_none() || handed_over.is_some(),
+            forgotten: handed_over,
             delivered_pending: false,
             reads: HashMap::new(),
             read_cursors: HashMap::new(),
@@ -374,6 +376,7 @@ async fn stop(state: &mut ConvState, myself: &ActorRef<ConvMsg>) {
     }
     state.hub.fanned_out.remove(&state.id);
     state.hub.activity.remove(&state.id);
+    state.hand_over_dedupe();
     myself.stop(Some("retired".into()));
 }
 
@@ -589,6 +592,18 @@ impl ConvState {
         }
         if !self.forgotten.get_or_insert_with(Default::default).insert(key) {
             self.lose_dedupe_completeness();
+        }
+    }
+
+    /// Leaves every `client_id` this actor knows, in one filter, for the next actor of this
+    /// conversation on this node (`forgotten::Handovers`), when it knows them all.
+    fn hand_over_dedupe(&mut self) {
+        if !self.dedupe_complete {
+            return;
+        }
+        let mut filter = self.forgotten.take().unwrap_or_default();
+        if self.dedupe.keys().all(|key| filter.insert(key)) {
+            self.hub.handovers.put(self.id.clone(), self.fence, filter);
         }
     }
 

@@ -12,7 +12,7 @@ pub mod attachments;
 pub mod calls;
 pub mod cluster;
 pub mod conversation;
-mod forgotten;
+pub mod forgotten;
 pub mod limits;
 pub mod metered;
 pub mod metrics;
@@ -98,6 +98,8 @@ pub struct Hub {
     pub fanned_out: FastDashMap<Arc<str>, u64>,
     /// Messages per housekeeping tick of each running conversation (the console's "busiest").
     pub activity: FastDashMap<Arc<str>, u64>,
+    /// What retired conversation actors knew of their `client_id`s, for their successors.
+    pub handovers: forgotten::Handovers,
     /// Test hook: how long the next sessions to open wait before they start, one delay each,
     /// in order (a start slowed down by load).
     #[cfg(feature = "test-hooks")]
@@ -144,6 +146,7 @@ impl Hub {
             metrics,
             fanned_out: FastDashMap::default(),
             activity: FastDashMap::default(),
+            handovers: forgotten::Handovers::default(),
             #[cfg(feature = "test-hooks")]
             session_start_delays: Default::default(),
             bans: moderation::Bans::default(),

@@ -85,6 +85,28 @@ async fn idle_conversation_actors_stop_and_start_again_on_demand() {
     assert_eq!(aws.send_msg(&id, "k1", "one").await["seq"], 1, "dedupe reaches the store");
 }
 
+/// An actor that retires knowing every `client_id` of its conversation leaves them to the next
+/// one: new `client_id`s still need no read of the store's dedupe index, old ones still dedupe.
+#[tokio::test]
+async fn a_restarted_conversation_actor_takes_over_its_predecessors_client_ids() {
+    let n = TestNode::start_with(|c| c.conv_idle = Duration::from_secs(1)).await;
+    let (a, b) = (n.signup("alice").await, n.signup("bob").await);
+    let id = n.group(&a, &[&b]).await;
+    let mut aws = n.ws(&a).await;
+    for k in ["k1", "k2", "k3"] {
+        aws.send_msg(&id, k, k).await;
+    }
+    let hub = n.node().app.hub.clone();
+    eventually("the idle actor to stop", || async { hub.router.running() == 0 }).await;
+    assert_eq!(hub.handovers.len(), 1, "the retired actor left its client_ids");
+    let lookups = || async { count_or_zero(&n.metrics().await, DEDUPE_READS) };
+    assert_eq!(aws.send_msg(&id, "k4", "four").await["seq"], 4);
+    assert_eq!(hub.handovers.len(), 0, "the new actor took them");
+    assert_eq!(lookups().await, 0, "a new client_id after the restart read the dedupe index");
+    assert_eq!(aws.send_msg(&id, "k2", "again").await["seq"], 2, "an old client_id still dedupes");
+    assert_eq!(lookups().await, 1);
+}
+
 #[tokio::test]
 async fn conversations_cold_started_at_once_each_get_one_actor_and_answer_every_send() {
     let n = TestNode::start().await;

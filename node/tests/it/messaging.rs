@@ -159,11 +159,7 @@ async fn client_ids_past_the_memory_window_are_deduplicated_and_new_ones_read_no
             acks.insert(e["client_id"].as_str().unwrap().to_string(), e);
         }
     }
-    let lookups = |text: String| {
-        text.lines()
-            .find_map(|l| l.strip_prefix("rookery_store_op_seconds_count{op=\"message_by_client_id\"} "))
-            .map_or(0, |v| v.trim().parse::<u64>().unwrap())
-    };
+    let lookups = |text: String| count_or_zero(&text, DEDUPE_READS);
     assert_eq!(lookups(n.metrics().await), 0, "{SENDS} new client_ids read the dedupe index");
     // The first ones left the in-memory window long ago.
     for i in 0..5 {

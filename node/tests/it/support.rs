@@ -156,6 +156,17 @@ pub fn uid(session: &Value) -> &str {
 }
 
 /// A value of a metric line `name{labels} value` (labels as written, or none).
+/// The node's count of reads of the store's dedupe index.
+pub const DEDUPE_READS: &str = "rookery_store_op_seconds_count{op=\"message_by_client_id\"}";
+
+/// A labelled count from the metrics' text, 0 when absent (a label's series appears only once
+/// it has counted something).
+pub fn count_or_zero(text: &str, name_and_labels: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
 pub fn metric(text: &str, name_and_labels: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.strip_prefix(' ')))
