@@ -188,22 +188,21 @@ impl Hub {
         if self.sessions.insert(handle.clone()) {
             self.presence.opened(self, handle.addr.user_id.clone());
         }
-        self.start_session_actor(handle, None).await
+        self.start_session_actor(handle).await
     }
 
-    /// Starts the actor of an open session: a new one, or with the meters a hibernated actor
-    /// handed back (see [`session`]).
+    /// Starts the actor of an open session: at connect, and to wake a hibernated session (see
+    /// [`session`]).
     ///
     /// # Errors
     /// When the node is shutting down or the actor cannot be spawned.
     pub async fn start_session_actor(
         self: &Arc<Self>,
         handle: Arc<SessionHandle>,
-        meters: Option<limits::Meters>,
     ) -> Result<ActorRef<SessionMsg>, String> {
         let sup = self.session_supervisor.get().ok_or("node is starting")?.get_cell();
         let session_id = handle.addr.session_id.clone();
-        let start = Actor::spawn_linked(None, session::SessionActor, (handle, self.clone(), meters), sup);
+        let start = Actor::spawn_linked(None, session::SessionActor, (handle, self.clone()), sup);
         let error = match self.session_spawner.run(start).await {
             Ok(Ok((actor, _))) => return Ok(actor),
             Ok(Err(e)) => e.to_string(),

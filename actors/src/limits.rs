@@ -80,8 +80,9 @@ impl AbuseMeter {
     }
 }
 
-/// A session's rate-limit state: one bucket per limited op and the abuse meter. It outlives the
-/// session's actor when the session hibernates, so a quiet spell never resets a limit.
+/// A session's rate-limit state: one bucket per limited op and the abuse meter. The session's
+/// [`SessionInput`](crate::session::SessionInput) keeps it for the connection's whole life, so
+/// a quiet spell (the session's actor hibernating) never resets a limit.
 #[derive(Debug, Clone)]
 pub struct Meters {
     pub sends: Bucket,

@@ -1,15 +1,24 @@
-//! The session actor (one per connection) and the session supervisor.
+//! A session: the frames one connection's client sends, and the actor that handles some of them.
 //!
-//! The gateway decodes frames and casts them here, each with a permit from the session's
-//! in-flight semaphore. Mailbox bound: at most `HubConfig::session_inflight` frames are queued
-//! or being handled per session; when they run out the gateway stops reading the socket
-//! (backpressure through TCP), so a flooding client only slows itself.
+//! The gateway decodes each frame and hands it to the connection's [`SessionInput`], on the
+//! connection's reader task, with a permit from the session's in-flight semaphore. The input
+//! applies the session's rate limits, then handles the frames that only pass something on
+//! (`send`, `edit`, `delete`, `read` and `typing` go to their conversation's actor, `ping` is
+//! answered) and returns the rest (`sync`, `presence`, calls), which read the store or reach
+//! other nodes, for the session actor. A `send` thus reaches its conversation actor in one hop,
+//! not two through the session actor (docs/benchmarks.md, 2026-12-04, Intel machine), and a
+//! client's frames to conversations keep their order, the reader handling them one at a time.
 //!
-//! Hibernation: the actor handles what the client sends; deliveries go straight to the
-//! session's outbound queue ([`SessionHandle`]) and never pass through it. So when a client has
-//! been quiet for a while (`--session-hibernate-ms`), the gateway asks the actor to hibernate:
-//! it hands back its rate-limit [`Meters`] and stops, and the connection, the registry entry and
-//! the outbound queue stay. The client's next frame starts a new actor with those meters.
+//! Mailbox bound: at most `HubConfig::session_inflight` frames are queued or being handled per
+//! session, in the session actor's mailbox or (sends) in conversation actors' queues; when they
+//! run out the gateway stops reading the socket (backpressure through TCP), so a flooding
+//! client only slows itself.
+//!
+//! Hibernation: the actor handles only the frames the input returns; deliveries go straight to
+//! the session's outbound queue ([`SessionHandle`]) and never pass through it. So when a client
+//! has sent no such frame for a while (`--session-hibernate-ms`), the gateway asks the actor to
+//! hibernate: it stops, and the connection, the registry entry, the outbound queue and the
+//! input (with its rate-limit [`Meters`]) stay. The next frame for an actor starts a new one.
 //! An idle connection then holds no actor (about 7 KB of task, mailboxes and cell), the way
 //! Phoenix Channels hibernate a quiet channel process.
 
@@ -37,11 +46,11 @@ const MAX_CLIENT_ID: usize = 128;
 
 /// Messages of a session actor.
 pub enum SessionMsg {
-    /// A decoded client frame.
+    /// A decoded client frame that [`SessionInput`] passed on.
     Frame(ClientFrame, OwnedSemaphorePermit, MailboxSlot),
-    /// Hand back the rate-limit meters and stop, leaving the session open. The gateway sends it
-    /// only when no frame of the session is queued or in progress.
-    Hibernate(RpcReplyPort<Meters>),
+    /// Stop, leaving the session open. The gateway sends it only when no frame of the session
+    /// is queued or in progress.
+    Hibernate(RpcReplyPort<()>),
     /// Test hook: panic inside the actor.
     #[cfg(feature = "test-hooks")]
     InjectPanic,
@@ -64,69 +73,116 @@ impl Drop for MailboxSlot {
     }
 }
 
-/// The actor.
-pub struct SessionActor;
+/// Queues an answer to the session's own client, waiting up to [`REPLY_PATIENCE`] for room.
+async fn reply_event(handle: &SessionHandle, event: &ServerEvent<'_>) {
+    handle.push_wait(encode_event(event), REPLY_PATIENCE).await;
+}
 
-/// Session state.
-pub struct SessionState {
+/// Answers the session's own client with an `error`, counted in `rookery_ws_errors_total`.
+async fn reply_error(hub: &Hub, handle: &SessionHandle, code: ErrorCode, message: &str, client_id: Option<&str>) {
+    hub.metrics.ws_errors.with_label_values(&[code.as_str()]).inc();
+    reply_event(handle, &ServerEvent::Error { code, message, client_id, retry_after_ms: None }).await;
+}
+
+/// A session's frames as its connection's reader task receives them: the rate limits, and the
+/// frames handled right there (see the module's documentation). It lives as long as the
+/// connection, whether or not the session's actor is awake, so a quiet spell never resets a
+/// limit.
+pub struct SessionInput {
     handle: Arc<SessionHandle>,
     hub: Arc<Hub>,
     meters: Meters,
 }
 
-/// Stop reason of an actor that hibernated (its session stays open).
-pub const HIBERNATED: &str = "hibernated";
-
-impl Actor for SessionActor {
-    type Msg = SessionMsg;
-    type State = SessionState;
-    /// The session's handle, the hub, and the meters of a hibernated actor (fresh when `None`).
-    type Arguments = (Arc<SessionHandle>, Arc<Hub>, Option<Meters>);
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<SessionMsg>,
-        (handle, hub, meters): Self::Arguments,
-    ) -> Result<SessionState, ActorProcessingErr> {
-        let meters = meters.unwrap_or_else(|| Meters::new(&hub.config, Instant::now()));
-        // Recorded before the actor is linked to its supervisor, so that no supervision event
-        // can come first.
-        hub.session_children.insert(myself.get_id(), handle.clone());
-        hub.session_actors.insert(handle.addr.session_id.clone(), myself);
-        Ok(SessionState { handle, hub, meters })
+impl SessionInput {
+    /// The input of a session that has just opened: full buckets.
+    pub fn new(hub: Arc<Hub>, handle: Arc<SessionHandle>) -> Self {
+        let meters = Meters::new(&hub.config, Instant::now());
+        SessionInput { handle, hub, meters }
     }
 
-    async fn handle(
-        &self,
-        myself: ActorRef<SessionMsg>,
-        msg: SessionMsg,
-        state: &mut SessionState,
-    ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            // Boxed: the handling future is large (every op's awaits), and held inline it would
-            // sit in the actor's task for the session's whole life, idle or not.
-            SessionMsg::Frame(frame, permit, _slot) => Box::pin(state.frame(frame, permit)).await,
-            SessionMsg::Hibernate(reply) => {
-                let _ = reply.send(state.meters.clone());
-                myself.stop(Some(HIBERNATED.to_string()));
-            }
-            #[cfg(feature = "test-hooks")]
-            SessionMsg::InjectPanic => {
-                panic!("injected panic in session {}", state.handle.addr.session_id)
-            }
+    /// Applies the rate limits to `frame` and handles it, or returns it for the session actor
+    /// when it must read the store or reach another node (`sync`, `presence`, calls).
+    pub async fn frame(
+        &mut self,
+        frame: ClientFrame,
+        permit: OwnedSemaphorePermit,
+    ) -> Option<(ClientFrame, OwnedSemaphorePermit)> {
+        if !self.admit(&frame).await {
+            return None;
         }
-        Ok(())
-    }
-}
-
-impl SessionState {
-    async fn reply_event(&self, event: &ServerEvent<'_>) {
-        self.handle.push_wait(encode_event(event), REPLY_PATIENCE).await;
+        let from = || Requester::session(self.handle.addr.clone());
+        match frame {
+            ClientFrame::Send { conv, client_id, body, attachments } => {
+                self.send(conv, client_id, body, attachments, permit).await
+            }
+            ClientFrame::Edit { conv, id, body } => {
+                if body.len() > self.hub.config.max_body {
+                    self.error(ErrorCode::TooLarge, "body is over the limit", None).await;
+                } else if body.trim().is_empty() {
+                    self.error(ErrorCode::BadRequest, "body must not be empty", None).await;
+                } else {
+                    self.route(&conv, ConvMsg::Edit { from: from(), id, body }, None).await
+                }
+            }
+            ClientFrame::Delete { conv, id } => self.route(&conv, ConvMsg::Delete { from: from(), id }, None).await,
+            ClientFrame::Read { conv, seq } => self.route(&conv, ConvMsg::Read { from: from(), seq }, None).await,
+            ClientFrame::Typing { conv, active } => {
+                self.route(&conv, ConvMsg::Typing { from: from(), active }, None).await
+            }
+            ClientFrame::Ping { t } => reply_event(&self.handle, &ServerEvent::Pong { t: t.as_ref() }).await,
+            frame @ (ClientFrame::Sync { .. }
+            | ClientFrame::Presence { .. }
+            | ClientFrame::CallOffer { .. }
+            | ClientFrame::CallAnswer { .. }
+            | ClientFrame::CallIce { .. }
+            | ClientFrame::CallEnd { .. }) => return Some((frame, permit)),
+        }
+        None
     }
 
     async fn error(&self, code: ErrorCode, message: &str, client_id: Option<&str>) {
-        self.hub.metrics.ws_errors.with_label_values(&[code.as_str()]).inc();
-        self.reply_event(&ServerEvent::Error { code, message, client_id, retry_after_ms: None }).await;
+        reply_error(&self.hub, &self.handle, code, message, client_id).await;
+    }
+
+    /// Checks a `send` and routes it to its conversation with the session's permit, which the
+    /// conversation actor holds until it answers.
+    async fn send(
+        &self,
+        conv: String,
+        client_id: String,
+        body: String,
+        attachments: Vec<serde_json::Value>,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let limits = &self.hub.config;
+        if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID {
+            let msg = format!("client_id must be 1-{MAX_CLIENT_ID} bytes");
+            return self.error(ErrorCode::BadRequest, &msg, None).await;
+        }
+        if body.len() > limits.max_body {
+            let msg = format!("body is {} bytes; the limit is {}", body.len(), limits.max_body);
+            return self.error(ErrorCode::TooLarge, &msg, Some(&client_id)).await;
+        }
+        if body.trim().is_empty() && attachments.is_empty() {
+            let msg = "a message needs a body or attachments";
+            return self.error(ErrorCode::BadRequest, msg, Some(&client_id)).await;
+        }
+        let attachments =
+            match crate::attachments::resolve(&*self.hub.store, &self.handle.addr.user_id, &attachments).await {
+                Ok(a) => a,
+                Err((code, msg)) => return self.error(code, &msg, Some(&client_id)).await,
+            };
+        let cid = client_id.clone();
+        let msg = ConvMsg::Send {
+            from: Requester::session(self.handle.addr.clone()),
+            client_id,
+            body,
+            attachments,
+            received: Instant::now(),
+            permit: Some(permit),
+        };
+        self.route(&conv, msg, Some(&cid)).await;
     }
 
     async fn route(&self, conv: &str, msg: ConvMsg, client_id: Option<&str>) {
@@ -165,72 +221,90 @@ impl SessionState {
         let message = format!("too many {} frames; retry later", frame.op());
         self.hub.metrics.ws_errors.with_label_values(&["rate_limited"]).inc();
         let event = ServerEvent::Error { code: ErrorCode::RateLimited, message: &message, client_id, retry_after_ms };
-        self.reply_event(&event).await;
+        reply_event(&self.handle, &event).await;
         false
     }
+}
 
-    async fn frame(&mut self, frame: ClientFrame, permit: OwnedSemaphorePermit) {
-        if !self.admit(&frame).await {
-            return;
+/// The actor.
+pub struct SessionActor;
+
+/// Session state.
+pub struct SessionState {
+    handle: Arc<SessionHandle>,
+    hub: Arc<Hub>,
+}
+
+/// Stop reason of an actor that hibernated (its session stays open).
+pub const HIBERNATED: &str = "hibernated";
+
+impl Actor for SessionActor {
+    type Msg = SessionMsg;
+    type State = SessionState;
+    /// The session's handle and the hub.
+    type Arguments = (Arc<SessionHandle>, Arc<Hub>);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        (handle, hub): Self::Arguments,
+    ) -> Result<SessionState, ActorProcessingErr> {
+        // Recorded before the actor is linked to its supervisor, so that no supervision event
+        // can come first.
+        hub.session_children.insert(myself.get_id(), handle.clone());
+        hub.session_actors.insert(handle.addr.session_id.clone(), myself);
+        Ok(SessionState { handle, hub })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        msg: SessionMsg,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            // Boxed: the handling future is large (every op's awaits), and held inline it would
+            // sit in the actor's task for the session's whole life, idle or not.
+            SessionMsg::Frame(frame, _permit, _slot) => Box::pin(state.frame(frame)).await,
+            SessionMsg::Hibernate(reply) => {
+                let _ = reply.send(());
+                myself.stop(Some(HIBERNATED.to_string()));
+            }
+            #[cfg(feature = "test-hooks")]
+            SessionMsg::InjectPanic => {
+                panic!("injected panic in session {}", state.handle.addr.session_id)
+            }
         }
-        let from = Requester::session(self.handle.addr.clone());
-        match frame {
-            ClientFrame::Send { conv, client_id, body, attachments } => {
-                let limits = &self.hub.config;
-                if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID {
-                    let msg = format!("client_id must be 1-{MAX_CLIENT_ID} bytes");
-                    return self.error(ErrorCode::BadRequest, &msg, None).await;
-                }
-                if body.len() > limits.max_body {
-                    let msg = format!("body is {} bytes; the limit is {}", body.len(), limits.max_body);
-                    return self.error(ErrorCode::TooLarge, &msg, Some(&client_id)).await;
-                }
-                if body.trim().is_empty() && attachments.is_empty() {
-                    let msg = "a message needs a body or attachments";
-                    return self.error(ErrorCode::BadRequest, msg, Some(&client_id)).await;
-                }
-                let attachments = match crate::attachments::resolve(
-                    &*self.hub.store,
-                    &self.handle.addr.user_id,
-                    &attachments,
-                )
-                .await
-                {
-                    Ok(a) => a,
-                    Err((code, msg)) => return self.error(code, &msg, Some(&client_id)).await,
-                };
-                let cid = client_id.clone();
+        Ok(())
+    }
+}
 
-                let msg = ConvMsg::Send {
-                    from,
-                    client_id,
-                    body,
-                    attachments,
-                    received: Instant::now(),
-                    permit: Some(permit),
-                };
-                self.route(&conv, msg, Some(&cid)).await;
-            }
-            ClientFrame::Edit { conv, id, body } => {
-                if body.len() > self.hub.config.max_body {
-                    return self.error(ErrorCode::TooLarge, "body is over the limit", None).await;
-                }
-                if body.trim().is_empty() {
-                    return self.error(ErrorCode::BadRequest, "body must not be empty", None).await;
-                }
-                self.route(&conv, ConvMsg::Edit { from, id, body }, None).await;
-            }
-            ClientFrame::Delete { conv, id } => self.route(&conv, ConvMsg::Delete { from, id }, None).await,
-            ClientFrame::Read { conv, seq } => self.route(&conv, ConvMsg::Read { from, seq }, None).await,
-            ClientFrame::Typing { conv, active } => self.route(&conv, ConvMsg::Typing { from, active }, None).await,
+impl SessionState {
+    async fn reply_event(&self, event: &ServerEvent<'_>) {
+        reply_event(&self.handle, event).await;
+    }
+
+    async fn error(&self, code: ErrorCode, message: &str, client_id: Option<&str>) {
+        reply_error(&self.hub, &self.handle, code, message, client_id).await;
+    }
+
+    /// Handles a frame that [`SessionInput::frame`] passed on (its rate limit applied there).
+    async fn frame(&mut self, frame: ClientFrame) {
+        match frame {
             ClientFrame::Sync { since } => self.sync(since).await,
             ClientFrame::Presence { users } => self.presence(users).await,
             ClientFrame::CallOffer { to, call_id, sdp } => self.call(CallOp::Offer { to, call_id, sdp }).await,
             ClientFrame::CallAnswer { to, call_id, sdp } => self.call(CallOp::Answer { to, call_id, sdp }).await,
             ClientFrame::CallIce { to, call_id, candidate } => self.call(CallOp::Ice { to, call_id, candidate }).await,
             ClientFrame::CallEnd { to, call_id } => self.call(CallOp::End { to, call_id }).await,
-
-            ClientFrame::Ping { t } => self.reply_event(&ServerEvent::Pong { t: t.as_ref() }).await,
+            ClientFrame::Send { .. }
+            | ClientFrame::Edit { .. }
+            | ClientFrame::Delete { .. }
+            | ClientFrame::Read { .. }
+            | ClientFrame::Typing { .. }
+            | ClientFrame::Ping { .. } => {
+                tracing::error!(op = frame.op(), "a frame the session's input handles reached its actor");
+            }
         }
     }
 

@@ -23,6 +23,7 @@ use bytes::Bytes;
 use crate::frames::{Frames, Step};
 use crate::hibernation::ActorSlot;
 use crate::ws_read::{FrameReader, ReadError};
+use rookery_actors::session::SessionInput;
 use rookery_actors::{new_id, now_ms, FrameQueue, OutboundReceiver, SessionAddr, SessionHandle, SessionMsg};
 use rookery_protocol::{close, decode_client_frame, encode_event, ErrorCode, Limits, ServerEvent};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -205,7 +206,7 @@ where
 async fn read_loop<R: AsyncRead + Unpin>(
     mut read: R,
     app: &App,
-    handle: &SessionHandle,
+    handle: &Arc<SessionHandle>,
     slot: &mut ActorSlot,
     pongs: &Pongs,
     last_heard: &AtomicI64,
@@ -215,6 +216,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let inflight_limit = app.hub.config.session_inflight;
     let inflight = Arc::new(Semaphore::new(inflight_limit));
     let mut frames = Frames::new(max);
+    let mut input = SessionInput::new(app.hub.clone(), handle.clone());
     let closing = handle_closing(handle);
     tokio::pin!(closing);
     loop {
@@ -269,6 +271,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Ok(frame) => {
                 let Ok(permit) = inflight.clone().acquire_owned().await else {
                     return;
+                };
+                // Boxed: inline, the handling's state (its awaits on the router and the
+                // outbound queue) would sit in every connection's future for its whole life.
+                let Some((frame, permit)) = Box::pin(input.frame(frame, permit)).await else {
+                    continue;
                 };
                 let actor = match slot.actor().await {
                     Ok(actor) => actor,

@@ -3,8 +3,8 @@
 //! [`rookery_actors::session`]).
 //!
 //! The connection's reader owns an [`ActorSlot`]: it asks the slot for the actor before each
-//! frame it casts (waking a hibernating session), and awaits [`ActorSlot::hibernation_due`]
-//! beside its socket read. An actor hibernates only when every in-flight permit of the session
+//! frame it casts to it (waking a hibernating session; the frames the session's input handles
+//! itself need no actor), and awaits [`ActorSlot::hibernation_due`] beside its socket read. An actor hibernates only when every in-flight permit of the session
 //! is back, that is when none of its frames is queued or being handled, so no frame is ever
 //! left in the mailbox of an actor that stops, and frames keep their order across the switch.
 
@@ -13,12 +13,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rookery_actors::limits::Meters;
 use rookery_actors::{ActorRef, Hub, SessionHandle, SessionMsg};
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
 
-/// How long a hibernating actor may take to hand back its meters.
+/// How long an actor may take to answer the request to hibernate.
 const HIBERNATE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The session's actor, from the connection's side.
@@ -38,7 +37,7 @@ enum State {
         timer: Option<Pin<Box<Sleep>>>,
         last_frame: Instant,
     },
-    Hibernating(Box<Meters>),
+    Hibernating,
     /// The actor failed to hibernate or wake; the connection is closing.
     Gone,
 }
@@ -61,7 +60,7 @@ impl ActorSlot {
     /// When a new actor cannot be started (the node is shutting down), or an earlier failure
     /// left the session without one.
     pub async fn actor(&mut self) -> Result<&ActorRef<SessionMsg>, String> {
-        if let State::Hibernating(_) = self.state {
+        if let State::Hibernating = self.state {
             // Boxed: see `gateway::connection`.
             Box::pin(self.wake()).await?;
         }
@@ -74,15 +73,15 @@ impl ActorSlot {
         }
     }
 
-    /// Starts a new actor for a hibernating session, with its meters. `Gone` stands in while
-    /// the start is under way, and stays if it fails. Checked by the caller, so that a frame of
-    /// an awake session moves nothing.
+    /// Starts a new actor for a hibernating session. `Gone` stands in while the start is under
+    /// way, and stays if it fails. Checked by the caller, so that a frame of an awake session
+    /// moves nothing.
     async fn wake(&mut self) -> Result<(), String> {
-        let State::Hibernating(meters) = std::mem::replace(&mut self.state, State::Gone) else {
+        let State::Hibernating = std::mem::replace(&mut self.state, State::Gone) else {
             return Ok(());
         };
         self.hub.metrics.sessions_hibernating.dec();
-        let actor = self.hub.start_session_actor(self.handle.clone(), Some(*meters)).await?;
+        let actor = self.hub.start_session_actor(self.handle.clone()).await?;
         self.state = awake_state(actor, self.after);
         Ok(())
     }
@@ -114,8 +113,8 @@ impl ActorSlot {
             return;
         }
         match Box::pin(actor.call(SessionMsg::Hibernate, Some(HIBERNATE_TIMEOUT))).await {
-            Ok(rookery_actors::CallResult::Success(meters)) => {
-                self.state = State::Hibernating(Box::new(meters));
+            Ok(rookery_actors::CallResult::Success(())) => {
+                self.state = State::Hibernating;
                 self.hub.metrics.sessions_hibernating.inc();
             }
             outcome => {
@@ -137,7 +136,7 @@ impl Drop for ActorSlot {
     fn drop(&mut self) {
         match &self.state {
             State::Awake { actor, .. } => actor.stop(None),
-            State::Hibernating(_) => self.hub.metrics.sessions_hibernating.dec(),
+            State::Hibernating => self.hub.metrics.sessions_hibernating.dec(),
             State::Gone => {}
         }
     }

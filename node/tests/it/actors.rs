@@ -163,7 +163,7 @@ async fn hibernating(n: &TestNode) -> f64 {
 }
 
 #[tokio::test]
-async fn a_quiet_session_hibernates_keeps_receiving_and_wakes_on_its_next_frame() {
+async fn a_quiet_session_hibernates_keeps_sending_and_receiving_and_wakes_for_a_sync() {
     let n = TestNode::start_with(|c| c.session_hibernate = Some(Duration::from_millis(200))).await;
     let (a, b) = (n.signup("alice").await, n.signup("bob").await);
     let id = n.group(&a, &[&b]).await;
@@ -187,18 +187,32 @@ async fn a_quiet_session_hibernates_keeps_receiving_and_wakes_on_its_next_frame(
     }
     assert!(!hub.session_actors.contains_key(alice.as_str()), "receiving does not wake a session");
 
-    // The next frames wake it, and are handled in the order they were sent.
+    // Frames for a conversation, and pings, are handled by the connection's reader, in the
+    // order they were sent, without waking the actor.
     for i in 3..=5 {
         aws.send(serde_json::json!({"op":"send","conv":id,"client_id":format!("k{i}"),"body":"x"})).await;
     }
-    let mut acked = Vec::new();
-    while acked.len() < 3 {
+    aws.send(serde_json::json!({"op":"typing","conv":id,"active":true})).await;
+    aws.send(serde_json::json!({"op":"ping","t":1})).await;
+    let (mut acked, mut ponged) = (Vec::new(), false);
+    while acked.len() < 3 || !ponged {
         let e = aws.event().await;
-        if e["op"] == "ack" {
-            acked.push(e["seq"].as_u64().unwrap());
+        match e["op"].as_str() {
+            Some("ack") => acked.push(e["seq"].as_u64().unwrap()),
+            // Decided as the frame is read, it may overtake the acks (docs/protocol.md 4.7).
+            Some("pong") => ponged = true,
+            _ => {}
         }
     }
     assert_eq!(acked, vec![3, 4, 5]);
+    assert_eq!(bws.expect_op("typing").await["user_id"], a["user"]["id"]);
+    assert!(!hub.session_actors.contains_key(alice.as_str()), "sending does not wake a session");
+    assert_eq!(hibernating(&n).await, 2.0);
+
+    // A frame for the actor wakes it.
+    aws.send(serde_json::json!({"op":"sync","since":{}})).await;
+    aws.expect_op("synced").await;
+    assert_eq!(hibernating(&n).await, 1.0, "the sync woke alice's actor");
 
     // Closing a connection ends its session whether its actor runs or hibernates.
     eventually("alice to hibernate again", || async { !hub.session_actors.contains_key(alice.as_str()) }).await;
@@ -225,8 +239,13 @@ async fn a_hibernating_session_keeps_its_rate_limits() {
     assert_eq!(aws.send_msg(&id, "k2", "two").await["code"], "rate_limited");
     eventually("the session to hibernate", || async { hibernating(&n).await == 1.0 }).await;
     let e = aws.send_msg(&id, "k3", "three").await;
-    assert_eq!(e["code"], "rate_limited", "a woken session still has an empty bucket: {e}");
-    assert_eq!(hibernating(&n).await, 0.0, "the send woke it");
+    assert_eq!(e["code"], "rate_limited", "a hibernating session still has an empty bucket: {e}");
+    assert_eq!(hibernating(&n).await, 1.0, "a send needs no session actor");
+    // Nor does waking the actor reset the limits.
+    aws.send(serde_json::json!({"op":"presence","users":[b["user"]["id"]]})).await;
+    aws.expect_op("presence").await;
+    assert_eq!(hibernating(&n).await, 0.0, "the presence query woke it");
+    assert_eq!(aws.send_msg(&id, "k4", "four").await["code"], "rate_limited");
 }
 
 #[tokio::test]
