@@ -6,7 +6,7 @@
 //! (`send`, `edit`, `delete`, `read` and `typing` go to their conversation's actor, `ping` is
 //! answered) and returns the rest (`sync`, `presence`, calls), which read the store or reach
 //! other nodes, for the session actor. A `send` thus reaches its conversation actor in one hop,
-//! not two through the session actor (docs/benchmarks.md, 2026-12-04, Intel machine), and a
+//! not two through the session actor (docs/benchmarks.md, 2026-12-04, afternoon), and a
 //! client's frames to conversations keep their order, the reader handling them one at a time.
 //!
 //! Mailbox bound: at most `HubConfig::session_inflight` frames are queued or being handled per
