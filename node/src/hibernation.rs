@@ -1,12 +1,13 @@
-//! A session's actor as its connection sees it: awake while the client is active, hibernating
-//! once the client has sent no frame for `--session-hibernate-ms` (why and how:
+//! A session's actor as its connection sees it: awake while the client uses it, hibernating
+//! once the client has sent no frame for it for `--session-hibernate-ms` (why and how:
 //! [`rookery_actors::session`]).
 //!
 //! The connection's reader owns an [`ActorSlot`]: it asks the slot for the actor before each
 //! frame it casts to it (waking a hibernating session; the frames the session's input handles
-//! itself need no actor), and awaits [`ActorSlot::hibernation_due`] beside its socket read. An actor hibernates only when every in-flight permit of the session
-//! is back, that is when none of its frames is queued or being handled, so no frame is ever
-//! left in the mailbox of an actor that stops, and frames keep their order across the switch.
+//! itself need no actor), and awaits [`ActorSlot::hibernation_due`] beside its socket read. An
+//! actor hibernates only when every in-flight permit of the session is back, that is when none
+//! of its frames is queued or being handled, so no frame is ever left in the mailbox of an actor
+//! that stops, and frames keep their order across the switch.
 
 use std::future::pending;
 use std::pin::Pin;
