@@ -107,9 +107,10 @@ pub struct ServeArgs {
     /// Server ping interval in milliseconds; silence for two intervals closes. Default: 25000.
     #[arg(long, env = "ROOKERY_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
-    /// Milliseconds without a client frame after which a session's actor hibernates (stops,
-    /// keeping the connection and the session's rate limits; the next frame starts it again).
-    /// 0: never. At least 100 otherwise. Default: 15000.
+    /// Milliseconds without a client frame for a session's actor (`sync`, `presence`, calls)
+    /// after which the actor hibernates (stops, keeping the connection and the session's rate
+    /// limits; the next such frame starts it again). 0: never. At least 100 otherwise.
+    /// Default: 15000.
     #[arg(long, env = "ROOKERY_SESSION_HIBERNATE_MS")]
     pub session_hibernate_ms: Option<u64>,
     /// Open WebSocket connections allowed per client address (more get 429); 0 for no limit.
