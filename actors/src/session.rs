@@ -46,8 +46,8 @@ const MAX_CLIENT_ID: usize = 128;
 
 /// Messages of a session actor.
 pub enum SessionMsg {
-    /// A decoded client frame that [`SessionInput`] passed on.
-    Frame(ClientFrame, OwnedSemaphorePermit, MailboxSlot),
+    /// A frame that [`SessionInput`] passed on.
+    Frame(ActorFrame, OwnedSemaphorePermit, MailboxSlot),
     /// Stop, leaving the session open. The gateway sends it only when no frame of the session
     /// is queued or in progress.
     Hibernate(RpcReplyPort<()>),
@@ -71,6 +71,14 @@ impl Drop for MailboxSlot {
     fn drop(&mut self) {
         self.0.dec();
     }
+}
+
+/// A client frame for the session's actor: one that reads the store or reaches other nodes,
+/// and may take a while. [`SessionInput`] handles every other op itself.
+pub enum ActorFrame {
+    Sync(HashMap<String, u64>),
+    Presence(Vec<String>),
+    Call(CallOp),
 }
 
 /// Queues an answer to the session's own client, waiting up to [`REPLY_PATIENCE`] for room.
@@ -107,7 +115,7 @@ impl SessionInput {
         &mut self,
         frame: ClientFrame,
         permit: OwnedSemaphorePermit,
-    ) -> Option<(ClientFrame, OwnedSemaphorePermit)> {
+    ) -> Option<(ActorFrame, OwnedSemaphorePermit)> {
         if !self.admit(&frame).await {
             return None;
         }
@@ -131,12 +139,20 @@ impl SessionInput {
                 self.route(&conv, ConvMsg::Typing { from: from(), active }, None).await
             }
             ClientFrame::Ping { t } => reply_event(&self.handle, &ServerEvent::Pong { t: t.as_ref() }).await,
-            frame @ (ClientFrame::Sync { .. }
-            | ClientFrame::Presence { .. }
-            | ClientFrame::CallOffer { .. }
-            | ClientFrame::CallAnswer { .. }
-            | ClientFrame::CallIce { .. }
-            | ClientFrame::CallEnd { .. }) => return Some((frame, permit)),
+            ClientFrame::Sync { since } => return Some((ActorFrame::Sync(since), permit)),
+            ClientFrame::Presence { users } => return Some((ActorFrame::Presence(users), permit)),
+            ClientFrame::CallOffer { to, call_id, sdp } => {
+                return Some((ActorFrame::Call(CallOp::Offer { to, call_id, sdp }), permit))
+            }
+            ClientFrame::CallAnswer { to, call_id, sdp } => {
+                return Some((ActorFrame::Call(CallOp::Answer { to, call_id, sdp }), permit))
+            }
+            ClientFrame::CallIce { to, call_id, candidate } => {
+                return Some((ActorFrame::Call(CallOp::Ice { to, call_id, candidate }), permit))
+            }
+            ClientFrame::CallEnd { to, call_id } => {
+                return Some((ActorFrame::Call(CallOp::End { to, call_id }), permit))
+            }
         }
         None
     }
@@ -289,22 +305,11 @@ impl SessionState {
     }
 
     /// Handles a frame that [`SessionInput::frame`] passed on (its rate limit applied there).
-    async fn frame(&mut self, frame: ClientFrame) {
+    async fn frame(&mut self, frame: ActorFrame) {
         match frame {
-            ClientFrame::Sync { since } => self.sync(since).await,
-            ClientFrame::Presence { users } => self.presence(users).await,
-            ClientFrame::CallOffer { to, call_id, sdp } => self.call(CallOp::Offer { to, call_id, sdp }).await,
-            ClientFrame::CallAnswer { to, call_id, sdp } => self.call(CallOp::Answer { to, call_id, sdp }).await,
-            ClientFrame::CallIce { to, call_id, candidate } => self.call(CallOp::Ice { to, call_id, candidate }).await,
-            ClientFrame::CallEnd { to, call_id } => self.call(CallOp::End { to, call_id }).await,
-            ClientFrame::Send { .. }
-            | ClientFrame::Edit { .. }
-            | ClientFrame::Delete { .. }
-            | ClientFrame::Read { .. }
-            | ClientFrame::Typing { .. }
-            | ClientFrame::Ping { .. } => {
-                tracing::error!(op = frame.op(), "a frame the session's input handles reached its actor");
-            }
+            ActorFrame::Sync(since) => self.sync(since).await,
+            ActorFrame::Presence(users) => self.presence(users).await,
+            ActorFrame::Call(op) => self.call(op).await,
         }
     }
 
