@@ -12,7 +12,8 @@ For each target (the same `kind` or `kind=PATH` as bench/run.py), `--repeat` tim
 starts a fresh server, runs the load generator (open loop, `--verify`), and over a window of
 `--window` seconds in the middle of the run counts the server process's system calls with
 `perf stat` (tracepoints `syscalls:sys_enter_*`; needs perf and root), its user and system CPU
-time and the load generator's CPU time (user and system together: the two share the cores) from /proc. Divides by the messages offered in the window (users x rate x window: the
+time and the load generator's CPU time (user and system together: the two share the cores) from /proc,
+and the run's ack p50 and p99 (end-to-end for the raw peer, which sends no acks). Divides by the messages offered in the window (users x rate x window: the
 load is open loop, so that is what was sent), prints one row per run, and exits 1 when a run
 delivered under 99 % or `--verify` found a message duplicated or reordered (bench/run.py's
 gate; a run under it is not at the offered load). A run whose load generator ended inside the
@@ -80,6 +81,9 @@ def measure(target, a):
     row["user_us"] = (u1 - u0) / HZ / msgs * 1e6
     row["sys_us"] = (s1 - s0) / HZ / msgs * 1e6
     row["loadgen_us"] = (l1 - l0) / HZ / msgs * 1e6
+    # Raw has no acks: its end-to-end latency stands in (a delivery, like an ack, is one trip).
+    lat = rep["ack"] if rep["ack"]["count"] else rep["e2e"]
+    row["p50_ms"], row["p99_ms"] = lat["p50_ms"], lat["p99_ms"]
     row["delivered"] = rep["delivery_ratio"]
     row["dup_reord"] = sum(v.get(k) or 0 for k in ("duplicated", "reordered"))
     row["verified"] = verified(rep)
@@ -100,7 +104,7 @@ def main():
     a = ap.parse_args()
     targets = a.targets.split(",")
     head = (f"{'target':24} " + " ".join(f"{c:>10}" for c in CALLS)
-            + f" {'user µs':>8} {'sys µs':>8} {'loadgen µs':>10} {'delivered':>9} {'dup+reord':>9}")
+            + f" {'user µs':>8} {'sys µs':>8} {'loadgen µs':>10} {'ack p50':>8} {'ack p99':>8} {'delivered':>9} {'dup+reord':>9}")
     print(f"{a.scenario}, {a.users} connections, {a.rate}/conn; per message offered in a {a.window} s window:")
     print(head)
     bad = False
@@ -109,7 +113,8 @@ def main():
             r = measure(target, a)
             bad |= not r["verified"]
             print(f"{target:24} " + " ".join(f"{r[c]:>10.2f}" for c in CALLS)
-                  + f" {r['user_us']:>8.1f} {r['sys_us']:>8.1f} {r['loadgen_us']:>10.1f} {r['delivered']:>9.4f} {r['dup_reord']:>9}",
+                  + f" {r['user_us']:>8.1f} {r['sys_us']:>8.1f} {r['loadgen_us']:>10.1f}"
+                  + f" {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['delivered']:>9.4f} {r['dup_reord']:>9}",
                   flush=True)
     if bad:
         log(f"a run delivered under {PASS_DELIVERY:.0%}, or duplicated or reordered messages: not at the offered load")

@@ -145,7 +145,6 @@ pub struct SessionHandle {
 /// The consumer side, owned by the socket writer.
 pub struct OutboundReceiver {
     queue: Arc<FrameQueue>,
-    pub close: CancellationToken,
 }
 
 impl OutboundReceiver {
@@ -172,14 +171,9 @@ impl SessionHandle {
     pub fn new(addr: SessionAddr, capacity: usize, metrics: Arc<Metrics>) -> (Arc<Self>, OutboundReceiver) {
         let queue = Arc::new(FrameQueue::new(capacity));
         let close = CancellationToken::new();
-        let handle = Arc::new(SessionHandle {
-            addr,
-            queue: queue.clone(),
-            close: close.clone(),
-            close_code: AtomicU16::new(0),
-            metrics,
-        });
-        (handle, OutboundReceiver { queue, close })
+        let handle =
+            Arc::new(SessionHandle { addr, queue: queue.clone(), close, close_code: AtomicU16::new(0), metrics });
+        (handle, OutboundReceiver { queue })
     }
 
     /// Queues a frame without waiting. A full queue closes the session with 4009 and returns
@@ -225,12 +219,15 @@ impl SessionHandle {
     }
 
     /// Asks the writer to close the connection with `code`. Only the first request counts;
-    /// returns whether this one did. The code is set before the token is cancelled, so a
-    /// writer may read [`SessionHandle::close_code`] first and wait on the token only when idle.
+    /// returns whether this one did. The code is set before the writer is woken, so a writer
+    /// reads [`SessionHandle::close_code`] after it leaves its waker with the queue.
     pub fn close_with(&self, code: u16) -> bool {
         let first = self.close_code.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire).is_ok();
         if first {
             self.close.cancel();
+            // The writer waits on its queue's waker, not on the token (`FrameQueue::poll_take`),
+            // and reads the code once woken.
+            self.queue.writer.wake();
         }
         first
     }

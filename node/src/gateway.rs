@@ -28,7 +28,6 @@ use rookery_actors::{new_id, now_ms, FrameQueue, OutboundReceiver, SessionAddr, 
 use rookery_protocol::{close, decode_client_frame, encode_event, ErrorCode, Limits, ServerEvent};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 
 use crate::api::error::ApiError;
 use crate::server::App;
@@ -358,32 +357,33 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     // connection holds it for its whole life.
     let timer = tokio::time::sleep_until(clock.next());
     tokio::pin!(timer);
-    let close_token: CancellationToken = outbound.close.clone();
-    // Created once: a fresh `cancelled()` future per loop turn would re-register a waiter each time.
-    let closed = close_token.cancelled();
-    tokio::pin!(closed);
-    // A close request sets the code before it cancels the token (`SessionHandle::close_with`),
-    // so the code, an atomic load, is read at every turn, ahead of anything queued. The token's
-    // future, which takes a lock each time it is polled, is polled last, only to wake a writer
-    // that waits.
+    // Whether the timer holds this task's waker since it was last set: then it wakes the task
+    // when it fires and need not be polled before it has (`is_elapsed`).
+    let mut timer_armed = false;
     let code = loop {
-        let code = handle.close_code();
-        if code != 0 {
-            break code;
-        }
         // One future polls everything the writer waits on, in this order; nothing is created
-        // or dropped per turn (the queues keep the task's waker, the timer and the token stay
-        // pinned). Owed pongs and queued frames that are both ready go out in the same write.
+        // or dropped per turn (the queues keep the task's waker, the timer keeps it too).
+        // Owed pongs and queued frames that are both ready go out in the same write. A close
+        // request sets the code, then wakes the writer through its queue's waker
+        // (`SessionHandle::close_with`): the code is read after that waker is left, so the
+        // request is seen at this turn or wakes the next.
         let turn = std::future::poll_fn(|cx| {
             let owed = pongs.0.poll_take(cx, PONG_QUEUE);
             let batch = outbound.poll_take(cx, MAX_COALESCE);
+            let code = handle.close_code();
+            if code != 0 {
+                return Poll::Ready(Turn::Closed(code));
+            }
             if owed.is_ready() || batch.is_ready() {
                 return Poll::Ready(Turn::Frames(ready_or_empty(owed), ready_or_empty(batch)));
             }
-            if timer.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Turn::Timer);
+            if !timer_armed || timer.is_elapsed() {
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Turn::Timer);
+                }
+                timer_armed = true;
             }
-            closed.as_mut().poll(cx).map(|()| Turn::Closed)
+            Poll::Pending
         })
         .await;
         let mut out = Vec::new();
@@ -413,8 +413,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     }
                 }
                 timer.as_mut().reset(clock.next());
+                timer_armed = false;
             }
-            Turn::Closed => break handle.close_code(),
+            Turn::Closed(code) => break code,
         }
         if !out.is_empty() && write.write_all(&out).await.is_err() {
             handle.close_with(close::NORMAL);
@@ -435,8 +436,8 @@ enum Turn {
     Frames(VecDeque<Bytes>, VecDeque<Bytes>),
     /// The heartbeat or the token's expiry is due.
     Timer,
-    /// The session was asked to close.
-    Closed,
+    /// The session was asked to close, with this code.
+    Closed(u16),
 }
 
 fn ready_or_empty(p: Poll<VecDeque<Bytes>>) -> VecDeque<Bytes> {

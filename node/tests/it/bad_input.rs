@@ -198,6 +198,61 @@ async fn a_silent_connection_is_closed_after_two_heartbeats() {
     assert!(close, "no close frame with 4000");
 }
 
+/// The writer polls its timer only when it is due: a connection that is sent messages all the
+/// time, and so keeps its writer busy, must still get its pings and be closed when it never
+/// answers them.
+#[tokio::test]
+async fn a_silent_connection_that_is_sent_messages_is_still_closed_after_two_heartbeats() {
+    let n = TestNode::start_with(|c| {
+        c.heartbeat = Duration::from_millis(300);
+        c.api_write_rate_limit = 0.0;
+    })
+    .await;
+    let (a, b) = (n.signup("alice").await, n.signup("bob").await);
+    let conv = n.group(&b, &[&a]).await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(n.node().chat_addr).await.unwrap();
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {}\r\n\r\n",
+        tok(&a)
+    );
+    let started = std::time::Instant::now();
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    // Bob sends every 20 ms until the test ends: alice's writer always has frames to write.
+    let sender = {
+        let (base, token, conv) = (n.url(""), tok(&b).to_string(), conv.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for i in 0.. {
+                let url = format!("{base}/api/conversations/{conv}/messages");
+                let body = json!({"client_id": format!("c{i}"), "body": "busy"});
+                let _ = http.post(url).bearer_auth(&token).json(&body).send().await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // Data keeps coming until the close, so the deadline is on the whole read.
+    let read_all = async {
+        loop {
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(k) => buf.extend_from_slice(&chunk[..k]),
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, read_all).await.expect("closed in time");
+    sender.abort();
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(600), "closed after {elapsed:?}");
+    assert!(buf.windows(5).any(|w| w == b"\"msg\""), "messages were delivered meanwhile");
+    // A ping (0x89, empty) and the close frame with 4000 are in what the server sent.
+    assert!(buf.windows(2).any(|w| w == [0x89, 0x00]), "no ping");
+    let close = buf.windows(4).any(|w| w[0] == 0x88 && w[2..4] == 4000u16.to_be_bytes());
+    assert!(close, "no close frame with 4000");
+}
+
 #[tokio::test]
 async fn a_connection_flood_from_one_address_is_refused_and_others_are_served() {
     let node = crate::support::TestNode::start_with(|c| c.max_connections_per_addr = 3).await;
