@@ -167,35 +167,46 @@ async fn a_client_that_stops_reading_is_closed_with_4009_and_others_keep_receivi
     assert_eq!(metric(&text, "rookery_slow_consumer_disconnects_total"), 1.0);
 }
 
-#[tokio::test]
-async fn a_silent_connection_is_closed_after_two_heartbeats() {
-    let n = TestNode::start_with(|c| c.heartbeat = Duration::from_millis(200)).await;
-    let a = n.signup("alice").await;
-    // A raw TCP client that upgrades and then never answers pings.
+/// A raw TCP client of `session` that upgrades and then never answers pings: what the server
+/// sent until it closed the connection, and how long that took. The clock starts before the
+/// request is sent, so the server's heartbeat clock (started at the upgrade) can never be ahead
+/// of it, however late this task runs.
+async fn silent_client(n: &TestNode, session: &serde_json::Value) -> (Duration, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = tokio::net::TcpStream::connect(n.node().chat_addr).await.unwrap();
     let req = format!(
         "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {}\r\n\r\n",
-        tok(&a)
+        tok(session)
     );
-    // The clock starts before the request is sent, so the server's heartbeat clock (started at
-    // the upgrade) can never be ahead of it, however late this task runs.
     let started = std::time::Instant::now();
     tcp.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
-    // Read until the server closes the TCP connection.
-    loop {
-        match tokio::time::timeout(PATIENCE, tcp.read(&mut chunk)).await.expect("closed in time") {
-            Ok(0) | Err(_) => break,
-            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+    // Data may keep coming until the close, so the deadline is on the whole read.
+    let read_all = async {
+        loop {
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(k) => buf.extend_from_slice(&chunk[..k]),
+            }
         }
-    }
-    let elapsed = started.elapsed();
+    };
+    tokio::time::timeout(PATIENCE, read_all).await.expect("closed in time");
+    (started.elapsed(), buf)
+}
+
+/// Whether `sent` holds a close frame (opcode 0x8, unmasked) with `code`.
+fn has_close(sent: &[u8], code: u16) -> bool {
+    sent.windows(4).any(|w| w[0] == 0x88 && w[2..4] == code.to_be_bytes())
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_after_two_heartbeats() {
+    let n = TestNode::start_with(|c| c.heartbeat = Duration::from_millis(200)).await;
+    let a = n.signup("alice").await;
+    let (elapsed, sent) = silent_client(&n, &a).await;
     assert!(elapsed >= Duration::from_millis(400), "closed after {elapsed:?}");
-    // The close frame (opcode 0x8) with code 4000 is in what the server sent.
-    let close = buf.windows(4).any(|w| w[0] == 0x88 && w[2..4] == 4000u16.to_be_bytes());
-    assert!(close, "no close frame with 4000");
+    assert!(has_close(&sent, 4000), "no close frame with 4000");
 }
 
 /// The writer polls its timer only when it is due: a connection that is sent messages all the
@@ -210,17 +221,9 @@ async fn a_silent_connection_that_is_sent_messages_is_still_closed_after_two_hea
     .await;
     let (a, b) = (n.signup("alice").await, n.signup("bob").await);
     let conv = n.group(&b, &[&a]).await;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(n.node().chat_addr).await.unwrap();
-    let req = format!(
-        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {}\r\n\r\n",
-        tok(&a)
-    );
-    let started = std::time::Instant::now();
-    tcp.write_all(req.as_bytes()).await.unwrap();
     // Bob sends every 20 ms until the test ends: alice's writer always has frames to write.
     let sender = {
-        let (base, token, conv) = (n.url(""), tok(&b).to_string(), conv.clone());
+        let (base, token) = (n.url(""), tok(&b).to_string());
         tokio::spawn(async move {
             let http = reqwest::Client::new();
             for i in 0.. {
@@ -231,26 +234,12 @@ async fn a_silent_connection_that_is_sent_messages_is_still_closed_after_two_hea
             }
         })
     };
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    // Data keeps coming until the close, so the deadline is on the whole read.
-    let read_all = async {
-        loop {
-            match tcp.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(k) => buf.extend_from_slice(&chunk[..k]),
-            }
-        }
-    };
-    tokio::time::timeout(PATIENCE, read_all).await.expect("closed in time");
+    let (elapsed, sent) = silent_client(&n, &a).await;
     sender.abort();
-    let elapsed = started.elapsed();
     assert!(elapsed >= Duration::from_millis(600), "closed after {elapsed:?}");
-    assert!(buf.windows(5).any(|w| w == b"\"msg\""), "messages were delivered meanwhile");
-    // A ping (0x89, empty) and the close frame with 4000 are in what the server sent.
-    assert!(buf.windows(2).any(|w| w == [0x89, 0x00]), "no ping");
-    let close = buf.windows(4).any(|w| w[0] == 0x88 && w[2..4] == 4000u16.to_be_bytes());
-    assert!(close, "no close frame with 4000");
+    assert!(sent.windows(5).any(|w| w == b"\"msg\""), "messages were delivered meanwhile");
+    assert!(sent.windows(2).any(|w| w == [0x89, 0x00]), "no ping (0x89, empty)");
+    assert!(has_close(&sent, 4000), "no close frame with 4000");
 }
 
 #[tokio::test]
