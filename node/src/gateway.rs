@@ -378,7 +378,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 return Poll::Ready(Turn::Frames(ready_or_empty(owed), ready_or_empty(batch)));
             }
             if !timer_armed || timer.is_elapsed() {
-                if timer.as_mut().poll(cx).is_ready() {
+                // Polled outside the task's budget: a poll refused for want of budget would
+                // leave no waker with the timer, which would then not be polled until it fired.
+                let unconstrained = std::pin::pin!(tokio::task::coop::unconstrained(timer.as_mut()));
+                if unconstrained.poll(cx).is_ready() {
                     return Poll::Ready(Turn::Timer);
                 }
                 timer_armed = true;
