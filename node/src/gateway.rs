@@ -357,9 +357,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     // connection holds it for its whole life.
     let timer = tokio::time::sleep_until(clock.next());
     tokio::pin!(timer);
-    // Whether the timer holds this task's waker since it was last set: then it wakes the task
-    // when it fires and need not be polled before it has (`is_elapsed`).
-    let mut timer_armed = false;
+    // The waker the timer holds since it was last set, if any: while it is this task's, the
+    // timer wakes the task when it fires and need not be polled before it has (`is_elapsed`).
+    let mut timer_waker: Option<std::task::Waker> = None;
     let code = loop {
         // One future polls everything the writer waits on, in this order; nothing is created
         // or dropped per turn (the queues keep the task's waker, the timer keeps it too).
@@ -377,14 +377,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             if owed.is_ready() || batch.is_ready() {
                 return Poll::Ready(Turn::Frames(ready_or_empty(owed), ready_or_empty(batch)));
             }
-            if !timer_armed || timer.is_elapsed() {
+            let armed = timer_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+            if !armed || timer.is_elapsed() {
                 // Polled outside the task's budget: a poll refused for want of budget would
                 // leave no waker with the timer, which would then not be polled until it fired.
                 let unconstrained = std::pin::pin!(tokio::task::coop::unconstrained(timer.as_mut()));
                 if unconstrained.poll(cx).is_ready() {
                     return Poll::Ready(Turn::Timer);
                 }
-                timer_armed = true;
+                timer_waker = Some(cx.waker().clone());
             }
             Poll::Pending
         })
@@ -416,7 +417,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     }
                 }
                 timer.as_mut().reset(clock.next());
-                timer_armed = false;
+                timer_waker = None;
             }
             Turn::Closed(code) => break code,
         }
@@ -529,5 +530,50 @@ mod tests {
         assert_eq!(clock.next(), start + Duration::from_secs(30), "then pings again");
         assert_eq!(clock.due(start + Duration::from_secs(30)), Due::Ping, "expiry is due once");
         assert_eq!(clock.next(), start + Duration::from_secs(40));
+    }
+
+    /// The writer's first poll of its timer may come when the task's coop budget has just run
+    /// out; the timer must still get the task's waker, or the heartbeat never comes.
+    #[tokio::test]
+    async fn the_heartbeat_comes_though_the_budget_ran_out_at_the_first_poll() {
+        use tokio::io::AsyncReadExt;
+        let addr = SessionAddr { node_id: "n".into(), session_id: "s".into(), user_id: "u".into() };
+        let (handle, outbound) = SessionHandle::new(addr, 8, Arc::new(rookery_actors::Metrics::new()));
+        let (server_side, mut client_side) = tokio::io::duplex(1024);
+        let pongs = Arc::new(Pongs(FrameQueue::new(PONG_QUEUE)));
+        let last_heard = Arc::new(AtomicI64::new(monotonic_ms()));
+        let writer = write_loop(
+            server_side,
+            outbound,
+            handle.clone(),
+            pongs,
+            Duration::from_millis(50),
+            last_heard,
+            now_ms() + 60_000,
+        );
+        let mut writer = Box::pin(writer);
+        // Use up the budget with operations that are ready at once, then poll the writer in
+        // the same turn of this task: its first poll of the timer finds no budget left.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        std::future::poll_fn(|cx| {
+            while tokio::task::coop::has_budget_remaining() {
+                tx.send(()).unwrap();
+                assert!(rx.poll_recv(cx).is_ready());
+            }
+            assert!(writer.as_mut().poll(cx).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        // Still polled by this task, with the same waker.
+        let mut ping = [0u8; 2];
+        let read = tokio::time::timeout(Duration::from_secs(2), client_side.read_exact(&mut ping));
+        tokio::select! {
+            _ = writer.as_mut() => panic!("the writer ended"),
+            read = read => read.expect("a ping within 2 s").map(drop).unwrap(),
+        }
+        assert_eq!(ping, [0x89, 0x00], "an empty ping");
+        handle.close_with(close::NORMAL);
+        drop(client_side);
+        writer.await;
     }
 }
