@@ -370,6 +370,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         let turn = std::future::poll_fn(|cx| {
             let owed = pongs.0.poll_take(cx, PONG_QUEUE);
             let batch = outbound.poll_take(cx, MAX_COALESCE);
+            // Frames taken just now are dropped at a close, as those still queued are: after a
+            // close request nothing but the close frame is written.
             let code = handle.close_code();
             if code != 0 {
                 return Poll::Ready(Turn::Closed(code));
