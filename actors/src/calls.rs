@@ -224,6 +224,7 @@ async fn log_call(hub: &Hub, call_id: &str, call: &Call) {
         client_id: format!("call:{call_id}"),
         body,
         attachments: vec![log],
+        echo: true,
         received: Instant::now(),
         permit: None,
     };

@@ -38,6 +38,8 @@ pub enum ConvMsg {
         client_id: String,
         body: String,
         attachments: Vec<serde_json::Value>,
+        /// Whether the sending session also gets the `msg` (the `send` op's `echo`).
+        echo: bool,
         received: Instant,
         permit: Option<OwnedSemaphorePermit>,
     },
@@ -99,6 +101,8 @@ struct Pending {
     /// Duplicate sends that arrived while this one was in flight.
     waiters: Vec<Requester>,
     frame: Bytes,
+    /// Whether `from`'s session gets the `msg` besides its ack.
+    echo: bool,
     received: Instant,
     result: Option<Result<(), StoreError>>,
     _permit: Option<OwnedSemaphorePermit>,
@@ -238,9 +242,9 @@ impl Actor for ConversationActor {
             return retiring(msg, state, &myself).await;
         }
         match msg {
-            ConvMsg::Send { from, client_id, body, attachments, received, permit } => {
+            ConvMsg::Send { from, client_id, body, attachments, echo, received, permit } => {
                 state.last_activity = Instant::now();
-                state.send(&myself, from, client_id, body, attachments, received, permit).await;
+                state.send(&myself, from, client_id, body, attachments, echo, received, permit).await;
             }
             ConvMsg::Committed { first, last, result, took } => {
                 if state.committed(&myself, first, last, result, took) {
@@ -465,6 +469,7 @@ impl ConvState {
         client_id: String,
         body: String,
         attachments: Vec<serde_json::Value>,
+        echo: bool,
         received: Instant,
         permit: Option<OwnedSemaphorePermit>,
     ) {
@@ -556,6 +561,7 @@ impl ConvState {
             from,
             waiters: Vec::new(),
             frame,
+            echo,
             received,
             result: None,
             _permit: permit,
@@ -628,16 +634,22 @@ impl ConvState {
                         self.ack(w, &p.client_id, &p.id, p.seq, p.ts);
                     }
                     self.hub.metrics.message_ack_seconds.observe(p.received.elapsed().as_secs_f64());
+                    // Without echo, the sending session has the message from its ack: it counts
+                    // as delivered to its user, and only the user's other sessions get the `msg`.
+                    let unechoed = if p.echo { None } else { p.from.session_id() };
                     for (user, member) in self.members.iter_mut() {
-                        let n = self.hub.sessions.push_to_user(user, &p.frame);
+                        let except = unechoed.filter(|_| *user == p.from.user_id);
+                        let n = self.hub.sessions.push_to_user_except(user, &p.frame, except.map(|s| &**s));
                         if n > 0 {
                             self.hub.metrics.messages_delivered.inc_by(n as u64);
+                        }
+                        if n > 0 || except.is_some() {
                             member.delivered = Some(p.seq);
                             self.delivered_pending = true;
                         }
                     }
                     if let Some(c) = self.hub.cluster() {
-                        c.deliver(self.member_list.clone(), &p.frame, None);
+                        c.deliver(self.member_list.clone(), &p.frame, unechoed.cloned());
                     }
                     self.hub.metrics.message_delivery_seconds.observe(p.received.elapsed().as_secs_f64());
                     self.dedupe.insert(key, Dedupe::Done { id: p.id, seq: p.seq, ts: p.ts });

@@ -56,6 +56,14 @@ impl Requester {
         Requester { user_id: user_id.into(), reply: ReplyTo::Nobody, moderator: false }
     }
 
+    /// The WebSocket session that made the request, if a session did (on any node).
+    pub fn session_id(&self) -> Option<&Arc<str>> {
+        match &self.reply {
+            ReplyTo::Session(addr) => Some(&addr.session_id),
+            _ => None,
+        }
+    }
+
     /// A requester for an HTTP request, and the receiver of its outcome.
     pub fn http(user_id: &str) -> (Self, oneshot::Receiver<Outcome>) {
         let (tx, rx) = oneshot::channel();

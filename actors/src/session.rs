@@ -121,8 +121,8 @@ impl SessionInput {
         }
         let from = || Requester::session(self.handle.addr.clone());
         match frame {
-            ClientFrame::Send { conv, client_id, body, attachments } => {
-                self.send(conv, client_id, body, attachments, permit).await
+            ClientFrame::Send { conv, client_id, body, attachments, echo } => {
+                self.send(conv, client_id, body, attachments, echo, permit).await
             }
             ClientFrame::Edit { conv, id, body } => {
                 if body.len() > self.hub.config.max_body {
@@ -169,6 +169,7 @@ impl SessionInput {
         client_id: String,
         body: String,
         attachments: Vec<serde_json::Value>,
+        echo: bool,
         permit: OwnedSemaphorePermit,
     ) {
         let limits = &self.hub.config;
@@ -195,6 +196,7 @@ impl SessionInput {
             client_id,
             body,
             attachments,
+            echo,
             received: Instant::now(),
             permit: Some(permit),
         };

@@ -101,6 +101,11 @@ pub struct Opts {
     /// messages missing from it (`lost`) and messages stored twice.
     #[arg(long)]
     pub verify: bool,
+    /// Rookery only: ask for each message to come back to its sending session too (the
+    /// protocol's default). Off by default, so that Rookery, like the Socket.IO and raw peers,
+    /// sends a message to the other members and its sender gets the ack alone.
+    #[arg(long)]
+    pub echo: bool,
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,

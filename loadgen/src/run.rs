@@ -617,7 +617,7 @@ async fn write_loop(
                 }
                 // The same message: same client_id, same body (its intended time included).
                 let body = crate::target::body(i as u32, k, shared.intended_ns(i, k, start_ns), opts.message_size);
-                let frame = target.send_frame(room_name.as_deref().unwrap_or_default(), k, &body);
+                let frame = target.send_frame(room_name.as_deref().unwrap_or_default(), k, &body, opts.echo);
                 tally.lock().resent += 1;
                 if writer.write_frame(Frame::text(Payload::Borrowed(frame.as_bytes()))).await.is_err() {
                     return;
@@ -631,7 +631,7 @@ async fn write_loop(
                     continue;
                 }
                 let body = crate::target::body(i as u32, k, due, opts.message_size);
-                let frame = target.send_frame(room_name.as_deref().unwrap_or_default(), k, &body);
+                let frame = target.send_frame(room_name.as_deref().unwrap_or_default(), k, &body, opts.echo);
                 // Recorded before the write: the answer may arrive before the write returns, and
                 // a write that fails may still have reached the server, so the message is resent
                 // (same client_id) on the next connection either way.

@@ -82,13 +82,14 @@ impl Target {
         self != Target::Raw
     }
 
-    /// The frame that sends message `k` to `room` (named `room_name` on the wire).
-    pub fn send_frame(self, room_name: &str, k: u64, body: &str) -> String {
+    /// The frame that sends message `k` to `room` (named `room_name` on the wire). `echo`: ask
+    /// Rookery to send the message back to the sending session too (the other servers never do).
+    pub fn send_frame(self, room_name: &str, k: u64, body: &str, echo: bool) -> String {
         match self {
-            Target::Rookery => {
-                serde_json::json!({"op": "send", "conv": room_name, "client_id": k.to_string(), "body": body})
-                    .to_string()
-            }
+            Target::Rookery => serde_json::json!(
+                {"op": "send", "conv": room_name, "client_id": k.to_string(), "body": body, "echo": echo}
+            )
+            .to_string(),
             Target::Socketio => {
                 let payload = serde_json::json!({"room": room_name, "client_id": k.to_string(), "body": body});
                 format!("42{k}[\"sendMessage\",{payload}]")
@@ -258,13 +259,17 @@ mod tests {
             Incoming::Synced { more: false }
         );
         assert_eq!(Target::Socketio.parse("2", &rooms), Incoming::Reply("3".into()));
+        assert_eq!(
+            Target::Rookery.send_frame("r1", 4, "hi", false),
+            r#"{"body":"hi","client_id":"4","conv":"r1","echo":false,"op":"send"}"#
+        );
         let raw = format!("r5\n{b}");
         assert_eq!(
             Target::Raw.parse(&raw, &rooms),
             Incoming::Msg { room: 5, sender: 3, k: 9, intended_ns: 77, seq: None }
         );
         assert_eq!(
-            Target::Socketio.send_frame("r1", 4, "hi"),
+            Target::Socketio.send_frame("r1", 4, "hi", false),
             r#"424["sendMessage",{"body":"hi","client_id":"4","room":"r1"}]"#
         );
     }

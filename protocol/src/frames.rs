@@ -32,6 +32,10 @@ pub enum ClientFrame {
         body: String,
         #[serde(default)]
         attachments: Vec<serde_json::Value>,
+        /// Whether the sending session also gets the `msg` (default `true`). With `false` it
+        /// learns of its message from the `ack` alone; the user's other sessions still get it.
+        #[serde(default = "yes")]
+        echo: bool,
     },
     #[serde(rename = "edit")]
     Edit { conv: String, id: String, body: String },
@@ -139,6 +143,12 @@ struct SendFrame {
     body: String,
     #[serde(default)]
     attachments: Vec<serde_json::Value>,
+    #[serde(default = "yes")]
+    echo: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -151,8 +161,9 @@ enum SendOp {
 /// its fields; any other frame, or a `send` it refuses, goes through the enum); only a frame
 /// that fails it is parsed once more to say precisely what is wrong.
 pub fn decode_client_frame(text: &[u8]) -> Result<ClientFrame, DecodeError> {
-    if let Ok(SendFrame { _op: SendOp::Send, conv, client_id, body, attachments }) = serde_json::from_slice(text) {
-        return Ok(ClientFrame::Send { conv, client_id, body, attachments });
+    if let Ok(SendFrame { _op: SendOp::Send, conv, client_id, body, attachments, echo }) = serde_json::from_slice(text)
+    {
+        return Ok(ClientFrame::Send { conv, client_id, body, attachments, echo });
     }
     match serde_json::from_slice::<ClientFrame>(text) {
         Ok(frame) => Ok(frame),
@@ -195,9 +206,17 @@ mod tests {
         let f = decode_client_frame(br#"{"op":"send","conv":"c","client_id":"k","body":"hi"}"#).unwrap();
         assert_eq!(
             f,
-            ClientFrame::Send { conv: "c".into(), client_id: "k".into(), body: "hi".into(), attachments: vec![] }
+            ClientFrame::Send {
+                conv: "c".into(),
+                client_id: "k".into(),
+                body: "hi".into(),
+                attachments: vec![],
+                echo: true
+            }
         );
         assert_eq!(f.op(), "send");
+        let f = decode_client_frame(br#"{"op":"send","conv":"c","client_id":"k","body":"hi","echo":false}"#).unwrap();
+        assert!(matches!(f, ClientFrame::Send { echo: false, .. }));
     }
 
     #[test]
@@ -212,6 +231,8 @@ mod tests {
             br#"{"op":"send","conv":"c","conv":"d","client_id":"k","body":"hi"}"#,
             br#"{"op":"send","conv":"c","client_id":"k","body":"hi","attachments":null}"#,
             br#"{"op":"ping","conv":"c","client_id":"k","body":"hi"}"#,
+            br#"{"op":"send","conv":"c","client_id":"k","body":"hi","echo":false}"#,
+            br#"{"op":"send","conv":"c","client_id":"k","body":"hi","echo":"no"}"#,
         ];
         for f in frames {
             let enum_path = serde_json::from_slice::<ClientFrame>(f).map_err(|e| classify(f, e));

@@ -212,8 +212,8 @@ impl Cluster {
 
     fn to_wire(&self, msg: ConvMsg) -> Option<WireConvMsg> {
         Some(match msg {
-            ConvMsg::Send { from, client_id, body, attachments, .. } => {
-                WireConvMsg::Send { from: self.requester_out(from)?, client_id, body, attachments }
+            ConvMsg::Send { from, client_id, body, attachments, echo, .. } => {
+                WireConvMsg::Send { from: self.requester_out(from)?, client_id, body, attachments, echo }
             }
             ConvMsg::Edit { from, id, body } => WireConvMsg::Edit { from: self.requester_out(from)?, id, body },
             ConvMsg::Delete { from, id } => WireConvMsg::Delete { from: self.requester_out(from)?, id },
@@ -258,11 +258,12 @@ impl Cluster {
 
     fn from_wire(msg: WireConvMsg) -> ConvMsg {
         match msg {
-            WireConvMsg::Send { from, client_id, body, attachments } => ConvMsg::Send {
+            WireConvMsg::Send { from, client_id, body, attachments, echo } => ConvMsg::Send {
                 from: Self::requester_in(from),
                 client_id,
                 body,
                 attachments,
+                echo,
                 received: Instant::now(),
                 permit: None,
             },

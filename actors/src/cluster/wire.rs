@@ -53,6 +53,9 @@ pub enum WireConvMsg {
         client_id: String,
         body: String,
         attachments: Vec<serde_json::Value>,
+        /// Absent in frames from nodes that predate it: they always echoed.
+        #[serde(default = "yes")]
+        echo: bool,
     },
     Edit {
         from: WireRequester,
@@ -169,6 +172,10 @@ pub fn raw_frame(frame: &[u8]) -> Option<Box<RawValue>> {
     RawValue::from_string(text.to_owned()).ok()
 }
 
+fn yes() -> bool {
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,5 +197,14 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(raw_frame(b"not json").is_none());
+    }
+
+    #[test]
+    fn a_send_from_a_node_without_echo_echoes() {
+        let old = r#"{"op":"send","from":{"user":"u1","reply":{"to":"nobody"}},"client_id":"k","body":"hi","attachments":[]}"#;
+        match serde_json::from_str::<WireConvMsg>(old).unwrap() {
+            WireConvMsg::Send { echo, .. } => assert!(echo),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -603,6 +603,7 @@ pub async fn send(
         client_id,
         body: body.body,
         attachments,
+        echo: true,
         received: std::time::Instant::now(),
         permit: None,
     };

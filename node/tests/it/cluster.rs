@@ -114,6 +114,25 @@ async fn every_event_crosses_nodes() {
             assert_eq!(got, expected, "member {i} sees every message once, in order");
         }
     }
+    // Without echo, across nodes: the sending session gets its ack alone; the sender's session
+    // on another node and the other members get the message, from an owner elsewhere.
+    let mut far = None;
+    for conv in &convs {
+        if c.owner_of(conv).await != 0 {
+            far = Some(conv.clone());
+            break;
+        }
+    }
+    let far = far.expect("a conversation owned off node 0");
+    let mut wa2 = c.node(1).ws(&alice).await;
+    wa.send(json!({"op":"send","conv":far,"client_id":"quiet","body":"no echo","echo":false})).await;
+    let ack = wa.expect_op("ack").await;
+    for ws in [&mut wa2, &mut wb, &mut wc] {
+        assert_eq!(next_msg(ws, &far).await["id"], ack["id"]);
+    }
+    wa.expect_silence(Duration::from_millis(500)).await;
+    drop(wa2);
+
     // An HTTP send through a node that does not own the conversation.
     let conv = &convs[0];
     let owner = c.owner_of(conv).await;

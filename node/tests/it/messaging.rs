@@ -60,6 +60,39 @@ async fn a_message_is_acked_then_delivered_to_every_session_of_every_member() {
 }
 
 #[tokio::test]
+async fn without_echo_the_sending_session_gets_the_ack_alone_and_its_user_counts_as_delivered() {
+    let n = TestNode::start().await;
+    let (a, b) = (n.signup("alice").await, n.signup("bob").await);
+    let id = n.group(&a, &[&b]).await;
+    let mut a1 = n.ws(&a).await;
+    let mut a2 = n.ws(&a).await;
+    let mut b1 = n.ws(&b).await;
+
+    a1.send(json!({"op":"send","conv":id,"client_id":"quiet","body":"no echo","echo":false})).await;
+    let ack = a1.expect_op("ack").await;
+    for ws in [&mut a2, &mut b1] {
+        let m = ws.expect_op("msg").await;
+        assert_eq!((&m["id"], &m["body"]), (&ack["id"], &json!("no echo")));
+    }
+    a1.expect_silence(Duration::from_millis(300)).await;
+
+    // The default echoes: the same session gets its ack, then the message.
+    a1.send(json!({"op":"send","conv":id,"client_id":"loud","body":"echo"})).await;
+    a1.expect_op("ack").await;
+    assert_eq!(a1.expect_op("msg").await["body"], "echo");
+
+    // Alone online, the sender's ack is the delivery: its cursor moves without a `msg`.
+    drop((a2, b1));
+    a1.send(json!({"op":"send","conv":id,"client_id":"alone","body":"acked","echo":false})).await;
+    assert_eq!(a1.expect_op("ack").await["seq"], 3);
+    eventually("alice's delivery cursor", || async {
+        n.node().app.store.cursor(uid(&a), &id).await.unwrap().delivered_seq == 3
+    })
+    .await;
+    a1.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
 async fn seq_strictly_increases_under_concurrent_senders() {
     let n = TestNode::start().await;
     let (a, b) = (n.signup("alice").await, n.signup("bob").await);
