@@ -54,7 +54,14 @@ pub enum ConvMsg {
     /// Membership or title changed in the store: reload them.
     Reload,
     /// The store finished writing `first..=last`.
-    Committed { first: u64, last: u64, result: Result<(), StoreError>, took: Duration },
+    Committed {
+        first: u64,
+        last: u64,
+        result: Result<(), StoreError>,
+        took: Duration,
+        /// When the store answered.
+        done: Instant,
+    },
     /// Cluster mode: another node owns the conversation now; hand over and stop.
     HandOver,
     /// Periodic housekeeping: flush delivery cursors, stop when idle.
@@ -244,9 +251,11 @@ impl Actor for ConversationActor {
         match msg {
             ConvMsg::Send { from, client_id, body, attachments, echo, received, permit } => {
                 state.last_activity = Instant::now();
+                state.hub.metrics.send_wait_seconds.observe(received.elapsed().as_secs_f64());
                 state.send(&myself, from, client_id, body, attachments, echo, received, permit).await;
             }
-            ConvMsg::Committed { first, last, result, took } => {
+            ConvMsg::Committed { first, last, result, took, done } => {
+                state.hub.metrics.commit_wait_seconds.observe(done.elapsed().as_secs_f64());
                 if state.committed(&myself, first, last, result, took) {
                     tracing::info!(conv = %state.id, "conversation claimed by another owner; handing over");
                     state.retire(&myself);
@@ -353,7 +362,7 @@ async fn retiring(msg: ConvMsg, state: &mut ConvState, myself: &ActorRef<ConvMsg
         }
         ConvMsg::Drain(reply) => state.answer_drain(reply),
         ConvMsg::Tick | ConvMsg::FlushReceipts | ConvMsg::HandOver => {}
-        ConvMsg::Committed { first, last, result, took } => {
+        ConvMsg::Committed { first, last, result, took, .. } => {
             // Writes that were in flight when a hand-over began still get their answers.
             state.committed(myself, first, last, result, took);
             if state.stop_when_drained && state.inflight.is_empty() {
@@ -448,7 +457,8 @@ impl ConvState {
         let (first, last) = (batch[0].seq, batch[batch.len() - 1].seq);
         let (me, started) = (myself.clone(), Instant::now());
         let committed = move |result| {
-            let _ = me.cast(ConvMsg::Committed { first, last, result, took: started.elapsed() });
+            let done = Instant::now();
+            let _ = me.cast(ConvMsg::Committed { first, last, result, took: done - started, done });
         };
         self.hub.store.clone().append_fenced_then(self.fence, batch, json, Box::new(committed));
     }

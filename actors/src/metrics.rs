@@ -44,6 +44,12 @@ pub struct Metrics {
     pub ws_errors: IntCounterVec,
     /// Time a store write (a group-committed append) took, seen by its caller.
     pub store_write_seconds: Histogram,
+    /// Time a `send` waited between its session and its conversation actor taking it (routing
+    /// and the actor's mailbox).
+    pub send_wait_seconds: Histogram,
+    /// Time a finished store write waited for its conversation actor to apply it (ack and
+    /// fan-out): the actor's mailbox and its wait for a worker.
+    pub commit_wait_seconds: Histogram,
     /// Time a group-commit batch took to commit and sync, per batch.
     pub store_batch_seconds: Histogram,
     /// Jobs (message appends and other writes) per group-commit batch, that is per fsync.
@@ -116,6 +122,14 @@ impl Metrics {
             )
             .unwrap(),
             store_write_seconds: latency("rookery_store_write_seconds", "Store write latency seen by the caller"),
+            send_wait_seconds: latency(
+                "rookery_conversation_send_wait_seconds",
+                "Time a send waits between its session and its conversation actor",
+            ),
+            commit_wait_seconds: latency(
+                "rookery_conversation_commit_wait_seconds",
+                "Time a finished store write waits for its conversation actor to apply it",
+            ),
             store_batch_seconds: latency("rookery_store_batch_seconds", "Group-commit batch commit and sync time"),
             store_batch_jobs: Histogram::with_opts(
                 HistogramOpts::new("rookery_store_batch_jobs", "Writes per group-commit batch (per fsync)")
@@ -205,6 +219,8 @@ impl Metrics {
         r.register(Box::new(m.messages_delivered.clone())).unwrap();
         r.register(Box::new(m.message_ack_seconds.clone())).unwrap();
         r.register(Box::new(m.store_write_seconds.clone())).unwrap();
+        r.register(Box::new(m.send_wait_seconds.clone())).unwrap();
+        r.register(Box::new(m.commit_wait_seconds.clone())).unwrap();
         r.register(Box::new(m.conversation_start_seconds.clone())).unwrap();
         r.register(Box::new(m.message_delivery_seconds.clone())).unwrap();
         r.register(Box::new(m.ws_errors.clone())).unwrap();

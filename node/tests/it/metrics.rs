@@ -40,6 +40,10 @@ async fn metrics_follow_real_traffic() {
     assert_eq!(metric(&text, "rookery_messages_delivered_total"), 10.0);
     assert_eq!(metric(&text, "rookery_message_ack_seconds_count"), 5.0);
     assert!(metric(&text, "rookery_store_write_seconds_count") >= 5.0);
+    // The stages of an ack: every send waited for its actor, every append for its turn.
+    assert_eq!(metric(&text, "rookery_conversation_send_wait_seconds_count"), 5.0);
+    let commits = metric(&text, "rookery_conversation_commit_wait_seconds_count");
+    assert!((1.0..=5.0).contains(&commits), "{commits} appends for 5 sends");
     // Every write went through a batch: the batch sizes add up to at least the 5 appends
     // (the signups and the conversation were written too).
     assert!(metric(&text, "rookery_store_batch_jobs_sum") >= 5.0);
