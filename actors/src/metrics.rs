@@ -35,10 +35,11 @@ pub struct Metrics {
     pub messages_received: IntCounter,
     /// Message frames queued to sessions (one per recipient session).
     pub messages_delivered: IntCounter,
-    /// Time from a `send` arriving at its conversation actor to its `ack` being queued.
+    /// Time from a `send` leaving its session (decoded and checked) to its `ack` being queued:
+    /// `send_wait_seconds`, the store write and `commit_wait_seconds` are its stages.
     pub message_ack_seconds: Histogram,
-    /// Time from a `send` arriving at its conversation actor to its `msg` being queued to the
-    /// members' sessions on the owning node (the fan-out).
+    /// Time from a `send` leaving its session to its `msg` being queued to the members'
+    /// sessions on the owning node (the fan-out).
     pub message_delivery_seconds: Histogram,
     /// `error` events sent to WebSocket clients, by code (bounded: the protocol's codes).
     pub ws_errors: IntCounterVec,
