@@ -34,7 +34,7 @@ pub enum ClientFrame {
         attachments: Vec<serde_json::Value>,
         /// Whether the sending session also gets the `msg` (default `true`). With `false` it
         /// learns of its message from the `ack` alone; the user's other sessions still get it.
-        #[serde(default = "yes")]
+        #[serde(default = "echo_by_default")]
         echo: bool,
     },
     #[serde(rename = "edit")]
@@ -143,11 +143,12 @@ struct SendFrame {
     body: String,
     #[serde(default)]
     attachments: Vec<serde_json::Value>,
-    #[serde(default = "yes")]
+    #[serde(default = "echo_by_default")]
     echo: bool,
 }
 
-fn yes() -> bool {
+/// A `send`'s `echo` when the frame leaves it out (also the cluster wire format's default).
+pub fn echo_by_default() -> bool {
     true
 }
 

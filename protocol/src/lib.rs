@@ -15,5 +15,5 @@ mod objects;
 
 pub use codes::{close, ErrorCode};
 pub use events::{encode_event, encode_message, message_seq, msg_event, Limits, ServerEvent};
-pub use frames::{decode_client_frame, ClientFrame, DecodeError, KNOWN_OPS};
+pub use frames::{decode_client_frame, echo_by_default, ClientFrame, DecodeError, KNOWN_OPS};
 pub use objects::{is_valid_id, ConvId, Conversation, ConversationKind, Member, Message, Role, Session, User, UserId};

@@ -54,7 +54,7 @@ pub enum WireConvMsg {
         body: String,
         attachments: Vec<serde_json::Value>,
         /// Absent in frames from nodes that predate it: they always echoed.
-        #[serde(default = "yes")]
+        #[serde(default = "rookery_protocol::echo_by_default")]
         echo: bool,
     },
     Edit {
@@ -170,10 +170,6 @@ pub struct Batch {
 pub fn raw_frame(frame: &[u8]) -> Option<Box<RawValue>> {
     let text = std::str::from_utf8(frame).ok()?;
     RawValue::from_string(text.to_owned()).ok()
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[cfg(test)]
