@@ -19,6 +19,7 @@
 //! | `dedupe` | conv id, sender, client id | seq (u64 BE) |
 //! | `cursors` | user id, conv id | [`Cursor`] JSON |
 
+mod background;
 mod disk;
 mod heads;
 mod writer;

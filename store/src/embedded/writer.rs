@@ -135,6 +135,8 @@ impl Keyspaces {
             .cache_size(CACHE_BYTES)
             .open()
             .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", dir.display())))?;
+        // The database has started its flush and compaction threads.
+        super::background::lower_engine_threads();
         let mut all = Vec::with_capacity(Ks::ALL.len());
         for ks in Ks::ALL {
             all.push(
