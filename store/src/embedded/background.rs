@@ -20,8 +20,8 @@ pub const BACKGROUND_NICE: i32 = 10;
 const ENGINE_THREAD: &str = "fjall:worker";
 
 /// Lowers the priority of every engine background thread of this process to
-/// [`BACKGROUND_NICE`] (threads already at it or lower are left alone). Called after each open
-/// of the database, which starts its threads. Returns how many threads it lowered.
+/// [`BACKGROUND_NICE`] (a thread already at that nice value or above is left alone). Called
+/// after each open of the database, which starts its threads. Returns how many it lowered.
 #[cfg(target_os = "linux")]
 pub(crate) fn lower_engine_threads() -> usize {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
