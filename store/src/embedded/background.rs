@@ -6,88 +6,99 @@
 //! message's ack. On a machine with few cores the burst took a core from them: the node's acks
 //! over 25 ms came in clusters that matched the engine threads' CPU time to the quarter second
 //! (docs/benchmarks.md, 2026-12-04, late night). At [`BACKGROUND_NICE`] the engine's threads
-//! still get idle CPU at once and about a tenth of a busy core, so flushes keep up with writes
-//! (and if they fell behind, the engine's own write throttling would leave them the CPU).
+//! still get idle CPU at once and about a tenth of a busy core, so flushes keep up with writes.
+//! If they fell behind, fjall's own backpressure would leave them the CPU: it holds the store
+//! writer's commits back (sleeping) while 4 sealed memtables wait for their flush or level 0
+//! holds 20 runs or more.
 //!
-//! Linux only: the nice value of one thread is set through its thread id
-//! (`setpriority(PRIO_PROCESS, tid)`). Elsewhere the threads keep the process's priority.
+//! How: on Linux a new thread starts with the nice value of the thread that creates it, so the
+//! database is opened on a short-lived thread that first lowers its own priority
+//! ([`opened_at_background_priority`]); every thread fjall starts there inherits it. Elsewhere
+//! the threads keep the process's priority.
 
 /// The nice value of the engine's background threads (the request path runs at the process's
 /// own, normally 0). 10 weighs about a tenth of a nice-0 thread in the Linux scheduler.
 pub const BACKGROUND_NICE: i32 = 10;
 
-/// The name fjall gives its flush and compaction threads.
-const ENGINE_THREAD: &str = "fjall:worker";
-
-/// Lowers the priority of every engine background thread of this process to
-/// [`BACKGROUND_NICE`] (a thread already at that nice value or above is left alone). Called
-/// after each open of the database, which starts its threads. Returns how many it lowered.
-#[cfg(target_os = "linux")]
-pub(crate) fn lower_engine_threads() -> usize {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
-    let mut lowered = 0;
-    for task in tasks.flatten() {
-        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<libc::id_t>().ok()) else { continue };
-        let is_engine = std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.trim_end() == ENGINE_THREAD);
-        if is_engine && nice_of(tid).is_some_and(|n| n < BACKGROUND_NICE) && set_nice(tid, BACKGROUND_NICE) {
-            lowered += 1;
+/// Runs `open` (which starts the engine's threads) on a thread of its own at
+/// [`BACKGROUND_NICE`], so that the threads it starts run at that priority, and returns its
+/// result. The calling thread's priority is left as it is. Opening is also recovery (the
+/// journal is replayed): it runs at that priority too.
+pub(crate) fn opened_at_background_priority<T: Send>(open: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        let opener = std::thread::Builder::new().name("rookery-store-open".into()).spawn_scoped(s, || {
+            lower_this_thread();
+            open()
+        });
+        match opener.expect("spawning the store's opening thread").join() {
+            Ok(opened) => opened,
+            Err(panic) => std::panic::resume_unwind(panic),
         }
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn lower_this_thread() {
+    // SAFETY: `gettid` and `setpriority` take and return plain integers and touch no memory of
+    // ours; with PRIO_PROCESS and a thread id, Linux sets that one thread's nice value. Raising
+    // a nice value needs no privilege.
+    #[allow(unsafe_code)]
+    let lowered = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, BACKGROUND_NICE) };
+    if lowered != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "could not lower the store engine's thread priority");
     }
-    if lowered > 0 {
-        tracing::debug!(threads = lowered, nice = BACKGROUND_NICE, "lowered the store engine's background threads");
-    }
-    lowered
 }
 
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn lower_engine_threads() -> usize {
-    0
-}
-
-/// A thread's nice value, from `/proc/self/task/<tid>/stat` (field 19).
-#[cfg(target_os = "linux")]
-pub(crate) fn nice_of(tid: libc::id_t) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
-    // The thread's name (field 2) is in parentheses and may hold spaces: count after it.
-    stat.rsplit_once(')')?.1.split_whitespace().nth(16)?.parse().ok()
-}
-
-#[cfg(target_os = "linux")]
-fn set_nice(tid: libc::id_t, nice: i32) -> bool {
-    // SAFETY: `setpriority` takes plain integers and touches no memory of ours; with
-    // PRIO_PROCESS and a thread id, Linux sets that one thread's nice value. Raising a nice
-    // value needs no privilege.
-    #[allow(unsafe_code)]
-    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) };
-    r == 0
-}
+fn lower_this_thread() {}
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 
-    fn engine_threads() -> Vec<(libc::id_t, Option<i32>)> {
+    /// A thread's nice value, from `/proc/self/task/<tid>/stat` (field 19; the thread's name,
+    /// field 2, is in parentheses and may hold spaces, so fields are counted after it).
+    fn nice_of(task: &std::path::Path) -> Option<i32> {
+        let stat = std::fs::read_to_string(task.join("stat")).ok()?;
+        stat.rsplit_once(')')?.1.split_whitespace().nth(16)?.parse().ok()
+    }
+
+    /// The nice value of every thread of this process named `name`.
+    fn nice_of_threads(name: &str) -> Vec<Option<i32>> {
         std::fs::read_dir("/proc/self/task")
             .unwrap()
             .flatten()
-            .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == ENGINE_THREAD))
-            .map(|t| {
-                let tid = t.file_name().to_str().unwrap().parse().unwrap();
-                (tid, nice_of(tid))
-            })
+            .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name))
+            .map(|t| nice_of(&t.path()))
             .collect()
+    }
+
+    /// [`nice_of_threads`] once at least one thread of that name shows (a new thread names
+    /// itself once it runs, a moment after it was started), up to 5 s.
+    fn nice_of_named_threads(name: &str) -> Vec<Option<i32>> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let found = nice_of_threads(name);
+            if !found.is_empty() || std::time::Instant::now() > deadline {
+                return found;
+            }
+            std::thread::yield_now();
+        }
     }
 
     #[test]
     fn an_opened_store_runs_its_engine_threads_below_the_request_path() {
         let dir = tempfile::tempdir().unwrap();
         let _store = crate::embedded::EmbeddedStore::open(dir.path(), Default::default()).unwrap();
-        let threads = engine_threads();
-        assert!(!threads.is_empty(), "the engine started its background threads");
-        for (tid, nice) in threads {
-            assert!(nice.is_some_and(|n| n >= BACKGROUND_NICE), "engine thread {tid} at nice {nice:?}");
+        let engine = nice_of_named_threads("fjall:worker");
+        assert!(!engine.is_empty(), "the engine started its background threads");
+        for nice in engine {
+            assert!(nice.is_some_and(|n| n >= BACKGROUND_NICE), "an engine thread at nice {nice:?}");
         }
-        let me = nice_of(std::process::id() as libc::id_t).unwrap();
-        assert!(me < BACKGROUND_NICE, "the process itself keeps its priority (nice {me})");
+        let writer = nice_of_named_threads("rookery-store-w");
+        assert!(!writer.is_empty(), "the store writer runs");
+        for nice in writer {
+            assert!(nice.is_some_and(|n| n < BACKGROUND_NICE), "the store writer keeps its priority ({nice:?})");
+        }
     }
 }

@@ -129,14 +129,18 @@ impl Keyspaces {
         &self.all[ks as usize]
     }
 
-    /// Opens (or creates) the database in `dir` with every keyspace.
+    /// Opens (or creates) the database in `dir` with every keyspace. The threads the engine
+    /// starts for flushes and compactions run below the request path
+    /// ([`super::background`]).
     fn open(dir: &Path) -> StoreResult<Self> {
+        super::background::opened_at_background_priority(|| Self::open_here(dir))
+    }
+
+    fn open_here(dir: &Path) -> StoreResult<Self> {
         let db = Database::builder(dir)
             .cache_size(CACHE_BYTES)
             .open()
             .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", dir.display())))?;
-        // The database has started its flush and compaction threads.
-        super::background::lower_engine_threads();
         let mut all = Vec::with_capacity(Ks::ALL.len());
         for ks in Ks::ALL {
             all.push(
