@@ -16,6 +16,31 @@
 //! ([`opened_at_background_priority`]); every thread fjall starts there inherits it. Elsewhere
 //! the threads keep the process's priority.
 
+/// How many background threads the engine runs: as many as it would by default (one per core,
+/// at most 4), but never fewer than [`MIN_WORKERS`].
+///
+/// Why the floor: fjall keeps its first worker for flushes. When that worker receives a request
+/// to compact, it puts it back on the queue and takes the next message, which is often the same
+/// request again. It keeps doing so until another worker is free to take it. After each flush
+/// the engine queues one compaction request per worker. With two workers (fjall's default on a
+/// 2-core machine) the only other worker is busy with the compaction itself, so the first worker
+/// spins on a full core for as long as the compaction runs. That spin was a third of the engine
+/// threads' CPU time and 5 % of the node's (docs/benchmarks.md, 2026-12-04, night). With three
+/// workers, the third worker is idle and takes the request, or the request finds nothing left
+/// to compact, and the first worker soon stops.
+///
+/// One worker would not spin, but fjall 3.1 can deadlock with one: a worker that rotates a
+/// memtable then waits for room on its own full queue to ask for the flush.
+pub(crate) fn engine_workers() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    cores.clamp(MIN_WORKERS, MAX_WORKERS)
+}
+
+/// The fewest background threads the engine runs ([`engine_workers`]).
+pub const MIN_WORKERS: usize = 3;
+/// The most background threads the engine runs (fjall's own default cap).
+pub const MAX_WORKERS: usize = 4;
+
 /// The nice value of the engine's background threads (the request path runs at the process's
 /// own, normally 0). 10 weighs about a tenth of a nice-0 thread in the Linux scheduler.
 pub const BACKGROUND_NICE: i32 = 10;

@@ -139,6 +139,7 @@ impl Keyspaces {
     fn open_here(dir: &Path) -> StoreResult<Self> {
         let db = Database::builder(dir)
             .cache_size(CACHE_BYTES)
+            .worker_threads(super::background::engine_workers())
             .open()
             .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", dir.display())))?;
         let mut all = Vec::with_capacity(Ks::ALL.len());
