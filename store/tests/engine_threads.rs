@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use rookery_store::embedded::{EmbeddedOptions, EmbeddedStore, ENGINE_MIN_WORKERS};
+use rookery_store::embedded::{EmbeddedOptions, EmbeddedStore, ENGINE_MAX_WORKERS, ENGINE_MIN_WORKERS};
 
 /// The threads of this process named `name`.
 fn threads_named(name: &str) -> usize {
@@ -29,5 +29,5 @@ fn the_engine_runs_at_least_three_background_threads_whatever_the_core_count() {
         seen = threads_named("fjall:worker");
     }
     assert!(seen >= ENGINE_MIN_WORKERS, "{seen} engine threads, expected at least {ENGINE_MIN_WORKERS}");
-    assert!(seen <= 4, "{seen} engine threads: more than fjall's own cap of 4");
+    assert!(seen <= ENGINE_MAX_WORKERS, "{seen} engine threads, expected at most {ENGINE_MAX_WORKERS}");
 }

@@ -25,9 +25,10 @@
 /// the engine queues one compaction request per worker. With two workers (fjall's default on a
 /// 2-core machine) the only other worker is busy with the compaction itself, so the first worker
 /// spins on a full core for as long as the compaction runs. That spin was a third of the engine
-/// threads' CPU time and 5 % of the node's (docs/benchmarks.md, 2026-12-04, near midnight). With three
-/// workers, the third worker is idle and takes the request, or the request finds nothing left
-/// to compact, and the first worker soon stops.
+/// threads' CPU time and 5 % of the node's (docs/benchmarks.md, 2026-12-04, near midnight).
+/// With three workers, the third one is idle and takes the request (or the request finds
+/// nothing left to compact), and the first worker stops at once; it spins again only while
+/// both others compact at the same time.
 ///
 /// One worker would not spin, but fjall 3.1 can deadlock with one: a worker that rotates a
 /// memtable then waits for room on its own full queue to ask for the flush.

@@ -33,7 +33,7 @@ use rookery_protocol::{encode_message, Message, Role, User};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use background::MIN_WORKERS as ENGINE_MIN_WORKERS;
+pub use background::{MAX_WORKERS as ENGINE_MAX_WORKERS, MIN_WORKERS as ENGINE_MIN_WORKERS};
 pub use disk::CHECK_EVERY as FREE_SPACE_CHECK_EVERY;
 use heads::Note;
 pub use writer::{BatchObserver, CommitDelay, COMMIT_DELAY_BELOW};
