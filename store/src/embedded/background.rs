@@ -1,5 +1,6 @@
-//! The engine's background threads (memtable flushes and compactions) run at a lower CPU
-//! priority than the threads that serve requests.
+//! The engine's background threads (memtable flushes and compactions): how many there are
+//! ([`engine_workers`]), and that they run at a lower CPU priority than the threads that serve
+//! requests.
 //!
 //! A flush or a compaction is a burst of CPU work (tens to hundreds of milliseconds on one
 //! core) that nobody waits for, while the tokio workers and the store writer carry every
@@ -37,7 +38,7 @@ pub(crate) fn engine_workers() -> usize {
     cores.clamp(MIN_WORKERS, MAX_WORKERS)
 }
 
-/// The fewest background threads the engine runs ([`engine_workers`]).
+/// The fewest background threads the engine runs (one per core, at least this many).
 pub const MIN_WORKERS: usize = 3;
 /// The most background threads the engine runs (fjall's own default cap).
 pub const MAX_WORKERS: usize = 4;
@@ -108,7 +109,7 @@ mod tests {
             if !found.is_empty() || std::time::Instant::now() > deadline {
                 return found;
             }
-            std::thread::yield_now();
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
 
