@@ -52,6 +52,17 @@ use crate::{
 pub const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 /// Block cache for reads.
 pub const CACHE_BYTES: u64 = 32 * 1024 * 1024;
+/// Flushed memtables (level 0 tables) a keyspace gathers before they are compacted into level 1
+/// (fjall's default: 4). Message keys lead with a random conversation id, so every flushed
+/// table overlaps all of level 1, and each compaction from level 0 rewrites level 1 whole: at 4,
+/// those rewrites kept the disk busy enough that the journal's fsync, and writes waiting on the
+/// engine's version lock (held across two fsyncs while a compaction's tables are registered),
+/// stalled for 10 ms and more several times a minute; gathering 12 tables makes a third as many
+/// of them (docs/benchmarks.md, 2026-12-05). It stays well below the count at which the engine
+/// slows writes down (20 tables) and stops them (30). Applies to keyspaces created with it: the
+/// engine keeps each keyspace's setting in its data directory, so a store created before keeps
+/// its 4.
+pub const L0_COMPACTION_THRESHOLD: u8 = 12;
 
 /// Options of the embedded store.
 #[derive(Clone, Default)]

@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use fjall::compaction::Leveled;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use foldhash::{HashMap, HashMapExt};
 use tokio::sync::mpsc::error::TryRecvError;
@@ -38,7 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::disk::DiskReserve;
 use super::heads::{Heads, Note};
-use super::{CACHE_BYTES, MEMTABLE_BYTES};
+use super::{CACHE_BYTES, L0_COMPACTION_THRESHOLD, MEMTABLE_BYTES};
 use crate::{StoreError, StoreResult};
 
 /// Most write jobs waiting for the writer thread.
@@ -146,6 +147,9 @@ impl Keyspaces {
         for ks in Ks::ALL {
             all.push(
                 db.keyspace(ks.name(), || {
+                    // Level 0 gathers more tables before compaction (`L0_COMPACTION_THRESHOLD`
+                    // says why); the rest of the leveled strategy is fjall's default.
+                    let compaction = Leveled::default().with_l0_threshold(L0_COMPACTION_THRESHOLD);
                     // Filter and index blocks are partitioned from level 1 on (fjall's default
                     // starts at level 3): a point read (the per-send client_id lookup, the
                     // commit's seq check) then loads one small partition through the block cache
@@ -153,6 +157,7 @@ impl Keyspaces {
                     // re-read and re-checksummed on every miss once the tables grew
                     // (docs/benchmarks.md). Memory stays bounded by the cache, whatever the data.
                     KeyspaceCreateOptions::default()
+                        .compaction_strategy(Arc::new(compaction))
                         .max_memtable_size(MEMTABLE_BYTES)
                         .filter_block_partitioning_policy(fjall::config::PartitioningPolicy::new([false, true]))
                         .index_block_partitioning_policy(fjall::config::PartitioningPolicy::new([false, true]))
@@ -713,6 +718,49 @@ mod tests {
     use std::sync::mpsc as std_mpsc;
 
     use super::*;
+
+    /// Level 0 of a keyspace gathers `L0_COMPACTION_THRESHOLD` flushed tables before they are
+    /// compacted (fjall's default, 4, would have merged them), and is compacted once it has them.
+    #[test]
+    fn level_0_is_compacted_at_the_threshold_and_not_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyspaces = Keyspaces::open(dir.path()).unwrap();
+        let messages = keyspaces.get(Ks::Messages);
+        // Every table spans the same key range, as flushed message tables do (their keys lead
+        // with random conversation ids): tables that overlap nothing are moved down, not merged.
+        let flush = |n: u8| {
+            messages.insert([0, n], [n]).unwrap();
+            messages.insert([255, n], [n]).unwrap();
+            messages.rotate_memtable_and_wait().unwrap();
+        };
+        let below = L0_COMPACTION_THRESHOLD - 1;
+        for n in 0..below {
+            flush(n);
+        }
+        // A compaction at fjall's default would have started after the fourth flush; it takes
+        // milliseconds for tables this small. (The first table may have been moved down into
+        // the empty level 1 instead.)
+        std::thread::sleep(Duration::from_millis(1500));
+        let gathered = messages.l0_table_count();
+        assert!(
+            gathered >= usize::from(below) - 1,
+            "level 0 was compacted below the threshold: {gathered} tables left"
+        );
+        // Three more: level 0 reaches the threshold and is compacted.
+        for n in below..below + 3 {
+            flush(n);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while messages.l0_table_count() >= usize::from(L0_COMPACTION_THRESHOLD) {
+            assert!(Instant::now() < deadline, "level 0 was not compacted at the threshold");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for n in 0..below + 3 {
+            for key in [[0, n], [255, n]] {
+                assert_eq!(messages.get(key).unwrap().as_deref(), Some(&[n][..]), "compaction kept every key");
+            }
+        }
+    }
 
     #[test]
     fn only_a_small_batch_after_a_shared_one_waits() {
