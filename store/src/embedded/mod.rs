@@ -56,8 +56,8 @@ pub const CACHE_BYTES: u64 = 32 * 1024 * 1024;
 /// (fjall's default: 4). Message keys lead with a random conversation id, so every flushed
 /// table overlaps all of level 1, and each compaction from level 0 rewrites level 1 whole: at 4,
 /// those rewrites kept the disk busy enough that the journal's fsync, and writes waiting on the
-/// engine's version lock (held across two fsyncs while a compaction's tables are registered),
-/// stalled for 10 ms and more dozens of times a minute under steady direct messages. With 12,
+/// engine's version lock (held across two fsyncs whenever a flush or compaction registers its
+/// tables), stalled for 10 ms and more dozens of times a minute under steady direct messages. With 12,
 /// level 1 is rewritten a third as often, and half as many acks took over 10 ms at the same load
 /// (docs/benchmarks.md, 2026-12-05). It stays well below the count at which the engine
 /// slows writes down (20 tables) and stops them (30). Applies to keyspaces created with it: the
