@@ -29,7 +29,7 @@ import tempfile
 import time
 import urllib.request
 
-from node_metrics import count, histograms
+from node_metrics import count, histograms, quantile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADMIN_TOKEN = "soak-admin-token-0123456789abcdef"
@@ -109,14 +109,9 @@ def ack_histogram(admin_port):
 
 def interval_p99_ms(before, after):
     """The p99 of the observations between two histogram readings (upper bucket bound)."""
-    n = after[0] - before[0]
-    if n <= 0:
+    if after[0] - before[0] <= 0:
         return 0.0
-    target = 0.99 * n
-    for le in sorted(after[1]):
-        if after[1][le] - before[1].get(le, 0) >= target:
-            return le * 1000 if le != float("inf") else float("inf")
-    return float("inf")
+    return quantile(after[1], before[1], 0.99) * 1000
 
 
 def svg_plot(samples, path, title):

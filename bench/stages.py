@@ -25,8 +25,9 @@ import sys
 import tempfile
 import time
 
-from node_metrics import INF, count, histograms, over
+from node_metrics import count, histograms, over, quantile
 from run import ADMIN_TOKEN, loadgen_cmd, parse_target, read_report, serving
+from syscalls import cpu_ticks
 
 ACKS = "rookery_message_ack_seconds"
 STAGES = [
@@ -39,15 +40,6 @@ STAGES = [
 # Thread kinds by the start of their name (`/proc/<pid>/task/<tid>/comm`, at most 15 bytes).
 THREADS = [("workers", "tokio-rt-worker"), ("writer", "rookery-store-w"), ("engine", "fjall")]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def quantile(now, before, q):
-    """The bucket bound at or under which a fraction `q` of the window's observations fell."""
-    n = count(now, before)
-    for le in sorted(now):
-        if n and now[le] - before.get(le, 0) >= q * n:
-            return le
-    return INF
 
 
 def ticks(stat):
@@ -76,11 +68,6 @@ def node_threads(pid):
     return cpu, sleeps, preempted
 
 
-def process_cpu(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        return ticks(f.read())
-
-
 def one_run(target, a):
     extra = ["--ramp", "2"]
     if a.scenario == "group":
@@ -92,9 +79,9 @@ def one_run(target, a):
         url = f"http://127.0.0.1:{server.admin_port}"
         names = [name for _, name in STAGES]
         time.sleep(a.settle)
-        h0, n0, g0, t0 = histograms(url, ADMIN_TOKEN, names), node_threads(server.proc.pid), process_cpu(gen.pid), time.monotonic()
+        h0, n0, g0, t0 = histograms(url, ADMIN_TOKEN, names), node_threads(server.proc.pid), sum(cpu_ticks(gen.pid)), time.monotonic()
         time.sleep(a.window)
-        h1, n1, g1, t1 = histograms(url, ADMIN_TOKEN, names), node_threads(server.proc.pid), process_cpu(gen.pid), time.monotonic()
+        h1, n1, g1, t1 = histograms(url, ADMIN_TOKEN, names), node_threads(server.proc.pid), sum(cpu_ticks(gen.pid)), time.monotonic()
         _, err = gen.communicate()
         rep = read_report(out, err)
     secs = t1 - t0
