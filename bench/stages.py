@@ -37,14 +37,9 @@ STAGES = [
     ("commit_wait", "rookery_conversation_commit_wait_seconds"),
     ("store_batch", "rookery_store_batch_seconds"),
 ]
-# Thread kinds by the start of their name (`/proc/<pid>/task/<tid>/comm`, at most 15 bytes).
+# Thread kinds by the start of their name (`Name` in `/proc/<pid>/task/<tid>/status`, at most 15 bytes).
 THREADS = [("workers", "tokio-rt-worker"), ("writer", "rookery-store-w"), ("engine", "fjall")]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def ticks(stat):
-    fields = stat.rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
 
 
 def node_threads(pid):
@@ -54,15 +49,14 @@ def node_threads(pid):
     cpu, sleeps, preempted = dict.fromkeys(kinds, 0), dict.fromkeys(kinds, 0), dict.fromkeys(kinds, 0)
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                stat = f.read()
+            ticks = sum(cpu_ticks(pid, tid))
             with open(f"/proc/{pid}/task/{tid}/status") as f:
                 status = dict(line.split(":", 1) for line in f if ":" in line)
         except OSError:
             continue  # the thread ended meanwhile
-        name = stat.split("(", 1)[1].rsplit(")", 1)[0]
+        name = status["Name"].strip()
         kind = next((k for k, prefix in THREADS if name.startswith(prefix)), "other")
-        cpu[kind] += ticks(stat)
+        cpu[kind] += ticks
         sleeps[kind] += int(status["voluntary_ctxt_switches"])
         preempted[kind] += int(status["nonvoluntary_ctxt_switches"])
     return cpu, sleeps, preempted

@@ -32,9 +32,10 @@ CALLS = ("sendto", "recvfrom", "writev", "epoll_wait", "futex", "write", "read",
 HZ = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_ticks(pid):
-    """User and system time of `pid` so far, in clock ticks."""
-    with open(f"/proc/{pid}/stat") as f:
+def cpu_ticks(pid, tid=None):
+    """User and system time of `pid` (of its thread `tid` alone, when given) so far, in clock
+    ticks."""
+    with open(f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return int(fields[11]), int(fields[12])
 
