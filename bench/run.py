@@ -7,6 +7,10 @@
                                     # two Rookery builds side by side (before/after a change)
     python3 bench/run.py --targets rookery --scenarios direct --data-root /dev/shm
                                     # Rookery's data on tmpfs: its figures without the disk
+    python3 bench/run.py --loadgen-nice -5 --scenarios group
+                                    # the load generator ahead of the servers for the cores
+                                    # (the default is equal priority; docs/benchmarks.md,
+                                    # 2026-12-05 (late morning), shows how far it moves each figure)
 
 Builds Rookery, the load generator and the raw peer (release), installs the Socket.IO peer
 (npm ci), then for each server: starts it, runs the same scenarios with rookery-loadgen, stops
@@ -59,6 +63,8 @@ IDLE_RUNS = 3
 IDLE_HOLD = 20
 # Where Rookery's data directories are made (--data-root); None: the system's temporary directory.
 DATA_ROOT = None
+# The load generator's nice value (--loadgen-nice); 0: the same priority as the server.
+LOADGEN_NICE = 0
 
 
 def log(*a):
@@ -163,7 +169,8 @@ def loadgen_cmd(server, scenario, users, rate, duration, extra, out):
     cmd = [LOADGEN, "run", "--url", server.url, "--target", server.kind, "--scenario", scenario,
            "--users", str(users), "--rate", str(rate), "--duration", str(duration), "--quiet",
            "--json", out, "--admin-url", f"http://127.0.0.1:{server.admin_port}", "--admin-token", ADMIN_TOKEN]
-    return cmd + list(extra)
+    nice = ["nice", "-n", str(LOADGEN_NICE)] if LOADGEN_NICE else []
+    return nice + cmd + list(extra)
 
 
 def loadgen(server, scenario, users, rate=1.0, duration=10.0, extra=()):
@@ -246,9 +253,13 @@ def main():
     ap.add_argument("--data-root", default=None,
                     help="directory for Rookery's data directories (default: the system's temporary directory); "
                          "/dev/shm takes the disk out of the measurement, to tell the disk's share of the latency from the CPU's")
+    ap.add_argument("--loadgen-nice", type=int, default=0,
+                    help="run the load generator at this nice value (negative: ahead of the server; needs root), "
+                         "so that its own wait for a core on a shared machine is not counted as the server's latency")
     args = ap.parse_args()
-    global DATA_ROOT
+    global DATA_ROOT, LOADGEN_NICE
     DATA_ROOT = args.data_root
+    LOADGEN_NICE = args.loadgen_nice
     scenarios = set(args.scenarios.split(","))
     unknown = scenarios - set(SCENARIOS)
     if unknown:
@@ -265,7 +276,8 @@ def main():
     rates = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384]
     idle_conns = 2000 if args.quick else 15000
     storm_conns = 2000 if args.quick else 10000
-    results = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "users": users, "targets": {}}
+    results = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "users": users,
+               "loadgen_nice": LOADGEN_NICE, "targets": {}}
     for target in args.targets.split(","):
         kind, _, label = parse_target(target)
         r = results["targets"][label] = {}
@@ -367,7 +379,8 @@ def print_table(res):
     def ratio(a, b):
         return f"{a / b:.2f}x" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else "-"
     ratios = [(r, peer) for r in rookeries for peer in ("socketio", "raw") if peer in t]
-    print(f"\nRookery benchmark, {res['date']}, {res['machine']}, {res['users']} connections")
+    nice = f", load generator at nice {res['loadgen_nice']}" if res.get("loadgen_nice") else ""
+    print(f"\nRookery benchmark, {res['date']}, {res['machine']}, {res['users']} connections{nice}")
     rw = {(r, p): len(r) + len(p) + 3 for r, p in ratios}
     print(f"{'figure':34}" + "".join(f"{k:>{w[k]}}" for k in labels)
           + "".join(f"{r + '/' + p:>{rw[r, p]}}" for r, p in ratios))
