@@ -260,6 +260,9 @@ def main():
     global DATA_ROOT, LOADGEN_NICE
     DATA_ROOT = args.data_root
     LOADGEN_NICE = args.loadgen_nice
+    if LOADGEN_NICE < 0 and os.geteuid() != 0:
+        # `nice` would warn and run it at the usual priority, under a heading that says otherwise.
+        ap.error("--loadgen-nice below 0 needs root")
     scenarios = set(args.scenarios.split(","))
     unknown = scenarios - set(SCENARIOS)
     if unknown:
