@@ -30,11 +30,11 @@ def over(buckets, seconds, before=None):
     return count(buckets, before) - (buckets.get(seconds, 0) - (before or {}).get(seconds, 0))
 
 
-def quantile(buckets, before, q):
-    """The upper bucket bound at or under which a fraction `q` of the observations since `before`
-    (an earlier reading) fell; INF when only the +Inf bucket holds them."""
+def quantile(buckets, q, before=None):
+    """The upper bucket bound at or under which a fraction `q` of the observations (since
+    `before`, an earlier reading, when given) fell; INF when only the +Inf bucket holds them."""
     n = count(buckets, before)
     for le in sorted(buckets):
-        if n and buckets[le] - before.get(le, 0) >= q * n:
+        if n and buckets[le] - (before or {}).get(le, 0) >= q * n:
             return le
     return INF

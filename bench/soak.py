@@ -111,7 +111,7 @@ def interval_p99_ms(before, after):
     """The p99 of the observations between two histogram readings (upper bucket bound)."""
     if after[0] - before[0] <= 0:
         return 0.0
-    return quantile(after[1], before[1], 0.99) * 1000
+    return quantile(after[1], 0.99, before[1]) * 1000
 
 
 def svg_plot(samples, path, title):

@@ -93,7 +93,7 @@ def one_run(target, a):
     print(f"  context switches per acked message (slept / preempted): {switches}")
     for label, name in STAGES:
         now, before = h1[name], h0[name]
-        bounds = "  ".join(f"{tag} <= {quantile(now, before, q) * 1000:g}" for tag, q in
+        bounds = "  ".join(f"{tag} <= {quantile(now, q, before) * 1000:g}" for tag, q in
                            (("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)))
         print(f"  {label:12} {count(now, before):8d}  {bounds} ms  over 10 ms {over(now, 0.01, before)}")
     sys.stdout.flush()
